@@ -1,0 +1,390 @@
+"""The `archiver` command line: parse options, call one function, render. No SQL, no HTTP."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
+
+import click
+from sqlalchemy.engine import Engine
+
+from archiver import __version__, db, migrate
+from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, BasetenClient, RetryPolicy
+from archiver.errors import ArchiverError, UsageError
+from archiver.logs import configure_logging
+from archiver.output import render
+from archiver.sync import Scope, SyncOptions, run_sync
+
+log = logging.getLogger("archiver")
+F = TypeVar("F", bound=Callable[..., Any])
+
+database_option = click.option(
+    "--database-url",
+    envvar="ARCHIVER_DATABASE_URL",
+    show_envvar=True,
+    default=db.DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="SQLAlchemy URL of the archive: sqlite:///path.db or postgresql://user@host/db.",
+)
+
+
+class ArchiverGroup(click.Group):
+    """Turn the archiver's errors into messages and exit statuses, in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ArchiverError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _configure_verbosity(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    ctx.meta["archiver.verbose"] = value if isinstance(value, int) else ctx.meta.get("archiver.verbose", 0)
+    if isinstance(value, str):
+        ctx.meta["archiver.log_format"] = value
+    configure_logging(ctx.meta.get("archiver.verbose", 0), ctx.meta.get("archiver.log_format", "text"))
+    return value
+
+
+def logging_options(command: F) -> F:
+    """Add -v and --log-format to a command (they work before or after its name)."""
+    command = click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_configure_verbosity,
+        help="-v: a line per project and job on stderr; -vv: debug, with every request.",
+    )(command)
+    return click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        expose_value=False,
+        callback=_configure_verbosity,
+        is_eager=True,
+        help="Log lines on stderr as text, or one JSON object per event.",
+    )(command)
+
+
+@click.group(cls=ArchiverGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="archiver")
+def cli() -> None:
+    """Archive Baseten training checkpoints into SQLite or PostgreSQL.
+
+    \b
+    Try it without an API key:   archiver demo
+    Archive your organisation:   BASETEN_API_KEY=... archiver sync
+    Query the archive:           sqlite3 archive.db 'SELECT * FROM checkpoints LIMIT 5'
+    """
+
+
+def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str:
+    if api_key_file is not None:
+        try:
+            key = api_key_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
+        if not key:
+            raise UsageError(f"--api-key-file {api_key_file} is empty")
+        return key
+    if not api_key:
+        raise UsageError(
+            "no API key: set BASETEN_API_KEY, or pass --api-key-file PATH "
+            "(try `archiver demo` to see the archiver work without one)"
+        )
+    return api_key
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event, client: BasetenClient) -> Iterator[None]:
+    """On SIGINT or SIGTERM, stop fetching; the run commits what is complete and says so."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.warning("received %s: finishing what is complete, then stopping", signal.Signals(signum).name)
+        stop.set()
+        client.stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@cli.command()
+@logging_options
+@click.option(
+    "--api-key",
+    envvar="BASETEN_API_KEY",
+    show_envvar=True,
+    default=None,
+    show_default=False,
+    help="Baseten API key (prefer the environment variable or --api-key-file).",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the API key from this file (for cron setups that keep secrets out of the environment).",
+)
+@click.option(
+    "--api-url",
+    envvar="BASETEN_API_URL",
+    show_envvar=True,
+    default=DEFAULT_API_URL,
+    show_default=True,
+    help="Base URL of the Baseten API.",
+)
+@database_option
+@click.option("--project", "projects", multiple=True, metavar="ID", help="Only this project (repeatable).")
+@click.option("--job", "jobs", multiple=True, metavar="JOB_ID", help="Only this job (repeatable).")
+@click.option(
+    "--migrate", "migrate_schema", is_flag=True, help="Upgrade an out-of-date schema before syncing."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--max-rps",
+    type=click.FloatRange(0.1, 100.0),
+    default=DEFAULT_MAX_RPS,
+    show_default=True,
+    help="Requests per second at most (the API allows 100 per key).",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 100),
+    default=RetryPolicy.attempts,
+    show_default=True,
+    help="Tries per request before its job fails (429, 5xx, resets and timeouts are retried).",
+)
+@click.option(
+    "--max-retry-seconds",
+    type=click.FloatRange(0),
+    default=RetryPolicy.deadline_s,
+    show_default=True,
+    help="Time one request may spend retrying, waits included.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1),
+    default=RetryPolicy.timeout_s,
+    show_default=True,
+    help="Seconds to wait for one response.",
+)
+def sync(
+    api_key: str | None,
+    api_key_file: Path | None,
+    api_url: str,
+    database_url: str,
+    projects: tuple[str, ...],
+    jobs: tuple[str, ...],
+    migrate_schema: bool,
+    concurrency: int,
+    max_rps: float,
+    max_attempts: int,
+    max_retry_seconds: float,
+    timeout: float,
+) -> None:
+    """Archive projects, jobs and checkpoints from the Baseten API.
+
+    \b
+    Exit status: 0 everything archived; 1 fatal (bad key, API or database unreachable,
+    schema out of date, another sync running); 2 usage error; 3 some jobs failed (named on stderr).
+
+    \b
+    Examples:
+      archiver sync
+      archiver sync --project n4q95w5 --job p7qr9qv
+      archiver sync --database-url postgresql://archiver@db.internal/archive
+    """
+    key = _read_api_key(api_key, api_key_file)
+    engine = _open_archive(database_url, migrate_schema=migrate_schema)
+    options = SyncOptions(scope=Scope(projects, jobs), concurrency=concurrency)
+    retry = RetryPolicy(attempts=max_attempts, deadline_s=max_retry_seconds, timeout_s=timeout)
+    with (
+        BasetenClient(key, api_url, max_rps=max_rps, concurrency=concurrency, retry=retry) as client,
+        _stop_on_signals(options.stop, client),
+    ):
+        report = run_sync(engine, client, options)
+    click.echo(report.summary())
+    for failure in report.failures:
+        click.echo(f"failed: {failure}", err=True)
+    sys.exit(130 if report.interrupted else report.exit_code)
+
+
+def _open_archive(database_url: str, *, migrate_schema: bool = False) -> Engine:
+    engine = db.make_engine(database_url)
+    db.check_connection(engine)
+    migrate.ensure_current(engine, migrate=migrate_schema)
+    return engine
+
+
+@cli.group(name="db")
+def db_group() -> None:
+    """Manage the archive's schema (Alembic migrations)."""
+
+
+@db_group.command()
+@click.argument("revision", default="head")
+@database_option
+def upgrade(revision: str, database_url: str) -> None:
+    """Upgrade the schema to REVISION (default: the newest)."""
+    engine = db.make_engine(database_url)
+    db.check_connection(engine)
+    migrate.upgrade(engine, revision)
+    click.echo(f"{db.redact(engine.url)} is at revision {migrate.current_revision(engine)}")
+
+
+@db_group.command()
+@click.argument("revision")
+@database_option
+def downgrade(revision: str, database_url: str) -> None:
+    """Downgrade the schema to REVISION ('base' removes every archive table)."""
+    engine = db.make_engine(database_url)
+    db.check_connection(engine)
+    migrate.downgrade(engine, revision)
+    click.echo(f"{db.redact(engine.url)} is at revision {migrate.current_revision(engine) or 'base'}")
+
+
+@db_group.command()
+@database_option
+def current(database_url: str) -> None:
+    """Show the schema revision of the archive and the newest one known."""
+    engine = db.make_engine(database_url)
+    db.check_connection(engine)
+    at = migrate.current_revision(engine)
+    head = migrate.head_revision()
+    state = "up to date" if at == head else "out of date: run `archiver db upgrade`"
+    click.echo(f"{at or 'base (empty)'} (head {head}, {state})")
+
+
+@cli.command()
+@logging_options
+@click.option(
+    "--database-url",
+    envvar="ARCHIVER_DATABASE_URL",
+    show_envvar=True,
+    default="sqlite:///archiver-demo.db",
+    show_default=True,
+    help="Where to write the demo archive.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Which fake organisation to generate.")
+def demo(database_url: str, seed: int) -> None:
+    """Archive a generated organisation from the built-in fake API: no key needed."""
+    from archiver.demo import run_demo
+
+    report, columns, rows = run_demo(database_url, seed)
+    click.echo(report.summary())
+    click.echo(f"\nArchive: {db.redact(database_url)}. Storage by project:\n")
+    click.echo(render(columns, rows), nl=False)
+    sys.exit(report.exit_code)
+
+
+@cli.command(name="fake-api")
+@logging_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8008, show_default=True, help="Port (0: any free port).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated organisation.")
+@click.option("--projects", type=click.IntRange(0), default=3, show_default=True)
+@click.option(
+    "--jobs",
+    "jobs_per_project",
+    type=click.IntRange(0),
+    default=4,
+    show_default=True,
+    help="Jobs per project.",
+)
+@click.option(
+    "--checkpoints",
+    "checkpoints_per_job",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Checkpoints per job.",
+)
+@click.option("--api-key", default=None, help="Key the server accepts (default: the fake's built-in key).")
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Delay every response this long.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(0.1),
+    default=None,
+    help="Answer 429 above this many requests per second.",
+)
+@click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of requests that get a transient fault (429, 5xx, reset, delay, truncation).",
+)
+def fake_api(
+    host: str,
+    port: int,
+    seed: int,
+    projects: int,
+    jobs_per_project: int,
+    checkpoints_per_job: int,
+    api_key: str | None,
+    latency_ms: float,
+    rate_limit: float | None,
+    fault_rate: float,
+) -> None:
+    """Serve a fake Baseten API with a generated organisation, for trials, tests and benchmarks.
+
+    \b
+    Example:
+      archiver fake-api --port 8008 &
+      BASETEN_API_URL=http://127.0.0.1:8008 BASETEN_API_KEY=fake-baseten-key archiver sync
+    """
+    from archiver import fake_api as fake
+
+    spec = fake.OrgSpec(
+        seed=seed,
+        projects=projects,
+        jobs_per_project=jobs_per_project,
+        checkpoints_per_job=checkpoints_per_job,
+    )
+    server = fake.FakeBaseten(
+        spec,
+        api_key=api_key or fake.DEFAULT_API_KEY,
+        latency_ms=latency_ms,
+        rate_limit_rps=rate_limit,
+        faults=fake.Faults(seed=seed, rate=fault_rate) if fault_rate else None,
+    )
+    fake.serve_forever(
+        server,
+        host,
+        port,
+        ready=lambda url: click.echo(
+            f"Fake Baseten API on {url} ({fake.DEFAULT_API_KEY if api_key is None else 'your --api-key'}"
+            " as the key). Ctrl-C stops it.",
+            err=True,
+        ),
+    )
+
+
+def main() -> NoReturn:
+    """Entry point of the `archiver` console script."""
+    cli.main(prog_name="archiver")
+    raise SystemExit(0)

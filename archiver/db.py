@@ -1,0 +1,140 @@
+"""Engines, the dialect-aware bulk upsert, and the schema-version gate."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from archiver.errors import DatabaseUnavailable, UsageError
+from archiver.normalize import canonical_json
+
+DEFAULT_DATABASE_URL = "sqlite:///archive.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Rows per statement: well under SQLite's 32,766 bound variables with a dozen columns.
+BATCH_ROWS = 1_000
+
+
+def parse_url(url: str | sa.URL) -> sa.URL:
+    """Parse a database URL, choosing psycopg 3 for plain `postgresql://` and `postgres://` URLs."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise UsageError(
+            "the database URL could not be parsed; expected e.g. sqlite:///archive.db or "
+            "postgresql://user@host/dbname (set --database-url or ARCHIVER_DATABASE_URL)"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def redact(url: str | sa.URL) -> str:
+    """Render a database URL with its password masked, for messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable database URL>"
+
+
+def make_engine(url: str | sa.URL) -> Engine:
+    """Create an engine: SQLite in WAL mode with foreign keys and a busy timeout."""
+    parsed = parse_url(url)
+    try:
+        engine = sa.create_engine(
+            parsed,
+            json_serializer=canonical_json,
+            hide_parameters=True,  # rows never appear in exception text
+            pool_pre_ping=parsed.get_backend_name() == "postgresql",
+        )
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        hint = " (install the extra: pip install 'archiver[postgres]')" if "psycopg" in str(exc) else ""
+        raise UsageError(f"cannot use database {redact(parsed)}: {type(exc).__name__}{hint}") from None
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        assert isinstance(dbapi_connection, sqlite3.Connection)
+        # Let SQLAlchemy's BEGIN (below) own transactions, so DDL is transactional too.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def check_connection(engine: Engine) -> None:
+    """Fail fast, before any API traffic, when the database cannot be reached."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to the database {redact(engine.url)}: {describe_db_error(exc)}; "
+            "check --database-url / ARCHIVER_DATABASE_URL and that the server is up"
+        ) from None
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """Describe a database error in one line, without parameters or the URL's password."""
+    original = getattr(exc, "orig", None) or exc
+    first_line = (str(original).strip().splitlines() or [type(original).__name__])[0]
+    return f"{type(original).__name__}: {first_line[:300]}"
+
+
+def chunked(rows: Sequence[Any], size: int = BATCH_ROWS) -> Iterator[Sequence[Any]]:
+    """Yield successive slices of at most `size` items."""
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def upsert(
+    connection: Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    key: Sequence[str],
+    keep: Iterable[str] = ("first_seen_at",),
+    only_if_changed: bool = False,
+) -> None:
+    """Insert rows, updating those whose key exists: one native `INSERT ... ON CONFLICT` per batch.
+
+    Every column given in the rows is updated from `excluded` except the key and `keep`
+    (first sightings survive). With `only_if_changed`, rows whose values are all equal are
+    left untouched, so an unchanged night writes nothing.
+    """
+    if not rows:
+        return
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(table)
+    skip = set(key) | set(keep)
+    updated = [name for name in rows[0] if name not in skip]
+    set_ = {name: statement.excluded[name] for name in updated}
+    where = (
+        sa.or_(*(table.c[name].is_distinct_from(statement.excluded[name]) for name in updated))
+        if only_if_changed
+        else None
+    )
+    statement = (
+        statement.on_conflict_do_update(index_elements=list(key), set_=set_, where=where)
+        if set_
+        else statement.on_conflict_do_nothing(index_elements=list(key))
+    )
+    for batch in chunked(rows):
+        connection.execute(statement, list(batch))

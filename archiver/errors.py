@@ -1,0 +1,117 @@
+"""The archiver's errors, and the exit status each one means.
+
+    ArchiverError                 base; `exit_code` is what the CLI exits with
+    ├── UsageError                bad options or configuration (2)
+    ├── FatalError                the run cannot go on; nothing half-written (1)
+    │   ├── AuthError             the API refused the key
+    │   ├── ApiUnavailable        the API could not be reached for the organisation listing
+    │   ├── DatabaseUnavailable   the database could not be reached or written
+    │   ├── SchemaOutOfDate       the database is at an older (or unknown) revision
+    │   ├── SyncInProgress        another sync holds the lock on this database
+    │   └── Interrupted           SIGINT/SIGTERM stopped the run (130)
+    └── JobError                  one project or job could not be archived; the run goes on (3)
+        ├── ApiError              an HTTP error that retries did not cure
+        ├── MalformedResponse     a response that is not JSON or breaks the schema
+        └── NotFound              404: the project or job is gone (recorded, not a failure)
+
+Every message says what went wrong, where, and what to do next. None of them carries
+the API key or a database password.
+"""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """Base of every error the archiver raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(ArchiverError):
+    """The command line or configuration is wrong."""
+
+    exit_code = 2
+
+
+class FatalError(ArchiverError):
+    """The run stops; what was committed before stays committed."""
+
+    exit_code = 1
+
+
+class AuthError(FatalError):
+    """The API answered 401 or 403."""
+
+
+class ApiUnavailable(FatalError):
+    """The API could not be reached at all."""
+
+
+class DatabaseUnavailable(FatalError):
+    """The database could not be reached or written."""
+
+
+class SchemaOutOfDate(FatalError):
+    """The database schema is not at the revision this archiver needs."""
+
+
+class SyncInProgress(FatalError):
+    """Another sync is running against the same database."""
+
+
+class Interrupted(FatalError):
+    """A signal asked the run to stop."""
+
+    exit_code = 130
+
+
+class JobError(ArchiverError):
+    """One project's or job's archive failed; the rest of the run goes on."""
+
+    exit_code = 3
+    kind = "error"
+
+    def __init__(self, message: str, *, project_id: str | None = None, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.project_id = project_id
+        self.job_id = job_id
+
+    def located(self, *, project_id: str | None, job_id: str | None) -> JobError:
+        """Return this error with the project and job filled in where missing."""
+        self.project_id = self.project_id or project_id
+        self.job_id = self.job_id or job_id
+        return self
+
+    def __str__(self) -> str:
+        where = ", ".join(
+            part
+            for part in (
+                f"project {self.project_id}" if self.project_id else "",
+                f"job {self.job_id}" if self.job_id else "",
+            )
+            if part
+        )
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ApiError(JobError):
+    """An HTTP request failed after every retry."""
+
+    kind = "api"
+
+    def __init__(self, message: str, *, status: int | None = None, **where: str | None) -> None:
+        super().__init__(message, **where)
+        self.status = status
+
+
+class MalformedResponse(JobError):
+    """A response was not JSON, or lacked a field, or had one of the wrong type."""
+
+    kind = "malformed"
+
+
+class NotFound(ApiError):
+    """The API answered 404 for a project or job."""
+
+    kind = "gone"

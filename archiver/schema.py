@@ -1,0 +1,143 @@
+"""The archive's tables: the single source of truth for the schema.
+
+Alembic revisions under `migrations/versions/` must produce exactly these tables;
+`tests/test_migrations.py` checks that autogenerate finds no difference.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every dialect.
+
+    PostgreSQL stores `timestamptz`. SQLite has no time zones, so the value is stored as
+    naive UTC text (which sorts correctly) and read back with `tzinfo=UTC` attached.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQLite text, e.g. from a view
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# JSONB on PostgreSQL: it has equality (needed to skip unchanged rows) and indexes.
+JSONDocument = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _seen_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("first_seen_at", UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    ]
+
+
+training_projects = sa.Table(
+    "training_projects",
+    metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("name", sa.Text()),
+    sa.Column("team_name", sa.Text()),
+    sa.Column("created_at", UTCDateTime()),
+    sa.Column("updated_at", UTCDateTime()),
+    sa.Column("extra", JSONDocument),
+    *_seen_columns(),
+)
+
+instance_types = sa.Table(
+    "instance_types",
+    metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("name", sa.Text()),
+    sa.Column("memory_limit_mib", sa.BigInteger()),
+    sa.Column("millicpu_limit", sa.BigInteger()),
+    sa.Column("gpu_count", sa.Integer()),
+    sa.Column("gpu_type", sa.Text()),
+    sa.Column("gpu_memory_limit_mib", sa.BigInteger()),
+    sa.Column("extra", JSONDocument),
+    *_seen_columns(),
+)
+
+training_jobs = sa.Table(
+    "training_jobs",
+    metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("training_project_id", sa.Text(), sa.ForeignKey("training_projects.id"), nullable=False),
+    sa.Column("instance_type_id", sa.Text(), sa.ForeignKey("instance_types.id")),
+    sa.Column("name", sa.Text()),
+    sa.Column("current_status", sa.Text()),
+    sa.Column("error_message", sa.Text()),
+    sa.Column("checkpoint_sync_status", sa.Text()),
+    sa.Column("priority", sa.BigInteger()),
+    sa.Column("user_email", sa.Text()),
+    sa.Column("availability_model", sa.Text()),
+    sa.Column("created_at", UTCDateTime()),
+    sa.Column("updated_at", UTCDateTime()),
+    sa.Column("extra", JSONDocument),
+    *_seen_columns(),
+    sa.Index(None, "training_project_id"),
+)
+
+lora_adapter_configs = sa.Table(
+    "lora_adapter_configs",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("config_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("r", sa.BigInteger()),
+    sa.Column("lora_alpha", sa.Float()),
+    sa.Column("lora_dropout", sa.Float()),
+    sa.Column("target_modules", JSONDocument),
+    sa.Column("task_type", sa.Text()),
+    sa.Column("peft_type", sa.Text()),
+    sa.Column("base_model_name_or_path", sa.Text()),
+    sa.Column("config", JSONDocument, nullable=False),
+    *_seen_columns(),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("training_job_id", sa.Text(), sa.ForeignKey("training_jobs.id"), nullable=False),
+    sa.Column("checkpoint_id", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime()),
+    sa.Column("checkpoint_type", sa.Text()),
+    sa.Column("base_model", sa.Text()),
+    sa.Column("lora_adapter_config_id", sa.BigInteger(), sa.ForeignKey("lora_adapter_configs.id")),
+    sa.Column("size_bytes", sa.BigInteger()),
+    sa.Column("sync_status", sa.Text()),
+    sa.Column("extra", JSONDocument),
+    *_seen_columns(),
+    sa.UniqueConstraint("training_job_id", "checkpoint_id"),
+    sa.Index(None, "lora_adapter_config_id"),
+)

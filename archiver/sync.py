@@ -1,0 +1,332 @@
+"""Orchestrate a sync: discover projects and jobs, fetch checkpoints concurrently, normalize,
+and write whole jobs, one transaction per batch of jobs, from a single writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Concatenate, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from archiver import store
+from archiver.client import BasetenClient, unreachable
+from archiver.db import describe_db_error
+from archiver.errors import ApiError, DatabaseUnavailable, JobError, NotFound
+from archiver.normalize import CheckpointPage, JobRecord, Row, Where, checkpoint_page, job_record, project_row
+
+log = logging.getLogger("archiver.sync")
+
+T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
+
+DEFAULT_BATCH_ROWS = 2_000
+
+
+def utc_now() -> datetime:
+    """The current time, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a run covers: everything, or only some projects and jobs."""
+
+    project_ids: tuple[str, ...] = ()
+    job_ids: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        return not (self.project_ids or self.job_ids)
+
+    def describe(self) -> str:
+        """Describe the scope in a few words."""
+        if self.everything:
+            return "all projects"
+        parts = [f"project {p}" for p in self.project_ids] + [f"job {j}" for j in self.job_ids]
+        return ", ".join(parts)
+
+
+@dataclass
+class SyncOptions:
+    """How to run a sync."""
+
+    scope: Scope = field(default_factory=Scope)
+    concurrency: int = 8
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Failure:
+    """A project or job that could not be archived this run."""
+
+    project_id: str | None
+    job_id: str | None
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return str(JobError(self.message, project_id=self.project_id, job_id=self.job_id))
+
+
+@dataclass
+class SyncReport:
+    """What a run did."""
+
+    projects: int = 0
+    jobs: int = 0
+    jobs_fetched: int = 0
+    counts: store.WriteCounts = field(default_factory=store.WriteCounts)
+    gone: list[Failure] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    requests: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything was archived, 3 when some jobs failed."""
+        return 3 if self.failures else 0
+
+    def summary(self) -> str:
+        """One paragraph for people and cron mail."""
+        c = self.counts
+        text = (
+            f"Archived {self.projects} projects and {self.jobs} jobs "
+            f"({self.jobs_fetched} fetched): checkpoints {c.inserted} inserted, {c.updated} updated, "
+            f"{c.unchanged} unchanged; {len(self.failures)} failed"
+        )
+        if self.gone:
+            text += f", {len(self.gone)} gone (404)"
+        text += f"; {self.requests} requests in {self.seconds:.1f}s."
+        if self.interrupted:
+            text += " Interrupted before the end: rerun to finish."
+        return text
+
+
+def bounded(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int, stop: threading.Event
+) -> Iterator[tuple[T, Future[R]]]:
+    """Run fn over items with at most `window` in flight; yield each as it completes."""
+    pending = iter(items)
+    running: dict[Future[R], T] = {}
+
+    def submit_next() -> None:
+        if stop.is_set():
+            return
+        for item in pending:
+            running[pool.submit(fn, item)] = item
+            return
+
+    for _ in range(window):
+        submit_next()
+    while running:
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            item = running.pop(future)
+            submit_next()
+            yield item, future
+
+
+@dataclass
+class _Listing:
+    project: Row
+    jobs: list[JobRecord]
+    failures: list[Failure]
+
+
+class Sync:
+    """One run of the archiver over a scope."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: BasetenClient,
+        options: SyncOptions,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.options = options
+        self.now = clock()  # one timestamp for the whole run's sightings
+        self.report = SyncReport()
+
+    def run(self) -> SyncReport:
+        """Archive the scope; raise FatalError for what stops the run."""
+        started = time.monotonic()
+        try:
+            targets = self._targets()
+            with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="fetch") as pool:
+                jobs = self._archive_listings(pool, targets)
+                self._archive_checkpoints(pool, jobs)
+        finally:
+            self.report.requests = self.client.requests_made
+            self.report.seconds = time.monotonic() - started
+            self.report.interrupted = self.options.stop.is_set()
+        return self.report
+
+    def _targets(self) -> dict[str, set[str] | None]:
+        """Project ids to list, each with the job ids wanted (None: all of them)."""
+        scope = self.options.scope
+        if scope.everything:
+            try:
+                listed = self.client.list_projects()
+            except ApiError as exc:
+                raise unreachable(exc) from None
+            targets: dict[str, set[str] | None] = {}
+            for index, raw in enumerate(listed):
+                try:
+                    targets[project_row(raw, Where(path=f"training_projects[{index}]"))["id"]] = None
+                except JobError as exc:
+                    self._fail(exc)
+            return targets
+        targets = dict.fromkeys(scope.project_ids)
+        for job_id in scope.job_ids:
+            project_id = self._project_of(job_id)
+            if project_id is None:
+                continue
+            wanted = targets.setdefault(project_id, set())
+            if wanted is not None:
+                wanted.add(job_id)
+        return targets
+
+    def _project_of(self, job_id: str) -> str | None:
+        """Resolve a bare job id to its project with the search endpoint."""
+        try:
+            found = self.client.search_jobs(job_id=job_id)
+            for index, raw in enumerate(found):
+                record = job_record(raw, Where(job_id=job_id, path=f"training_jobs[{index}]"))
+                if record.row["id"] == job_id:
+                    return str(record.row["training_project_id"])
+        except JobError as exc:
+            self._fail(exc.located(project_id=None, job_id=job_id))
+            return None
+        self._fail(NotFound("no such job in this organisation (search found nothing)", job_id=job_id))
+        return None
+
+    def _archive_listings(
+        self, pool: ThreadPoolExecutor, targets: dict[str, set[str] | None]
+    ) -> list[tuple[str, str]]:
+        """List each project's jobs and archive project and job rows; return the jobs to fetch."""
+        to_fetch: list[tuple[str, str]] = []
+        window = self.options.concurrency * 2
+        for project_id, future in bounded(pool, self._fetch_listing, targets, window, self.options.stop):
+            try:
+                listing = future.result()
+            except JobError as exc:
+                self._fail(exc.located(project_id=project_id, job_id=None))
+                continue
+            wanted = targets[project_id]
+            jobs = [job for job in listing.jobs if wanted is None or job.row["id"] in wanted]
+            for job_id in sorted((wanted or set()) - {job.row["id"] for job in jobs}):
+                self._fail(
+                    NotFound("job is not in its project's job list", project_id=project_id, job_id=job_id)
+                )
+            self.report.failures.extend(listing.failures)
+            self._write(store.save_listing, listing.project, jobs, self.now)
+            self.report.projects += 1
+            self.report.jobs += len(jobs)
+            to_fetch.extend((project_id, job.row["id"]) for job in jobs)
+            log.info("project %s: %d jobs listed", project_id, len(jobs))
+        return to_fetch
+
+    def _fetch_listing(self, project_id: str) -> _Listing:
+        raw_project, raw_jobs = self.client.list_jobs(project_id)
+        where = Where(project_id)
+        project = project_row(raw_project, where / "training_project")
+        jobs: list[JobRecord] = []
+        failures: list[Failure] = []
+        for index, raw in enumerate(raw_jobs):
+            try:
+                jobs.append(job_record(raw, where / "training_jobs" / index))
+            except JobError as exc:
+                failures.append(_failure(exc))
+        return _Listing(project, jobs, failures)
+
+    def _archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
+        """Fetch every job's checkpoints; write whole jobs in batches."""
+        batch: list[CheckpointPage] = []
+        rows = 0
+        window = self.options.concurrency * 2
+        for (project_id, job_id), future in bounded(pool, self._fetch_page, jobs, window, self.options.stop):
+            try:
+                page = future.result()
+            except JobError as exc:
+                self._fail(exc.located(project_id=project_id, job_id=job_id))
+                continue
+            if page.duplicates:
+                log.warning(
+                    "project %s, job %s: checkpoint ids listed twice, the later entry kept: %s",
+                    project_id,
+                    job_id,
+                    ", ".join(sorted(set(page.duplicates))),
+                )
+            batch.append(page)
+            rows += len(page.checkpoints) + 1
+            if rows >= self.options.batch_rows:
+                self._flush(batch)
+                batch, rows = [], 0
+        self._flush(batch)
+
+    def _fetch_page(self, target: tuple[str, str]) -> CheckpointPage:
+        project_id, job_id = target
+        return checkpoint_page(self.client.get_checkpoints(project_id, job_id), project_id, job_id)
+
+    def _flush(self, pages: list[CheckpointPage]) -> None:
+        if not pages:
+            return
+        counts = self._write(store.save_checkpoint_pages, pages, self.now)
+        self.report.counts += counts
+        self.report.jobs_fetched += len(pages)
+        for page in pages:
+            log.info(
+                "project %s, job %s: %d checkpoints",
+                page.project_id,
+                page.job.row["id"],
+                len(page.checkpoints),
+            )
+
+    def _write(
+        self, work: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `work` in one transaction; a database failure ends the run."""
+        try:
+            with self.engine.begin() as connection:
+                return work(connection, *args, **kwargs)
+        except sa.exc.DBAPIError as exc:
+            raise DatabaseUnavailable(
+                f"writing to the database failed: {describe_db_error(exc)}; "
+                "everything committed before this point is intact, rerun to finish"
+            ) from None
+
+    def _fail(self, exc: JobError) -> None:
+        failure = _failure(exc)
+        if isinstance(exc, NotFound):
+            self.report.gone.append(failure)
+            log.warning("%s", failure)
+        else:
+            self.report.failures.append(failure)
+            log.error("%s", failure)
+
+
+def _failure(exc: JobError) -> Failure:
+    return Failure(exc.project_id, exc.job_id, exc.kind, exc.message)
+
+
+def run_sync(
+    engine: Engine,
+    client: BasetenClient,
+    options: SyncOptions | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> SyncReport:
+    """Run one sync and return its report."""
+    return Sync(engine, client, options or SyncOptions(), clock).run()

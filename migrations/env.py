@@ -1,0 +1,39 @@
+"""Alembic environment: run migrations on the connection `archiver.migrate` hands over,
+or, for `alembic ...` from the repository root, on ARCHIVER_DATABASE_URL."""
+
+from __future__ import annotations
+
+import logging.config
+import os
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from archiver.db import DEFAULT_DATABASE_URL, make_engine
+from archiver.schema import metadata
+
+config = context.config
+
+
+def run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=True,  # SQLite can only ALTER by copying tables
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+shared = config.attributes.get("connection")
+if shared is not None:
+    run(shared)
+else:
+    if config.config_file_name and not config.attributes.get("quiet"):
+        logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+    engine = make_engine(os.environ.get("ARCHIVER_DATABASE_URL") or DEFAULT_DATABASE_URL)
+    with engine.connect() as connection:
+        run(connection)
+        connection.commit()
+    engine.dispose()

@@ -1,0 +1,95 @@
+"""The schema is owned by Alembic: revisions apply, revert and match archiver.schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+from archiver import migrate
+from archiver.errors import SchemaOutOfDate
+from archiver.schema import metadata
+
+from .conftest import scalar
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def archive_tables(engine: Engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names()) - {"alembic_version"}
+
+
+def test_one_head_and_every_revision_explains_itself() -> None:
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    assert len(scripts.get_heads()) == 1
+    for script in scripts.walk_revisions():
+        assert script.doc and "Why:" in (script.module.__doc__ or ""), script.revision
+
+
+def test_upgrade_downgrade_upgrade(engine: Engine) -> None:
+    migrate.upgrade(engine)
+    assert archive_tables(engine) == set(metadata.tables)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    migrate.downgrade(engine, "base")
+    assert archive_tables(engine) == set()
+    assert migrate.current_revision(engine) is None
+    migrate.upgrade(engine)
+    assert archive_tables(engine) == set(metadata.tables)
+
+
+def test_each_revision_steps_down_and_up(engine: Engine) -> None:
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    revisions = [s.revision for s in reversed(list(scripts.walk_revisions()))]
+    for revision in revisions:
+        migrate.upgrade(engine, revision)
+        assert migrate.current_revision(engine) == revision
+    for revision in reversed(revisions):
+        migrate.downgrade(engine, revision)
+        migrate.downgrade(engine, "-1")
+        migrate.upgrade(engine, revision)
+        assert migrate.current_revision(engine) == revision
+
+
+def test_models_match_migrations(archive: Engine) -> None:
+    with archive.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+
+
+def test_empty_database_gets_the_schema(engine: Engine) -> None:
+    migrate.ensure_current(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def test_older_schema_is_refused_with_the_fix(engine: Engine) -> None:
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    revisions = [s.revision for s in reversed(list(scripts.walk_revisions()))]
+    if len(revisions) < 2:
+        pytest.skip("only one revision exists")
+    migrate.upgrade(engine, revisions[-2])
+    with pytest.raises(SchemaOutOfDate, match="archiver db upgrade"):
+        migrate.ensure_current(engine)
+    migrate.ensure_current(engine, migrate=True)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def test_alembic_command_from_repo_root_reads_the_environment(database_url: str) -> None:
+    env = {**os.environ, "ARCHIVER_DATABASE_URL": database_url}
+    alembic = Path(sys.executable).parent / "alembic"
+    done = subprocess.run(
+        [str(alembic), "upgrade", "head"], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        assert scalar(engine, "SELECT version_num FROM alembic_version") == migrate.head_revision()
+    finally:
+        engine.dispose()

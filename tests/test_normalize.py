@@ -1,0 +1,171 @@
+"""API JSON to rows: strict on what the archive needs, lenient on what the API leaves loose."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from archiver.errors import MalformedResponse
+from archiver.normalize import Where, checkpoint_page, lora_config_row, parse_timestamp
+
+JOB: dict[str, Any] = {
+    "id": "p7qr9qv",
+    "name": "sft-lr2e-4",
+    "created_at": "2026-05-14T11:58:40Z",
+    "updated_at": "2026-05-14T13:02:51Z",
+    "current_status": "TRAINING_JOB_COMPLETED",
+    "error_message": None,
+    "instance_type": {
+        "id": "H100:8x208x1800",
+        "name": "8xH100",
+        "memory_limit_mib": 1843200,
+        "millicpu_limit": 208000,
+        "gpu_count": 8,
+        "gpu_type": "H100",
+        "gpu_memory_limit_mib": 81920,
+    },
+    "training_project_id": "n4q95w5",
+    "training_project": {"id": "n4q95w5", "name": "qwen3-8b-support-sft"},
+    "checkpoint_sync_status": "COMPLETED",
+    "priority": 5,
+    "availability_model": "DEDICATED",
+    "user": {"email": "alice@example.com"},
+    "node_count": 2,
+}
+LORA = {
+    "peft_type": "LORA",
+    "task_type": "CAUSAL_LM",
+    "base_model_name_or_path": "Qwen/Qwen3-8B",
+    "r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "bias": "none",
+    "target_modules": ["q_proj", "v_proj"],
+}
+CHECKPOINTS: list[dict[str, Any]] = [
+    {
+        "checkpoint_id": "checkpoint-500",
+        "training_job_id": "p7qr9qv",
+        "created_at": "2026-05-14T12:31:09Z",
+        "checkpoint_type": "lora",
+        "base_model": "Qwen/Qwen3-8B",
+        "size_bytes": 174391296,
+        "sync_status": "COMPLETE",
+        "lora_adapter_config": LORA,
+    },
+    {
+        "checkpoint_id": "checkpoint-1000",
+        "training_job_id": "p7qr9qv",
+        "created_at": "2026-05-14T12:59:44Z",
+        "checkpoint_type": "full",
+        "base_model": None,
+        "size_bytes": 16388044800,
+        "sync_status": "SYNCING",
+        "lora_adapter_config": None,
+        "storage_region": "us-east-1",
+    },
+]
+
+
+def payload(**changes: Any) -> dict[str, Any]:
+    body = {"training_job": copy.deepcopy(JOB), "checkpoints": copy.deepcopy(CHECKPOINTS)}
+    body.update(changes)
+    return body
+
+
+def test_sample_response_becomes_rows() -> None:
+    page = checkpoint_page(payload(), "n4q95w5", "p7qr9qv")
+    job = page.job.row
+    assert job["training_project_id"] == "n4q95w5"
+    assert job["instance_type_id"] == "H100:8x208x1800"
+    assert job["user_email"] == "alice@example.com"
+    assert job["availability_model"] == "dedicated"
+    assert job["extra"] == {"node_count": 2}
+    assert job["updated_at"] == datetime(2026, 5, 14, 13, 2, 51, tzinfo=UTC)
+    assert page.job.instance_type == {**JOB["instance_type"], "extra": None}
+    lora, full = page.checkpoints
+    assert lora["size_bytes"] == 174391296 and full["size_bytes"] == 16388044800
+    assert lora["lora_config_sha256"] in page.lora_configs
+    assert full["lora_config_sha256"] is None and full["base_model"] is None
+    assert full["extra"] == {"storage_region": "us-east-1"}
+    assert not page.all_complete
+
+
+def test_missing_optional_keys_are_null() -> None:
+    body = payload()
+    for checkpoint in body["checkpoints"]:
+        del checkpoint["sync_status"], checkpoint["lora_adapter_config"], checkpoint["base_model"]
+    for key in ("name", "error_message", "checkpoint_sync_status", "priority", "user", "availability_model"):
+        del body["training_job"][key]
+    page = checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    assert [c["sync_status"] for c in page.checkpoints] == [None, None]
+    assert page.lora_configs == {}
+    assert page.job.row["user_email"] is None and page.job.row["priority"] is None
+
+
+def test_unknown_values_are_stored_as_received() -> None:
+    body = payload()
+    body["training_job"]["current_status"] = "TRAINING_JOB_HIBERNATING"
+    body["checkpoints"][0]["checkpoint_type"] = "qlora-4bit"
+    body["checkpoints"][1]["checkpoint_type"] = "FULL"
+    page = checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    assert page.job.row["current_status"] == "TRAINING_JOB_HIBERNATING"
+    assert [c["checkpoint_type"] for c in page.checkpoints] == ["qlora-4bit", "full"]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "field"),
+    [
+        (lambda b: b["checkpoints"][1].pop("checkpoint_id"), "checkpoints[1].checkpoint_id"),
+        (lambda b: b["checkpoints"][0].update(size_bytes="big"), "checkpoints[0].size_bytes"),
+        (lambda b: b["checkpoints"][0].update(size_bytes=2**64), "checkpoints[0].size_bytes"),
+        (lambda b: b["checkpoints"][0].update(created_at="yesterday"), "checkpoints[0].created_at"),
+        (lambda b: b.update(training_job=[1, 2]), "training_job"),
+        (lambda b: b.pop("checkpoints"), "checkpoints"),
+        (lambda b: b.update(checkpoints={"a": 1}), "checkpoints"),
+        (lambda b: b["training_job"].pop("current_status"), "training_job.current_status"),
+    ],
+)
+def test_broken_responses_name_project_job_and_field(breakage: Any, field: str) -> None:
+    body = payload()
+    breakage(body)
+    with pytest.raises(MalformedResponse) as raised:
+        checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    message = str(raised.value)
+    assert "project n4q95w5" in message and "job p7qr9qv" in message and repr(field) in message
+
+
+def test_duplicate_checkpoint_ids_keep_the_last_entry() -> None:
+    body = payload()
+    later = {**CHECKPOINTS[0], "size_bytes": 999, "sync_status": "COMPLETE"}
+    body["checkpoints"].append(later)
+    page = checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    assert [c["checkpoint_id"] for c in page.checkpoints] == ["checkpoint-1000", "checkpoint-500"]
+    assert page.checkpoints[-1]["size_bytes"] == 999
+    assert page.duplicates == ["checkpoint-500"]
+
+
+def test_lora_config_identity_ignores_key_order() -> None:
+    reordered = dict(reversed(list(LORA.items())))
+    assert lora_config_row(LORA)["config_sha256"] == lora_config_row(reordered)["config_sha256"]
+    assert lora_config_row(LORA)["config_sha256"] != lora_config_row({**LORA, "r": 8})["config_sha256"]
+    odd = lora_config_row({"r": "sixteen", "lora_alpha": True, "target_modules": ".*proj"})
+    assert odd["r"] is None and odd["lora_alpha"] is None and odd["target_modules"] == ".*proj"
+    assert odd["config"]["r"] == "sixteen"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-05-14T12:00:00Z", datetime(2026, 5, 14, 12, tzinfo=UTC)),
+        ("2026-05-14T12:00:00", datetime(2026, 5, 14, 12, tzinfo=UTC)),
+        ("2026-05-14T14:00:00+02:00", datetime(2026, 5, 14, 12, tzinfo=UTC)),
+        ("2026-05-14T12:00:00.123456789Z", datetime(2026, 5, 14, 12, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-05-14T12:00:00.5-01:30", datetime(2026, 5, 14, 13, 30, 0, 500000, tzinfo=UTC)),
+    ],
+)
+def test_timestamps_become_utc(text: str, expected: datetime) -> None:
+    assert parse_timestamp(text, Where()) == expected

@@ -1,0 +1,100 @@
+"""Writing rows: native upserts that insert, update in place, and leave unchanged rows alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from archiver import store
+from archiver.normalize import Where, checkpoint_page, project_row
+
+from .conftest import rows, scalar
+from .test_normalize import payload
+
+NIGHT_1 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
+NIGHT_2 = NIGHT_1 + timedelta(days=1)
+
+
+def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.WriteCounts:
+    page = checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    project = project_row({"id": "n4q95w5", "name": "qwen3 — ünïcødé '; DROP TABLE checkpoints; --"}, Where())
+    with engine.begin() as connection:
+        store.save_listing(connection, project, [page.job], now)
+        return store.save_checkpoint_pages(connection, [page], now)
+
+
+def test_second_write_of_the_same_data_changes_only_last_seen(archive: Engine) -> None:
+    first = archive_job(archive, payload(), NIGHT_1)
+    assert (first.inserted, first.updated, first.unchanged) == (2, 0, 0)
+    before = rows(archive, "SELECT * FROM checkpoints ORDER BY checkpoint_id")
+    second = archive_job(archive, payload(), NIGHT_2)
+    assert (second.inserted, second.updated, second.unchanged) == (0, 0, 2)
+    after = rows(archive, "SELECT * FROM checkpoints ORDER BY checkpoint_id")
+    strip = lambda table: [row[:-1] for row in table]  # noqa: E731 - last column is last_seen_at
+    assert strip(before) == strip(after)
+    seen = rows(archive, "SELECT first_seen_at, last_seen_at FROM checkpoints")
+    assert {_utc(first) for first, _ in seen} == {NIGHT_1}
+    assert {_utc(last) for _, last in seen} == {NIGHT_2}
+
+
+def test_changed_values_are_updated_in_place_and_new_rows_inserted(archive: Engine) -> None:
+    archive_job(archive, payload(), NIGHT_1)
+    body = payload()
+    body["checkpoints"][1]["sync_status"] = "COMPLETE"
+    body["checkpoints"].append({**body["checkpoints"][0], "checkpoint_id": "checkpoint-1500"})
+    counts = archive_job(archive, body, NIGHT_2)
+    assert (counts.inserted, counts.updated, counts.unchanged) == (1, 1, 1)
+    assert scalar(archive, "SELECT COUNT(*) FROM checkpoints") == 3
+    assert (
+        scalar(archive, "SELECT sync_status FROM checkpoints WHERE checkpoint_id = 'checkpoint-1000'")
+        == "COMPLETE"
+    )
+
+
+def test_values_round_trip(archive: Engine) -> None:
+    archive_job(archive, payload(), NIGHT_1)
+    assert (
+        scalar(archive, "SELECT size_bytes FROM checkpoints WHERE checkpoint_id = 'checkpoint-1000'")
+        == 16388044800
+    )
+    assert (
+        scalar(archive, "SELECT name FROM training_projects")
+        == "qwen3 — ünïcødé '; DROP TABLE checkpoints; --"
+    )
+    assert rows(archive, "SELECT id, gpu_count, gpu_type FROM instance_types") == [
+        ("H100:8x208x1800", 8, "H100")
+    ]
+    lora = rows(archive, "SELECT r, lora_alpha, lora_dropout, peft_type FROM lora_adapter_configs")
+    assert lora == [(16, 32.0, 0.05, "LORA")]
+
+
+def test_one_row_per_distinct_lora_config(archive: Engine) -> None:
+    body = payload()
+    first = body["checkpoints"][0]
+    body["checkpoints"].append(
+        {
+            **first,
+            "checkpoint_id": "checkpoint-700",
+            "lora_adapter_config": dict(reversed(list(first["lora_adapter_config"].items()))),
+        }
+    )
+    body["checkpoints"].append(
+        {
+            **first,
+            "checkpoint_id": "checkpoint-800",
+            "lora_adapter_config": {**first["lora_adapter_config"], "r": 64},
+        }
+    )
+    archive_job(archive, body, NIGHT_1)
+    assert scalar(archive, "SELECT COUNT(*) FROM lora_adapter_configs") == 2
+    assert scalar(archive, "SELECT COUNT(DISTINCT lora_adapter_config_id) FROM checkpoints") == 2
+
+
+def _utc(value: object) -> datetime:
+    """Read a timestamp column the way a BI tool sees it, as UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

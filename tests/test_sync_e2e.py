@@ -1,0 +1,217 @@
+"""The real `archiver` command against the fake Baseten API over loopback, into both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from archiver import db, migrate
+from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, Faults, OrgSpec, serve
+
+from .conftest import Result, rows, run_archiver, scalar
+
+SPEC = OrgSpec(seed=7, projects=3, jobs_per_project=4, checkpoints_per_job=5)
+
+
+@pytest.fixture
+def fake() -> FakeBaseten:
+    return FakeBaseten(SPEC)
+
+
+@pytest.fixture
+def api_url(fake: FakeBaseten) -> Iterator[str]:
+    with serve(fake) as url:
+        yield url
+
+
+def sync(api_url: str, database_url: str, *args: str, key: str = DEFAULT_API_KEY) -> Result:
+    env = {"BASETEN_API_URL": api_url, "BASETEN_API_KEY": key, "ARCHIVER_DATABASE_URL": database_url}
+    return run_archiver("sync", *args, env=env)
+
+
+def archived_checkpoints(engine: Engine) -> dict[tuple[str, str], tuple[object, ...]]:
+    found = rows(
+        engine,
+        "SELECT training_job_id, checkpoint_id, size_bytes, checkpoint_type, sync_status FROM checkpoints",
+    )
+    return {(row[0], row[1]): row[2:] for row in found}
+
+
+def served_checkpoints(fake: FakeBaseten) -> dict[tuple[str, str], tuple[object, ...]]:
+    return {
+        (job_id, c["checkpoint_id"]): (c["size_bytes"], c["checkpoint_type"].lower(), c.get("sync_status"))
+        for job_id in fake.job_ids()
+        for c in fake.checkpoints(job_id)
+    }
+
+
+def test_sync_archives_everything_served_and_a_second_run_changes_nothing(
+    fake: FakeBaseten, api_url: str, database_url: str, engine: Engine
+) -> None:
+    first = sync(api_url, database_url)
+    assert first.exit_code == 0, first.output
+    total = fake.total_checkpoints()
+    assert f"checkpoints {total} inserted, 0 updated, 0 unchanged; 0 failed" in first.stdout
+    assert archived_checkpoints(engine) == served_checkpoints(fake)
+    assert {r[0] for r in rows(engine, "SELECT id FROM training_projects")} == set(fake.project_ids())
+    assert {r[0] for r in rows(engine, "SELECT id FROM training_jobs")} == set(fake.job_ids())
+    statuses = dict(rows(engine, "SELECT id, current_status FROM training_jobs"))
+    assert statuses == {job_id: fake.job(job_id)["current_status"] for job_id in fake.job_ids()}
+    assert scalar(engine, "SELECT COUNT(*) FROM instance_types") == len(
+        {fake.job(j)["instance_type"]["id"] for j in fake.job_ids()}
+    )
+    configs = {
+        str(sorted(c["lora_adapter_config"].items()))
+        for j in fake.job_ids()
+        for c in fake.checkpoints(j)
+        if c.get("lora_adapter_config")
+    }
+    assert scalar(engine, "SELECT COUNT(*) FROM lora_adapter_configs") == len(configs)
+
+    before = rows(
+        engine, "SELECT training_job_id, checkpoint_id, first_seen_at FROM checkpoints ORDER BY 1, 2"
+    )
+    second = sync(api_url, database_url)
+    assert second.exit_code == 0, second.output
+    assert f"checkpoints 0 inserted, 0 updated, {total} unchanged; 0 failed" in second.stdout
+    assert (
+        rows(engine, "SELECT training_job_id, checkpoint_id, first_seen_at FROM checkpoints ORDER BY 1, 2")
+        == before
+    )
+
+
+def test_changes_are_updated_in_place(
+    fake: FakeBaseten, api_url: str, database_url: str, engine: Engine
+) -> None:
+    assert sync(api_url, database_url).exit_code == 0
+    job_id = fake.job_ids()[0]
+    checkpoint = fake.checkpoints(job_id)[0]["checkpoint_id"]
+    fake.update_checkpoint(job_id, checkpoint, size_bytes=3 * 2**40)
+    fake.add_checkpoint(job_id)
+    result = sync(api_url, database_url)
+    assert result.exit_code == 0, result.output
+    assert "checkpoints 1 inserted, 1 updated," in result.stdout
+    assert archived_checkpoints(engine)[(job_id, checkpoint)][0] == 3 * 2**40
+
+
+def test_scope_options_limit_the_run(
+    fake: FakeBaseten, api_url: str, database_url: str, engine: Engine
+) -> None:
+    project = fake.project_ids()[1]
+    other_job = fake.job_ids(fake.project_ids()[2])[0]
+    result = sync(api_url, database_url, "--project", project, "--job", other_job)
+    assert result.exit_code == 0, result.output
+    archived_jobs = {r[0] for r in rows(engine, "SELECT id FROM training_jobs")}
+    assert archived_jobs == set(fake.job_ids(project)) | {other_job}
+    assert fake.request_count("/v1/training_jobs/search") == 1
+
+
+def test_a_broken_job_fails_alone_with_a_clear_message(database_url: str, engine: Engine) -> None:
+    healthy = FakeBaseten(SPEC)
+    broken_job = healthy.job_ids()[3]
+    project = healthy.job(broken_job)["training_project_id"]
+    fake = FakeBaseten(SPEC, faults=Faults(broken_jobs={broken_job: "wrong-type"}))
+    with serve(fake) as url:
+        result = sync(url, database_url)
+    assert result.exit_code == 3, result.output
+    assert f"project {project}, job {broken_job}" in result.stderr and "size_bytes" in result.stderr
+    archived = archived_checkpoints(engine)
+    assert not [key for key in archived if key[0] == broken_job]
+    expected = {k: v for k, v in served_checkpoints(fake).items() if k[0] != broken_job}
+    assert archived == expected
+
+
+def test_a_refused_key_exits_1_and_writes_nothing(api_url: str, database_url: str, engine: Engine) -> None:
+    result = sync(api_url, database_url, key="wrong-key-d41d8cd9")
+    assert result.exit_code == 1
+    assert "refused the API key" in result.stderr and "wrong-key-d41d8cd9" not in result.output
+    assert scalar(engine, "SELECT COUNT(*) FROM training_projects") == 0
+
+
+def test_an_unreachable_api_exits_1(database_url: str) -> None:
+    result = run_archiver(
+        "sync",
+        "--max-attempts",
+        "2",
+        env={
+            "BASETEN_API_URL": "http://127.0.0.1:9",
+            "BASETEN_API_KEY": "k",
+            "ARCHIVER_DATABASE_URL": database_url,
+        },
+    )
+    assert result.exit_code == 1
+    assert "cannot list training projects" in result.stderr
+
+
+def test_an_unreachable_database_exits_1_before_any_request(fake: FakeBaseten, api_url: str) -> None:
+    url = "postgresql://archiver:hunter2-secret@127.0.0.1:9/archive"
+    result = sync(api_url, url)
+    assert result.exit_code == 1
+    assert "cannot connect to the database" in result.stderr
+    assert "hunter2-secret" not in result.output
+    assert fake.request_count() == 0
+
+
+def test_the_database_password_never_appears(fake: FakeBaseten, api_url: str, database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite URLs carry no password")
+    with_password = sa.make_url(database_url).set(password="pw-7c1e-never-print").render_as_string(False)
+    result = sync(api_url, with_password, "-v")
+    assert result.exit_code == 0, result.output
+    assert "pw-7c1e-never-print" not in result.output
+    result = run_archiver("db", "current", env={"ARCHIVER_DATABASE_URL": with_password})
+    assert result.exit_code == 0 and "pw-7c1e-never-print" not in result.output
+
+
+def test_an_old_schema_is_refused_until_upgraded(api_url: str, database_url: str, engine: Engine) -> None:
+    migrate.upgrade(engine, "0001")
+    if migrate.head_revision() == "0001":
+        pytest.skip("only one revision exists")
+    result = sync(api_url, database_url)
+    assert result.exit_code == 1
+    assert "archiver db upgrade" in result.stderr and "--migrate" in result.stderr
+    assert sync(api_url, database_url, "--migrate").exit_code == 0
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def test_db_commands(database_url: str, engine: Engine) -> None:
+    env = {"ARCHIVER_DATABASE_URL": database_url}
+    up = run_archiver("db", "upgrade", env=env)
+    assert up.exit_code == 0, up.output
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    assert "up to date" in run_archiver("db", "current", env=env).stdout
+    down = run_archiver("db", "downgrade", "base", env=env)
+    assert down.exit_code == 0, down.output
+    assert set(sa.inspect(engine).get_table_names()) <= {"alembic_version"}
+
+
+def test_usage_errors_exit_2(database_url: str) -> None:
+    assert run_archiver("sync", "--no-such-option").exit_code == 2
+    result = run_archiver("sync", env={"ARCHIVER_DATABASE_URL": database_url})
+    assert result.exit_code == 2 and "BASETEN_API_KEY" in result.stderr
+
+
+def test_api_key_file(api_url: str, database_url: str, tmp_path: Path, engine: Engine) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(DEFAULT_API_KEY + "\n")
+    result = run_archiver(
+        "sync",
+        "--api-key-file",
+        str(key_file),
+        env={"BASETEN_API_URL": api_url, "ARCHIVER_DATABASE_URL": database_url},
+    )
+    assert result.exit_code == 0, result.output
+    assert scalar(engine, "SELECT COUNT(*) FROM checkpoints") > 0
+
+
+def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
+    result = run_archiver("demo", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "0 failed" in result.stdout and "Storage by project" in result.stdout
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'archiver-demo.db'}")
+    assert scalar(engine, "SELECT COUNT(*) FROM checkpoints") == FakeBaseten(OrgSpec()).total_checkpoints()
+    engine.dispose()
