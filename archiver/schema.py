@@ -72,6 +72,7 @@ training_projects = sa.Table(
     sa.Column("updated_at", UTCDateTime()),
     sa.Column("extra", JSONDocument),
     *_seen_columns(),
+    sa.Column("deleted_at", UTCDateTime()),
 )
 
 instance_types = sa.Table(
@@ -105,6 +106,12 @@ training_jobs = sa.Table(
     sa.Column("updated_at", UTCDateTime()),
     sa.Column("extra", JSONDocument),
     *_seen_columns(),
+    sa.Column("deleted_at", UTCDateTime()),
+    # What the last full read of the job's checkpoints saw: the incremental sync skips a terminal
+    # job whose `updated_at` has not moved since and whose checkpoints were all complete.
+    sa.Column("checkpoints_fetched_at", UTCDateTime()),
+    sa.Column("checkpoints_fetched_job_updated_at", UTCDateTime()),
+    sa.Column("checkpoints_all_complete", sa.Boolean(create_constraint=False)),
     sa.Index(None, "training_project_id"),
 )
 
@@ -138,6 +145,59 @@ checkpoints = sa.Table(
     sa.Column("sync_status", sa.Text()),
     sa.Column("extra", JSONDocument),
     *_seen_columns(),
+    sa.Column("deleted_at", UTCDateTime()),
     sa.UniqueConstraint("training_job_id", "checkpoint_id"),
     sa.Index(None, "lora_adapter_config_id"),
+)
+
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),
+    # running, succeeded, partial, failed, interrupted
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("scope", JSONDocument),
+    sa.Column("full_sync", sa.Boolean(create_constraint=False), nullable=False),
+    sa.Column("projects", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("jobs", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("jobs_fetched", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("jobs_skipped", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("jobs_failed", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("checkpoints_inserted", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("checkpoints_updated", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("checkpoints_unchanged", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("checkpoints_deleted", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("requests", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("error_summary", sa.Text()),
+    sa.Column("archiver_version", sa.Text(), nullable=False),
+    sa.Column("hostname", sa.Text()),
+    sa.Column("pid", sa.Integer()),
+    sa.Index(None, "started_at"),
+)
+
+sync_errors = sa.Table(
+    "sync_errors",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("sync_run_id", sa.BigInteger(), sa.ForeignKey("sync_runs.id"), nullable=False),
+    sa.Column("project_id", sa.Text()),
+    sa.Column("job_id", sa.Text()),
+    # api, malformed, gone, database, ...
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "sync_run_id"),
+)
+
+training_job_status_history = sa.Table(
+    "training_job_status_history",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("training_job_id", sa.Text(), sa.ForeignKey("training_jobs.id"), nullable=False),
+    sa.Column("status", sa.Text()),
+    sa.Column("observed_at", UTCDateTime(), nullable=False),
+    sa.Column("sync_run_id", sa.BigInteger(), sa.ForeignKey("sync_runs.id")),
+    sa.Index(None, "training_job_id", "observed_at"),
 )
