@@ -15,11 +15,11 @@ from typing import Any, NoReturn, TypeVar
 import click
 from sqlalchemy.engine import Engine
 
-from archiver import __version__, db, migrate
+from archiver import __version__, db, ledger, migrate
 from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, BasetenClient, RetryPolicy
 from archiver.errors import ArchiverError, UsageError
 from archiver.logs import configure_logging
-from archiver.output import render
+from archiver.output import FORMATS, progress_line, render
 from archiver.sync import Scope, SyncOptions, run_sync
 
 log = logging.getLogger("archiver")
@@ -149,6 +149,9 @@ def _stop_on_signals(stop: threading.Event, client: BasetenClient) -> Iterator[N
 @click.option("--project", "projects", multiple=True, metavar="ID", help="Only this project (repeatable).")
 @click.option("--job", "jobs", multiple=True, metavar="JOB_ID", help="Only this job (repeatable).")
 @click.option(
+    "--full", is_flag=True, help="Re-read every job's checkpoints, even those that cannot have changed."
+)
+@click.option(
     "--migrate", "migrate_schema", is_flag=True, help="Upgrade an out-of-date schema before syncing."
 )
 @click.option(
@@ -193,6 +196,7 @@ def sync(
     database_url: str,
     projects: tuple[str, ...],
     jobs: tuple[str, ...],
+    full: bool,
     migrate_schema: bool,
     concurrency: int,
     max_rps: float,
@@ -203,8 +207,14 @@ def sync(
     """Archive projects, jobs and checkpoints from the Baseten API.
 
     \b
+    By default a run skips jobs whose checkpoints cannot have changed (a terminal job whose
+    updated_at has not moved since a read that found every checkpoint uploaded); --full
+    re-reads everything.
+
+    \b
     Exit status: 0 everything archived; 1 fatal (bad key, API or database unreachable,
-    schema out of date, another sync running); 2 usage error; 3 some jobs failed (named on stderr).
+    schema out of date, another sync running); 2 usage error; 3 some jobs failed (named on
+    stderr); 130 interrupted by SIGINT/SIGTERM (what was complete is committed).
 
     \b
     Examples:
@@ -214,17 +224,19 @@ def sync(
     """
     key = _read_api_key(api_key, api_key_file)
     engine = _open_archive(database_url, migrate_schema=migrate_schema)
-    options = SyncOptions(scope=Scope(projects, jobs), concurrency=concurrency)
+    options = SyncOptions(Scope(projects, jobs), full=full, concurrency=concurrency, progress=progress_line())
     retry = RetryPolicy(attempts=max_attempts, deadline_s=max_retry_seconds, timeout_s=timeout)
     with (
         BasetenClient(key, api_url, max_rps=max_rps, concurrency=concurrency, retry=retry) as client,
         _stop_on_signals(options.stop, client),
     ):
         report = run_sync(engine, client, options)
+    if options.progress is not None:
+        click.echo("\r\033[K", err=True, nl=False)  # clear the progress line
     click.echo(report.summary())
     for failure in report.failures:
         click.echo(f"failed: {failure}", err=True)
-    sys.exit(130 if report.interrupted else report.exit_code)
+    sys.exit(report.exit_code)
 
 
 def _open_archive(database_url: str, *, migrate_schema: bool = False) -> Engine:
@@ -232,6 +244,28 @@ def _open_archive(database_url: str, *, migrate_schema: bool = False) -> Engine:
     db.check_connection(engine)
     migrate.ensure_current(engine, migrate=migrate_schema)
     return engine
+
+
+@cli.command()
+@logging_options
+@database_option
+@click.option(
+    "--limit", type=click.IntRange(1), default=20, show_default=True, help="How many runs, newest first."
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+def runs(database_url: str, limit: int, fmt: str) -> None:
+    """List recent sync runs: status, duration, counts and errors.
+
+    \b
+    Examples:
+      archiver runs
+      archiver runs --format json --limit 1
+    """
+    engine = db.make_engine(database_url)
+    db.check_connection(engine)
+    migrate.require_current(engine)
+    columns, rows = ledger.recent_runs(engine, limit)
+    click.echo(render(columns, rows, fmt), nl=False)
 
 
 @cli.group(name="db")

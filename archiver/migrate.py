@@ -68,6 +68,17 @@ def _run(engine: Engine, action: object) -> None:
         action(config)  # type: ignore[operator]
 
 
+def require_current(engine: Engine) -> None:
+    """Refuse to read a database that is not an archive at the newest revision."""
+    current = current_revision(engine)
+    if current is None:
+        raise SchemaOutOfDate(
+            f"{redact(engine.url)} holds no archive yet; run `archiver sync` (or `archiver db upgrade`) first"
+        )
+    if current != head_revision():
+        ensure_current(engine)
+
+
 def ensure_current(engine: Engine, *, migrate: bool = False) -> None:
     """Create the schema in an empty database; refuse an out-of-date one unless asked to migrate."""
     current = current_revision(engine)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -106,3 +108,16 @@ def render(
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def progress_line() -> Callable[[int, int], None] | None:
+    """A progress callback that redraws one stderr line, or None when stderr is not a terminal
+    (cron, pipes) or log lines are on (they would interleave)."""
+    if not sys.stderr.isatty() or logging.getLogger("archiver").isEnabledFor(logging.INFO):
+        return None
+
+    def draw(done: int, total: int) -> None:
+        sys.stderr.write(f"\r\033[Kjobs {done}/{total}")
+        sys.stderr.flush()
+
+    return draw

@@ -1,10 +1,13 @@
 """Write normalized rows into the archive. Helpers take a connection and never commit:
 the orchestrator in `sync.py` owns transactions.
+
+Nothing is ever deleted. A project, job or checkpoint that the API stops listing gets
+`deleted_at` (and so does everything under it); one that comes back has it cleared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,11 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from archiver.db import chunked, upsert
-from archiver.normalize import CheckpointPage, JobRecord, Row
+from archiver.normalize import TERMINAL_JOB_STATUSES, CheckpointPage, JobRecord, Row
 from archiver.schema import (
+    UTCDateTime,
     checkpoints,
     instance_types,
     lora_adapter_configs,
+    training_job_status_history,
     training_jobs,
     training_projects,
 )
@@ -31,46 +36,123 @@ CHECKPOINT_VALUES = (
     "size_bytes",
     "sync_status",
     "extra",
+    "deleted_at",
 )
 
 
 @dataclass
 class WriteCounts:
-    """What one write did to the checkpoints table."""
+    """What writes did to the checkpoints table."""
 
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
 
     def __iadd__(self, other: WriteCounts) -> WriteCounts:
         self.inserted += other.inserted
         self.updated += other.updated
         self.unchanged += other.unchanged
+        self.deleted += other.deleted
         return self
 
 
 def _seen(rows: Iterable[Row], now: datetime) -> list[Row]:
-    return [{**row, "first_seen_at": now, "last_seen_at": now} for row in rows]
+    return [{**row, "first_seen_at": now, "last_seen_at": now, "deleted_at": None} for row in rows]
 
 
-def save_listing(connection: Connection, project: Row, jobs: Sequence[JobRecord], now: datetime) -> None:
-    """Upsert a project and the jobs its listing named."""
+def save_listing(
+    connection: Connection, project: Row, jobs: Sequence[JobRecord], now: datetime, run_id: int | None
+) -> None:
+    """Upsert a project and the jobs its listing named, recording status changes."""
     upsert(connection, training_projects, _seen([project], now), key=["id"])
-    save_jobs(connection, jobs, now)
+    save_jobs(connection, jobs, now, run_id)
 
 
-def save_jobs(connection: Connection, jobs: Sequence[JobRecord], now: datetime) -> None:
-    """Upsert job rows and the instance types they ran on."""
+def save_jobs(connection: Connection, jobs: Sequence[JobRecord], now: datetime, run_id: int | None) -> None:
+    """Upsert job rows and the instance types they ran on, recording status changes."""
     types = {record.instance_type["id"]: record.instance_type for record in jobs if record.instance_type}
-    upsert(connection, instance_types, _seen(types.values(), now), key=["id"])
+    upsert(
+        connection,
+        instance_types,
+        [{**row, "first_seen_at": now, "last_seen_at": now} for row in types.values()],
+        key=["id"],
+    )
     upsert(connection, training_jobs, _seen((record.row for record in jobs), now), key=["id"])
+    record_status_changes(connection, [record.row["id"] for record in jobs], now, run_id)
+
+
+def record_status_changes(
+    connection: Connection, job_ids: Sequence[str], now: datetime, run_id: int | None
+) -> None:
+    """Add a history row for each job whose status differs from its last recorded one (or has none)."""
+    if not job_ids:
+        return
+    jobs, history = training_jobs, training_job_status_history
+    latest = history.alias("latest")
+    last_id = (
+        sa.select(sa.func.max(latest.c.id)).where(latest.c.training_job_id == jobs.c.id).scalar_subquery()
+    )
+    unchanged = (
+        sa.select(history.c.id)
+        .where(history.c.id == last_id, history.c.status.is_not_distinct_from(jobs.c.current_status))
+        .exists()
+    )
+    for batch in chunked(job_ids):
+        changed = sa.select(
+            jobs.c.id,
+            jobs.c.current_status,
+            sa.literal(now, UTCDateTime()),
+            sa.literal(run_id, sa.BigInteger()),
+        ).where(jobs.c.id.in_(batch), ~unchanged)
+        connection.execute(
+            sa.insert(history).from_select(
+                ["training_job_id", "status", "observed_at", "sync_run_id"], changed
+            )
+        )
+
+
+@dataclass(frozen=True)
+class FetchState:
+    """What the last full read of a job's checkpoints saw."""
+
+    job_updated_at: datetime | None
+    all_complete: bool | None
+
+
+def fetch_states(connection: Connection, job_ids: Sequence[str]) -> dict[str, FetchState]:
+    """The archived fetch state of these jobs (absent: never fetched)."""
+    jobs = training_jobs
+    states: dict[str, FetchState] = {}
+    for batch in chunked(job_ids):
+        query = sa.select(
+            jobs.c.id, jobs.c.checkpoints_fetched_job_updated_at, jobs.c.checkpoints_all_complete
+        ).where(jobs.c.id.in_(batch), jobs.c.checkpoints_fetched_at.is_not(None), jobs.c.deleted_at.is_(None))
+        states.update({row.id: FetchState(row[1], row[2]) for row in connection.execute(query)})
+    return states
+
+
+def can_skip(record: JobRecord, state: FetchState | None) -> bool:
+    """Whether a job's checkpoints cannot have changed since they were last read in full.
+
+    True for a job in a terminal state whose `updated_at` has not moved since a read that
+    found every checkpoint uploaded.
+    """
+    return (
+        state is not None
+        and bool(state.all_complete)
+        and record.row["current_status"] in TERMINAL_JOB_STATUSES
+        and record.row["updated_at"] is not None
+        and state.job_updated_at == record.row["updated_at"]
+    )
 
 
 def save_lora_configs(connection: Connection, configs: dict[str, Row], now: datetime) -> dict[str, int]:
     """Upsert distinct LoRA adapter configs; return their ids by sha256."""
     if not configs:
         return {}
-    upsert(connection, lora_adapter_configs, _seen(configs.values(), now), key=["config_sha256"])
+    rows = [{**row, "first_seen_at": now, "last_seen_at": now} for row in configs.values()]
+    upsert(connection, lora_adapter_configs, rows, key=["config_sha256"])
     ids: dict[str, int] = {}
     table = lora_adapter_configs
     for batch in chunked(list(configs)):
@@ -80,16 +162,17 @@ def save_lora_configs(connection: Connection, configs: dict[str, Row], now: date
 
 
 def save_checkpoint_pages(
-    connection: Connection, pages: Sequence[CheckpointPage], now: datetime
+    connection: Connection, pages: Sequence[CheckpointPage], now: datetime, run_id: int | None
 ) -> WriteCounts:
     """Archive whole jobs' checkpoint listings: insert new rows, update changed ones, skip the rest.
 
     One read of the jobs' archived checkpoints decides which rows changed; only those go to
-    the database, in batched native upserts. Unchanged rows get only `last_seen_at`.
+    the database, in batched native upserts. Unchanged rows get only `last_seen_at`; rows the
+    listing no longer has get `deleted_at`.
     """
     if not pages:
         return WriteCounts()
-    save_jobs(connection, [page.job for page in pages], now)
+    save_jobs(connection, [page.job for page in pages], now, run_id)
     configs: dict[str, Row] = {}
     for page in pages:
         configs.update(page.lora_configs)
@@ -104,8 +187,8 @@ def save_checkpoint_pages(
             row = {key: value for key, value in listed.items() if key != "lora_config_sha256"}
             sha = listed["lora_config_sha256"]
             row["lora_adapter_config_id"] = config_ids[sha] if sha else None
-            key = (row["training_job_id"], row["checkpoint_id"])
-            before = archived.pop(key, None)
+            row["deleted_at"] = None
+            before = archived.pop((row["training_job_id"], row["checkpoint_id"]), None)
             if before is None:
                 counts.inserted += 1
             elif any(before[name] != row[name] for name in CHECKPOINT_VALUES):
@@ -115,9 +198,21 @@ def save_checkpoint_pages(
                 continue
             to_write.append(row)
     upsert(connection, checkpoints, _seen(to_write, now), key=["training_job_id", "checkpoint_id"])
-    # What is left in `archived` was not listed this time: it keeps its last sighting.
-    not_listed = [row["id"] for row in archived.values()]
-    _mark_seen(connection, job_ids, not_listed, now)
+    # What is left in `archived` was not listed this time.
+    vanished = [row["id"] for row in archived.values() if row["deleted_at"] is None]
+    for batch in chunked(vanished):
+        connection.execute(sa.update(checkpoints).where(checkpoints.c.id.in_(batch)).values(deleted_at=now))
+    counts.deleted = len(vanished)
+    connection.execute(
+        sa.update(checkpoints)
+        .where(
+            checkpoints.c.training_job_id.in_(job_ids),
+            checkpoints.c.deleted_at.is_(None),
+            checkpoints.c.last_seen_at < now,
+        )
+        .values(last_seen_at=now)
+    )
+    _mark_fetched(connection, pages, now)
     return counts
 
 
@@ -128,14 +223,74 @@ def _archived_checkpoints(connection: Connection, job_ids: Sequence[str]) -> dic
     return {(row.training_job_id, row.checkpoint_id): row._mapping for row in connection.execute(query)}
 
 
-def _mark_seen(
-    connection: Connection, job_ids: Sequence[str], not_listed: Sequence[int], now: datetime
-) -> None:
+def _mark_fetched(connection: Connection, pages: Sequence[CheckpointPage], now: datetime) -> None:
     statement = (
-        sa.update(checkpoints)
-        .where(checkpoints.c.training_job_id.in_(job_ids), checkpoints.c.last_seen_at < now)
-        .values(last_seen_at=now)
+        sa.update(training_jobs)
+        .where(training_jobs.c.id == sa.bindparam("job_id"))
+        .values(
+            checkpoints_fetched_at=now,
+            checkpoints_fetched_job_updated_at=sa.bindparam("job_updated_at", type_=UTCDateTime()),
+            checkpoints_all_complete=sa.bindparam("all_complete"),
+        )
     )
-    if not_listed:
-        statement = statement.where(checkpoints.c.id.not_in(not_listed))
-    connection.execute(statement)
+    connection.execute(
+        statement,
+        [
+            {
+                "job_id": page.job.row["id"],
+                "job_updated_at": page.job.row["updated_at"],
+                "all_complete": page.all_complete,
+            }
+            for page in pages
+        ],
+    )
+
+
+def mark_projects_deleted(connection: Connection, listed: Collection[str], now: datetime) -> int:
+    """Mark projects missing from a complete project listing deleted, with their jobs and checkpoints."""
+    query = sa.select(training_projects.c.id).where(training_projects.c.deleted_at.is_(None))
+    missing = [project_id for (project_id,) in connection.execute(query) if project_id not in listed]
+    return mark_project_gone(connection, missing, now)
+
+
+def mark_project_gone(connection: Connection, project_ids: Sequence[str], now: datetime) -> int:
+    """Mark projects deleted, with their jobs and checkpoints; return checkpoints marked."""
+    if not project_ids:
+        return 0
+    projects = training_projects
+    connection.execute(
+        sa.update(projects)
+        .where(projects.c.id.in_(project_ids), projects.c.deleted_at.is_(None))
+        .values(deleted_at=now)
+    )
+    jobs = sa.select(training_jobs.c.id).where(
+        training_jobs.c.training_project_id.in_(project_ids), training_jobs.c.deleted_at.is_(None)
+    )
+    return mark_jobs_gone(connection, [job_id for (job_id,) in connection.execute(jobs)], now)
+
+
+def mark_jobs_deleted(connection: Connection, project_id: str, listed: Collection[str], now: datetime) -> int:
+    """Mark a project's jobs missing from its complete job listing deleted, with their checkpoints."""
+    query = sa.select(training_jobs.c.id).where(
+        training_jobs.c.training_project_id == project_id, training_jobs.c.deleted_at.is_(None)
+    )
+    missing = [job_id for (job_id,) in connection.execute(query) if job_id not in listed]
+    return mark_jobs_gone(connection, missing, now)
+
+
+def mark_jobs_gone(connection: Connection, job_ids: Sequence[str], now: datetime) -> int:
+    """Mark jobs deleted, with their checkpoints; return checkpoints marked."""
+    marked = 0
+    for batch in chunked(job_ids):
+        connection.execute(
+            sa.update(training_jobs)
+            .where(training_jobs.c.id.in_(batch), training_jobs.c.deleted_at.is_(None))
+            .values(deleted_at=now)
+        )
+        result = connection.execute(
+            sa.update(checkpoints)
+            .where(checkpoints.c.training_job_id.in_(batch), checkpoints.c.deleted_at.is_(None))
+            .values(deleted_at=now)
+        )
+        marked += result.rowcount or 0
+    return marked

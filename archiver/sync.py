@@ -1,5 +1,9 @@
 """Orchestrate a sync: discover projects and jobs, fetch checkpoints concurrently, normalize,
 and write whole jobs, one transaction per batch of jobs, from a single writer.
+
+A run holds the database's sync lock, records itself in `sync_runs`, skips jobs whose
+checkpoints cannot have changed (unless `full`), and marks what the API stopped listing
+as deleted, but only where it read a complete listing.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import store
+from archiver import ledger, store
 from archiver.client import BasetenClient, unreachable
 from archiver.db import describe_db_error
-from archiver.errors import ApiError, DatabaseUnavailable, JobError, NotFound
+from archiver.errors import ApiError, ArchiverError, DatabaseUnavailable, JobError, NotFound
+from archiver.lock import sync_lock
 from archiver.normalize import CheckpointPage, JobRecord, Row, Where, checkpoint_page, job_record, project_row
 
 log = logging.getLogger("archiver.sync")
@@ -47,12 +52,9 @@ class Scope:
     def everything(self) -> bool:
         return not (self.project_ids or self.job_ids)
 
-    def describe(self) -> str:
-        """Describe the scope in a few words."""
-        if self.everything:
-            return "all projects"
-        parts = [f"project {p}" for p in self.project_ids] + [f"job {j}" for j in self.job_ids]
-        return ", ".join(parts)
+    def as_json(self) -> dict[str, list[str]] | None:
+        """The scope as stored in `sync_runs.scope` (null: the whole organisation)."""
+        return None if self.everything else {"projects": list(self.project_ids), "jobs": list(self.job_ids)}
 
 
 @dataclass
@@ -60,9 +62,11 @@ class SyncOptions:
     """How to run a sync."""
 
     scope: Scope = field(default_factory=Scope)
+    full: bool = False
     concurrency: int = 8
     batch_rows: int = DEFAULT_BATCH_ROWS
     stop: threading.Event = field(default_factory=threading.Event)
+    progress: Callable[[int, int], None] | None = None  # (jobs done, jobs known so far)
 
 
 @dataclass
@@ -82,9 +86,11 @@ class Failure:
 class SyncReport:
     """What a run did."""
 
+    run_id: int | None = None
     projects: int = 0
     jobs: int = 0
     jobs_fetched: int = 0
+    jobs_skipped: int = 0
     counts: store.WriteCounts = field(default_factory=store.WriteCounts)
     gone: list[Failure] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
@@ -94,22 +100,45 @@ class SyncReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when everything was archived, 3 when some jobs failed."""
-        return 3 if self.failures else 0
+        """0 when everything was archived, 3 when some jobs failed, 130 when interrupted."""
+        return 130 if self.interrupted else 3 if self.failures else 0
+
+    @property
+    def status(self) -> str:
+        """How the run ended, as `sync_runs.status` says it."""
+        return (
+            ledger.INTERRUPTED if self.interrupted else ledger.PARTIAL if self.failures else ledger.SUCCEEDED
+        )
+
+    def counters(self) -> dict[str, int]:
+        """The run's counters, named as in `sync_runs`."""
+        return {
+            "projects": self.projects,
+            "jobs": self.jobs,
+            "jobs_fetched": self.jobs_fetched,
+            "jobs_skipped": self.jobs_skipped,
+            "jobs_failed": len(self.failures),
+            "checkpoints_inserted": self.counts.inserted,
+            "checkpoints_updated": self.counts.updated,
+            "checkpoints_unchanged": self.counts.unchanged,
+            "checkpoints_deleted": self.counts.deleted,
+            "requests": self.requests,
+        }
 
     def summary(self) -> str:
         """One paragraph for people and cron mail."""
         c = self.counts
         text = (
             f"Archived {self.projects} projects and {self.jobs} jobs "
-            f"({self.jobs_fetched} fetched): checkpoints {c.inserted} inserted, {c.updated} updated, "
-            f"{c.unchanged} unchanged; {len(self.failures)} failed"
+            f"({self.jobs_fetched} fetched, {self.jobs_skipped} skipped as unchanged): "
+            f"checkpoints {c.inserted} inserted, {c.updated} updated, {c.unchanged} unchanged, "
+            f"{c.deleted} marked deleted; {len(self.failures)} failed"
         )
         if self.gone:
             text += f", {len(self.gone)} gone (404)"
         text += f"; {self.requests} requests in {self.seconds:.1f}s."
         if self.interrupted:
-            text += " Interrupted before the end: rerun to finish."
+            text += " Interrupted before the end: what is complete was committed; rerun to finish."
         return text
 
 
@@ -159,20 +188,72 @@ class Sync:
         self.options = options
         self.now = clock()  # one timestamp for the whole run's sightings
         self.report = SyncReport()
+        self._jobs_done = 0
 
     def run(self) -> SyncReport:
         """Archive the scope; raise FatalError for what stops the run."""
-        started = time.monotonic()
-        try:
-            targets = self._targets()
-            with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="fetch") as pool:
-                jobs = self._archive_listings(pool, targets)
-                self._archive_checkpoints(pool, jobs)
-        finally:
-            self.report.requests = self.client.requests_made
-            self.report.seconds = time.monotonic() - started
-            self.report.interrupted = self.options.stop.is_set()
+        with sync_lock(self.engine):
+            run_id = self._write(self._start)
+            self.report.run_id = run_id
+            started = time.monotonic()
+            status, summary = ledger.FAILED, None
+            try:
+                self._archive()
+                status = self.report.status
+            except ArchiverError as exc:
+                summary = str(exc)
+                raise
+            except BaseException as exc:
+                summary = f"{type(exc).__name__}: the run stopped unexpectedly"
+                raise
+            finally:
+                self.report.requests = self.client.requests_made
+                self.report.seconds = time.monotonic() - started
+                self.report.interrupted = self.options.stop.is_set()
+                if self.report.interrupted:
+                    status = ledger.INTERRUPTED
+                self._finish(run_id, status, summary)
         return self.report
+
+    def _start(self, connection: sa.Connection) -> int:
+        dead = ledger.close_dead_runs(connection, self.now)
+        if dead:
+            log.warning("%d earlier run(s) never finished (killed or crashed); recorded them as failed", dead)
+        return ledger.start_run(connection, self.now, self.options.scope.as_json(), self.options.full)
+
+    def _finish(self, run_id: int, status: str, summary: str | None) -> None:
+        report = self.report
+        failures = [(f, f.kind) for f in report.failures] + [(f, "gone") for f in report.gone]
+        errors = [
+            {
+                "project_id": f.project_id,
+                "job_id": f.job_id,
+                "kind": kind,
+                "message": f.message[:2000],
+                "occurred_at": self.now,
+            }
+            for f, kind in failures
+        ]
+        if summary is None and report.failures:
+            summary = f"{len(report.failures)} failed: " + "; ".join(str(f) for f in report.failures[:3])
+        try:
+            ledger.finish_run(
+                self.engine,
+                run_id,
+                status=status,
+                finished_at=utc_now(),
+                counts=report.counters(),
+                errors=errors,
+                error_summary=summary,
+            )
+        except sa.exc.DBAPIError as exc:
+            log.error("could not record the end of run %d: %s", run_id, describe_db_error(exc))
+
+    def _archive(self) -> None:
+        targets = self._targets()
+        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="fetch") as pool:
+            jobs = self._archive_listings(pool, targets)
+            self._archive_checkpoints(pool, jobs)
 
     def _targets(self) -> dict[str, set[str] | None]:
         """Project ids to list, each with the job ids wanted (None: all of them)."""
@@ -183,11 +264,15 @@ class Sync:
             except ApiError as exc:
                 raise unreachable(exc) from None
             targets: dict[str, set[str] | None] = {}
+            complete = True
             for index, raw in enumerate(listed):
                 try:
                     targets[project_row(raw, Where(path=f"training_projects[{index}]"))["id"]] = None
                 except JobError as exc:
+                    complete = False
                     self._fail(exc)
+            if complete:
+                self._note_deleted(self._write(store.mark_projects_deleted, set(targets), self.now))
             return targets
         targets = dict.fromkeys(scope.project_ids)
         for job_id in scope.job_ids:
@@ -210,7 +295,7 @@ class Sync:
         except JobError as exc:
             self._fail(exc.located(project_id=None, job_id=job_id))
             return None
-        self._fail(NotFound("no such job in this organisation (search found nothing)", job_id=job_id))
+        self._fail(JobError("no such job in this organisation (the job search found nothing)", job_id=job_id))
         return None
 
     def _archive_listings(
@@ -222,6 +307,11 @@ class Sync:
         for project_id, future in bounded(pool, self._fetch_listing, targets, window, self.options.stop):
             try:
                 listing = future.result()
+            except NotFound as exc:
+                self._fail(exc.located(project_id=project_id, job_id=None))
+                if targets[project_id] is None:
+                    self._note_deleted(self._write(store.mark_project_gone, [project_id], self.now))
+                continue
             except JobError as exc:
                 self._fail(exc.located(project_id=project_id, job_id=None))
                 continue
@@ -229,15 +319,36 @@ class Sync:
             jobs = [job for job in listing.jobs if wanted is None or job.row["id"] in wanted]
             for job_id in sorted((wanted or set()) - {job.row["id"] for job in jobs}):
                 self._fail(
-                    NotFound("job is not in its project's job list", project_id=project_id, job_id=job_id)
+                    JobError("the job is not in its project's job list", project_id=project_id, job_id=job_id)
                 )
             self.report.failures.extend(listing.failures)
-            self._write(store.save_listing, listing.project, jobs, self.now)
+            complete = wanted is None and not listing.failures
+            skip = self._write(self._save_listing, listing.project, jobs, complete)
             self.report.projects += 1
             self.report.jobs += len(jobs)
-            to_fetch.extend((project_id, job.row["id"]) for job in jobs)
-            log.info("project %s: %d jobs listed", project_id, len(jobs))
+            self.report.jobs_skipped += len(skip)
+            self._progress(len(skip))
+            to_fetch.extend((project_id, job.row["id"]) for job in jobs if job.row["id"] not in skip)
+            log.info(
+                "project %s: %d jobs listed, %d unchanged since their last read",
+                project_id,
+                len(jobs),
+                len(skip),
+            )
         return to_fetch
+
+    def _save_listing(
+        self, connection: sa.Connection, project: Row, jobs: list[JobRecord], complete: bool
+    ) -> set[str]:
+        """Write a project's listing; return the ids of jobs whose checkpoints need no read."""
+        states = {} if self.options.full else store.fetch_states(connection, [job.row["id"] for job in jobs])
+        skip = {job.row["id"] for job in jobs if store.can_skip(job, states.get(job.row["id"]))}
+        store.save_listing(connection, project, jobs, self.now, self.report.run_id)
+        if complete:
+            listed = {job.row["id"] for job in jobs}
+            self.report.counts.deleted += store.mark_jobs_deleted(connection, project["id"], listed, self.now)
+        self._record_progress(connection)
+        return skip
 
     def _fetch_listing(self, project_id: str) -> _Listing:
         raw_project, raw_jobs = self.client.list_jobs(project_id)
@@ -260,8 +371,14 @@ class Sync:
         for (project_id, job_id), future in bounded(pool, self._fetch_page, jobs, window, self.options.stop):
             try:
                 page = future.result()
+            except NotFound as exc:
+                self._fail(exc.located(project_id=project_id, job_id=job_id))
+                self._note_deleted(self._write(store.mark_jobs_gone, [job_id], self.now))
+                self._progress(1)
+                continue
             except JobError as exc:
                 self._fail(exc.located(project_id=project_id, job_id=job_id))
+                self._progress(1)
                 continue
             if page.duplicates:
                 log.warning(
@@ -284,9 +401,7 @@ class Sync:
     def _flush(self, pages: list[CheckpointPage]) -> None:
         if not pages:
             return
-        counts = self._write(store.save_checkpoint_pages, pages, self.now)
-        self.report.counts += counts
-        self.report.jobs_fetched += len(pages)
+        self._write(self._save_pages, pages)
         for page in pages:
             log.info(
                 "project %s, job %s: %d checkpoints",
@@ -294,6 +409,27 @@ class Sync:
                 page.job.row["id"],
                 len(page.checkpoints),
             )
+        self._progress(len(pages))
+
+    def _save_pages(self, connection: sa.Connection, pages: list[CheckpointPage]) -> None:
+        counts = store.save_checkpoint_pages(connection, pages, self.now, self.report.run_id)
+        self.report.counts += counts
+        self.report.jobs_fetched += len(pages)
+        self._record_progress(connection)
+
+    def _record_progress(self, connection: sa.Connection) -> None:
+        # In the same transaction as the work it counts: a killed run's row stays truthful.
+        if self.report.run_id is not None:
+            self.report.requests = self.client.requests_made
+            ledger.record_progress(connection, self.report.run_id, self.report.counters())
+
+    def _note_deleted(self, checkpoints_marked: int) -> None:
+        self.report.counts.deleted += checkpoints_marked
+
+    def _progress(self, done: int) -> None:
+        self._jobs_done += done
+        if self.options.progress is not None:
+            self.options.progress(self._jobs_done, self.report.jobs)
 
     def _write(
         self, work: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs

@@ -21,8 +21,8 @@ def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.Wr
     page = checkpoint_page(body, "n4q95w5", "p7qr9qv")
     project = project_row({"id": "n4q95w5", "name": "qwen3 — ünïcødé '; DROP TABLE checkpoints; --"}, Where())
     with engine.begin() as connection:
-        store.save_listing(connection, project, [page.job], now)
-        return store.save_checkpoint_pages(connection, [page], now)
+        store.save_listing(connection, project, [page.job], now, None)
+        return store.save_checkpoint_pages(connection, [page], now, None)
 
 
 def test_second_write_of_the_same_data_changes_only_last_seen(archive: Engine) -> None:

@@ -55,7 +55,7 @@ def test_sync_archives_everything_served_and_a_second_run_changes_nothing(
     first = sync(api_url, database_url)
     assert first.exit_code == 0, first.output
     total = fake.total_checkpoints()
-    assert f"checkpoints {total} inserted, 0 updated, 0 unchanged; 0 failed" in first.stdout
+    assert f"checkpoints {total} inserted, 0 updated, 0 unchanged, 0 marked deleted; 0 failed" in first.stdout
     assert archived_checkpoints(engine) == served_checkpoints(fake)
     assert {r[0] for r in rows(engine, "SELECT id FROM training_projects")} == set(fake.project_ids())
     assert {r[0] for r in rows(engine, "SELECT id FROM training_jobs")} == set(fake.job_ids())
@@ -75,9 +75,9 @@ def test_sync_archives_everything_served_and_a_second_run_changes_nothing(
     before = rows(
         engine, "SELECT training_job_id, checkpoint_id, first_seen_at FROM checkpoints ORDER BY 1, 2"
     )
-    second = sync(api_url, database_url)
+    second = sync(api_url, database_url, "--full")
     assert second.exit_code == 0, second.output
-    assert f"checkpoints 0 inserted, 0 updated, {total} unchanged; 0 failed" in second.stdout
+    assert f"checkpoints 0 inserted, 0 updated, {total} unchanged, 0 marked deleted; 0 failed" in second.stdout
     assert (
         rows(engine, "SELECT training_job_id, checkpoint_id, first_seen_at FROM checkpoints ORDER BY 1, 2")
         == before
