@@ -286,8 +286,16 @@ class CheckpointPage:
 
     @property
     def all_complete(self) -> bool:
-        """Whether every checkpoint finished uploading (`COMPLETE` and `COMPLETED` alike)."""
-        return all(row["sync_status"] in COMPLETE_SYNC_STATUSES for row in self.checkpoints)
+        """Whether every checkpoint finished uploading (`COMPLETE` and `COMPLETED` alike).
+
+        Servers that omit a checkpoint's `sync_status` give no per-checkpoint signal: such a
+        checkpoint counts as complete unless the job says its uploader is still `SYNCING`.
+        """
+        job_syncing = self.job.row["checkpoint_sync_status"] == "SYNCING"
+        return all(
+            row["sync_status"] in COMPLETE_SYNC_STATUSES or (row["sync_status"] is None and not job_syncing)
+            for row in self.checkpoints
+        )
 
 
 def checkpoint_page(payload: Any, project_id: str, job_id: str) -> CheckpointPage:

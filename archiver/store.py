@@ -91,11 +91,15 @@ def record_status_changes(
     jobs, history = training_jobs, training_job_status_history
     latest = history.alias("latest")
     last_id = (
-        sa.select(sa.func.max(latest.c.id)).where(latest.c.training_job_id == jobs.c.id).scalar_subquery()
+        sa.select(sa.func.max(latest.c.id))
+        .where(latest.c.training_job_id == jobs.c.id)
+        .correlate(jobs)
+        .scalar_subquery()
     )
     unchanged = (
         sa.select(history.c.id)
         .where(history.c.id == last_id, history.c.status.is_not_distinct_from(jobs.c.current_status))
+        .correlate(jobs)
         .exists()
     )
     for batch in chunked(job_ids):

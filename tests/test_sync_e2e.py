@@ -77,7 +77,9 @@ def test_sync_archives_everything_served_and_a_second_run_changes_nothing(
     )
     second = sync(api_url, database_url, "--full")
     assert second.exit_code == 0, second.output
-    assert f"checkpoints 0 inserted, 0 updated, {total} unchanged, 0 marked deleted; 0 failed" in second.stdout
+    assert (
+        f"checkpoints 0 inserted, 0 updated, {total} unchanged, 0 marked deleted; 0 failed" in second.stdout
+    )
     assert (
         rows(engine, "SELECT training_job_id, checkpoint_id, first_seen_at FROM checkpoints ORDER BY 1, 2")
         == before
@@ -156,10 +158,8 @@ def test_an_unreachable_database_exits_1_before_any_request(fake: FakeBaseten, a
     assert fake.request_count() == 0
 
 
-def test_the_database_password_never_appears(fake: FakeBaseten, api_url: str, database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite URLs carry no password")
-    with_password = sa.make_url(database_url).set(password="pw-7c1e-never-print").render_as_string(False)
+def test_the_database_password_never_appears(fake: FakeBaseten, api_url: str, postgres_url: str) -> None:
+    with_password = sa.make_url(postgres_url).set(password="pw-7c1e-never-print").render_as_string(False)
     result = sync(api_url, with_password, "-v")
     assert result.exit_code == 0, result.output
     assert "pw-7c1e-never-print" not in result.output

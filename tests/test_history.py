@@ -1,0 +1,317 @@
+"""Nightly operation: history that can be queried, incremental runs, and runs cron can trust."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from archiver import db
+from archiver.client import BasetenClient
+from archiver.fake_api import DEFAULT_API_KEY, TERMINAL_STATUSES, FakeBaseten, Faults, OrgSpec, serve
+from archiver.sync import Scope, SyncOptions, SyncReport, run_sync
+
+from .conftest import archiver_command, rows, run_archiver, scalar
+
+NIGHT = [datetime(2026, 6, day, 2, 15, tzinfo=UTC) for day in (1, 2, 3)]
+
+
+def nightly(engine: Engine, url: str, night: datetime, **options: object) -> SyncReport:
+    with BasetenClient(DEFAULT_API_KEY, url, max_rps=100) as client:
+        return run_sync(engine, client, SyncOptions(**options), clock=lambda: night)  # type: ignore[arg-type]
+
+
+def utc(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@pytest.fixture
+def fake() -> FakeBaseten:
+    return FakeBaseten(
+        OrgSpec(seed=21, projects=3, jobs_per_project=3, checkpoints_per_job=4, active_fraction=0.34)
+    )
+
+
+@pytest.fixture
+def api_url(fake: FakeBaseten) -> Iterator[str]:
+    with serve(fake) as url:
+        yield url
+
+
+def test_three_nights_leave_exactly_the_expected_history(
+    fake: FakeBaseten, api_url: str, archive: Engine
+) -> None:
+    projects = fake.project_ids()
+    doomed_project, kept = projects[0], projects[1:]
+    doomed_checkpoints = sum(len(fake.checkpoints(j)) for j in fake.job_ids(doomed_project))
+    jobs = [j for p in kept for j in fake.job_ids(p)]
+    running = next(j for j in jobs if fake.job(j)["current_status"] not in TERMINAL_STATUSES)
+    shrinking = next(j for j in jobs if j != running and len(fake.checkpoints(j)) >= 2)
+    growing = next(j for j in jobs if j not in (running, shrinking))
+    first_status = {j: fake.job(j)["current_status"] for j in fake.job_ids()}
+
+    # Night 1: everything is new.
+    one = nightly(archive, api_url, NIGHT[0])
+    assert one.exit_code == 0 and one.counts.inserted == fake.total_checkpoints()
+
+    # During day 2: a checkpoint is added, one deleted, a job finishes, a project is deleted.
+    added = fake.add_checkpoint(growing)["checkpoint_id"]
+    removed = fake.checkpoints(shrinking)[0]["checkpoint_id"]
+    fake.delete_checkpoint(shrinking, removed)
+    fake.set_job(running, current_status="TRAINING_JOB_COMPLETED")
+    fake.delete_project(doomed_project)
+    two = nightly(archive, api_url, NIGHT[1])
+    assert two.exit_code == 0
+    assert (two.counts.inserted, two.counts.deleted) == (1, 1 + doomed_checkpoints)
+
+    # During day 3: the deleted checkpoint comes back; nothing else changes.
+    fake.add_checkpoint(shrinking, checkpoint_id=removed)
+    three = nightly(archive, api_url, NIGHT[2])
+    assert three.exit_code == 0 and three.counts.deleted == 0 and three.counts.updated == 1
+
+    deleted = {
+        (job, checkpoint): utc(at)
+        for job, checkpoint, at in rows(
+            archive,
+            "SELECT training_job_id, checkpoint_id, deleted_at FROM checkpoints WHERE deleted_at IS NOT NULL",
+        )
+    }
+    assert deleted == {
+        (job, c["checkpoint_id"]): NIGHT[1]
+        for job in fake_jobs_of(archive, doomed_project)
+        for c in archived_ids(archive, job)
+    }
+    assert (
+        utc(
+            scalar(
+                archive,
+                "SELECT first_seen_at FROM checkpoints WHERE training_job_id = :j AND checkpoint_id = :c",
+                j=growing,
+                c=added,
+            )
+        )
+        == NIGHT[1]
+    )
+    assert (
+        utc(scalar(archive, "SELECT deleted_at FROM training_projects WHERE id = :p", p=doomed_project))
+        == NIGHT[1]
+    )
+    assert rows(archive, "SELECT COUNT(*) FROM training_jobs WHERE deleted_at IS NOT NULL") == [
+        (len(fake_jobs_of(archive, doomed_project)),)
+    ]
+    assert scalar(archive, "SELECT COUNT(*) FROM training_projects WHERE deleted_at IS NULL") == len(kept)
+
+    history = rows(
+        archive,
+        "SELECT training_job_id, status, observed_at, sync_run_id FROM training_job_status_history "
+        "ORDER BY id",
+    )
+    expected = [(j, first_status[j], NIGHT[0], one.run_id) for j in first_status]
+    expected.append((running, "TRAINING_JOB_COMPLETED", NIGHT[1], two.run_id))
+    assert sorted((j, s, utc(at), run) for j, s, at, run in history) == sorted(expected)
+
+    runs = rows(
+        archive,
+        "SELECT id, status, checkpoints_inserted, checkpoints_updated, checkpoints_deleted, "
+        "jobs_failed, started_at FROM sync_runs ORDER BY id",
+    )
+    assert [(r[0], r[1], r[2], r[3], r[4], r[5], utc(r[6])) for r in runs] == [
+        (one.run_id, "succeeded", fake.total_checkpoints() - 1 + doomed_checkpoints, 0, 0, 0, NIGHT[0]),
+        (two.run_id, "succeeded", 1, 0, 1 + doomed_checkpoints, 0, NIGHT[1]),
+        (three.run_id, "succeeded", 0, 1, 0, 0, NIGHT[2]),
+    ]
+
+
+def fake_jobs_of(engine: Engine, project_id: str) -> list[str]:
+    return [
+        r[0]
+        for r in rows(engine, "SELECT id FROM training_jobs WHERE training_project_id = :p", p=project_id)
+    ]
+
+
+def archived_ids(engine: Engine, job_id: str) -> list[dict[str, str]]:
+    return [
+        {"checkpoint_id": r[0]}
+        for r in rows(engine, "SELECT checkpoint_id FROM checkpoints WHERE training_job_id = :j", j=job_id)
+    ]
+
+
+def test_an_unchanged_organisation_costs_one_request_per_project(archive: Engine) -> None:
+    fake = FakeBaseten(
+        OrgSpec(seed=5, projects=4, jobs_per_project=5, checkpoints_per_job=3, active_fraction=0.0)
+    )
+    with serve(fake) as url:
+        first = nightly(archive, url, NIGHT[0])
+        assert first.jobs_fetched == len(fake.job_ids())
+        fake.reset_metrics()
+        second = nightly(archive, url, NIGHT[1])
+        assert fake.request_count() == 1 + len(fake.project_ids())
+        assert (second.jobs_skipped, second.jobs_fetched) == (len(fake.job_ids()), 0)
+        # A job that changes is read again; --full reads them all.
+        changed = fake.job_ids()[2]
+        fake.set_job(changed, error_message="re-run by the platform team")
+        fake.reset_metrics()
+        third = nightly(archive, url, NIGHT[2])
+        assert third.jobs_fetched == 1 and fake.request_count() == 2 + len(fake.project_ids())
+        fake.reset_metrics()
+        full = nightly(archive, url, NIGHT[2] + timedelta(hours=1), full=True)
+        assert full.jobs_fetched == len(fake.job_ids()) and full.jobs_skipped == 0
+    assert scalar(archive, "SELECT jobs_skipped FROM sync_runs WHERE id = :r", r=second.run_id) == len(
+        fake.job_ids()
+    )
+
+
+def test_a_scoped_run_marks_nothing_outside_its_scope(
+    fake: FakeBaseten, api_url: str, archive: Engine
+) -> None:
+    nightly(archive, api_url, NIGHT[0])
+    other_project, project = fake.project_ids()[0], fake.project_ids()[1]
+    job = fake.job_ids(project)[0]
+    fake.delete_project(other_project)
+    fake.delete_job(fake.job_ids(project)[1])
+    nightly(archive, api_url, NIGHT[1], scope=Scope(job_ids=(job,)))
+    assert scalar(archive, "SELECT COUNT(*) FROM training_projects WHERE deleted_at IS NOT NULL") == 0
+    assert scalar(archive, "SELECT COUNT(*) FROM training_jobs WHERE deleted_at IS NOT NULL") == 0
+    nightly(archive, api_url, NIGHT[2], scope=Scope(project_ids=(project,)))
+    assert scalar(archive, "SELECT COUNT(*) FROM training_projects WHERE deleted_at IS NOT NULL") == 0
+    assert scalar(archive, "SELECT COUNT(*) FROM training_jobs WHERE deleted_at IS NOT NULL") == 1
+
+
+def test_a_failed_job_marks_none_of_its_checkpoints_deleted(
+    fake: FakeBaseten, api_url: str, archive: Engine
+) -> None:
+    nightly(archive, api_url, NIGHT[0], full=True)
+    job = fake.job_ids()[0]
+    broken_fake = FakeBaseten(fake.spec, faults=Faults(broken_jobs={job: "not-json"}))
+    with serve(broken_fake) as url:
+        report = nightly(archive, url, NIGHT[1], full=True)
+    assert report.exit_code == 3
+    assert scalar(archive, "SELECT COUNT(*) FROM checkpoints WHERE deleted_at IS NOT NULL") == 0
+    errors = rows(archive, "SELECT sync_run_id, job_id, kind FROM sync_errors")
+    assert errors == [(report.run_id, job, "malformed")]
+    assert scalar(archive, "SELECT status FROM sync_runs WHERE id = :r", r=report.run_id) == "partial"
+
+
+def sync_process(url: str, database_url: str, *args: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "BASETEN_API_URL": url,
+        "BASETEN_API_KEY": DEFAULT_API_KEY,
+        "ARCHIVER_DATABASE_URL": database_url,
+    }
+    return subprocess.Popen(
+        [*archiver_command(), "sync", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_for(condition: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_a_second_concurrent_sync_is_refused(archive: Engine, database_url: str) -> None:
+    slow = FakeBaseten(
+        OrgSpec(seed=2, projects=2, jobs_per_project=10, checkpoints_per_job=2), latency_ms=150
+    )
+    with serve(slow) as url:
+        first = sync_process(url, database_url, "--concurrency", "1")
+        try:
+            wait_for(lambda: slow.request_count("/v1/training_projects/") > 2)
+            second = run_archiver(
+                "sync",
+                env={
+                    "BASETEN_API_URL": url,
+                    "BASETEN_API_KEY": DEFAULT_API_KEY,
+                    "ARCHIVER_DATABASE_URL": database_url,
+                },
+            )
+            assert second.exit_code == 1
+            assert "another `archiver sync` is running" in second.stderr
+        finally:
+            _out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+    assert scalar(archive, "SELECT COUNT(*) FROM sync_runs") == 1
+
+
+def test_a_killed_run_leaves_a_consistent_archive_and_is_recorded(archive: Engine, database_url: str) -> None:
+    spec = OrgSpec(seed=8, projects=2, jobs_per_project=12, checkpoints_per_job=6)
+    slow = FakeBaseten(spec, latency_ms=100)
+    with serve(slow) as url:
+        victim = sync_process(url, database_url, "--concurrency", "2")
+        wait_for(lambda: slow.request_count("/v1/training_projects/") > 8)
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=30)
+    assert scalar(archive, "SELECT status FROM sync_runs") == "running"
+    # Every job is archived whole or not at all.
+    partial = rows(
+        archive,
+        "SELECT j.id FROM training_jobs j JOIN checkpoints c ON c.training_job_id = j.id "
+        "WHERE j.checkpoints_fetched_at IS NULL",
+    )
+    assert partial == []
+    fake = FakeBaseten(spec)
+    with serve(fake) as url:
+        again = run_archiver(
+            "sync",
+            env={
+                "BASETEN_API_URL": url,
+                "BASETEN_API_KEY": DEFAULT_API_KEY,
+                "ARCHIVER_DATABASE_URL": database_url,
+            },
+        )
+    assert again.exit_code == 0, again.output
+    assert scalar(archive, "SELECT COUNT(*) FROM checkpoints") == fake.total_checkpoints()
+    assert (
+        scalar(
+            archive,
+            "SELECT COUNT(*) FROM (SELECT training_job_id, checkpoint_id FROM checkpoints "
+            "GROUP BY 1, 2 HAVING COUNT(*) > 1) d",
+        )
+        == 0
+    )
+    runs = rows(archive, "SELECT status, error_summary FROM sync_runs ORDER BY id")
+    assert [r[0] for r in runs] == ["failed", "succeeded"]
+    assert "killed or crashed" in str(runs[0][1])
+
+
+def test_runs_command_lists_runs(fake: FakeBaseten, api_url: str, archive: Engine, database_url: str) -> None:
+    nightly(archive, api_url, NIGHT[0])
+    nightly(archive, api_url, NIGHT[1])
+    table = run_archiver("runs", env={"ARCHIVER_DATABASE_URL": database_url})
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["id", "started_at", "finished_at", "seconds"]
+    assert len(lines) == 4 and all("succeeded" in line for line in lines[2:])
+    as_json = run_archiver(
+        "runs", "--format", "json", "--limit", "1", env={"ARCHIVER_DATABASE_URL": database_url}
+    )
+    (latest,) = json.loads(as_json.stdout)
+    assert latest["status"] == "succeeded" and latest["jobs_skipped"] > 0
+
+
+def test_sqlite_archive_is_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'archive.db'}")
+    assert scalar(engine, "PRAGMA journal_mode") == "wal"
+    assert scalar(engine, "PRAGMA busy_timeout") == db.SQLITE_BUSY_TIMEOUT_MS
+    assert scalar(engine, "PRAGMA foreign_keys") == 1
+    engine.dispose()
