@@ -446,12 +446,13 @@ class Sync:
 
     def _fail(self, exc: JobError) -> None:
         failure = _failure(exc)
+        fields = {"event": failure.kind, "project_id": failure.project_id, "job_id": failure.job_id}
         if isinstance(exc, NotFound):
             self.report.gone.append(failure)
-            log.warning("%s", failure)
+            log.warning("%s", failure, extra=fields)
         else:
             self.report.failures.append(failure)
-            log.error("%s", failure)
+            log.error("%s", failure, extra=fields)
 
 
 def _failure(exc: JobError) -> Failure:

@@ -315,3 +315,36 @@ def test_sqlite_archive_is_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> No
     assert scalar(engine, "PRAGMA busy_timeout") == db.SQLITE_BUSY_TIMEOUT_MS
     assert scalar(engine, "PRAGMA foreign_keys") == 1
     engine.dispose()
+
+
+def readme_query(name: str) -> str:
+    """The SQL block that follows `<!-- as-of: name -->` in the README."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    after = text.split(f"<!-- as-of: {name} -->", 1)[1]
+    return after.split("```sql", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_as_of_queries_answer_as_of_questions(
+    fake: FakeBaseten, api_url: str, archive: Engine
+) -> None:
+    nightly(archive, api_url, NIGHT[0])
+    before = {(j, c["checkpoint_id"]): c["size_bytes"] for j in fake.job_ids() for c in fake.checkpoints(j)}
+    project_of = {j: fake.job(j)["training_project_id"] for j in fake.job_ids()}
+    doomed = fake.project_ids()[0]
+    job = fake.job_ids(fake.project_ids()[1])[0]
+    removed = fake.checkpoints(job)[0]["checkpoint_id"]
+    fake.delete_checkpoint(job, removed)
+    added = fake.add_checkpoint(fake.job_ids(fake.project_ids()[2])[0])
+    fake.delete_project(doomed)
+    nightly(archive, api_url, NIGHT[1])
+
+    after = {k: v for k, v in before.items() if project_of[k[0]] != doomed and k != (job, removed)}
+    after[(added["training_job_id"], added["checkpoint_id"])] = added["size_bytes"]
+    for date, expected in (("2026-06-02", before), ("2026-06-03", after)):
+        existing = rows(archive, readme_query("checkpoints").replace("2026-06-02", date))
+        assert {(r[1], r[2]): r[3] for r in existing} == expected
+        storage = rows(archive, readme_query("storage").replace("2026-06-02", date))
+        by_project: dict[str, list[int]] = {}
+        for (job_id, _), size in expected.items():
+            by_project.setdefault(project_of[job_id], []).append(size)
+        assert {r[0]: (r[2], r[3]) for r in storage} == {p: (len(s), sum(s)) for p, s in by_project.items()}
