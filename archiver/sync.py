@@ -334,6 +334,12 @@ class Sync:
                 project_id,
                 len(jobs),
                 len(skip),
+                extra={
+                    "event": "project",
+                    "project_id": project_id,
+                    "jobs": len(jobs),
+                    "jobs_skipped": len(skip),
+                },
             )
         return to_fetch
 
@@ -403,11 +409,19 @@ class Sync:
             return
         self._write(self._save_pages, pages)
         for page in pages:
+            job = page.job.row
             log.info(
                 "project %s, job %s: %d checkpoints",
                 page.project_id,
-                page.job.row["id"],
+                job["id"],
                 len(page.checkpoints),
+                extra={
+                    "event": "job",
+                    "project_id": page.project_id,
+                    "job_id": job["id"],
+                    "status": job["current_status"],
+                    "checkpoints": len(page.checkpoints),
+                },
             )
         self._progress(len(pages))
 

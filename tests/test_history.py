@@ -348,3 +348,22 @@ def test_the_readme_as_of_queries_answer_as_of_questions(
         for (job_id, _), size in expected.items():
             by_project.setdefault(project_of[job_id], []).append(size)
         assert {r[0]: (r[2], r[3]) for r in storage} == {p: (len(s), sum(s)) for p, s in by_project.items()}
+
+
+def test_logging_is_quiet_by_default_and_json_on_request(
+    fake: FakeBaseten, api_url: str, database_url: str
+) -> None:
+    env = {
+        "BASETEN_API_URL": api_url,
+        "BASETEN_API_KEY": DEFAULT_API_KEY,
+        "ARCHIVER_DATABASE_URL": database_url,
+    }
+    quiet = run_archiver("sync", env=env)
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert len(quiet.stdout.strip().splitlines()) == 1  # the summary paragraph only
+    loud = run_archiver("sync", "--full", "-v", "--log-format", "json", env=env)
+    assert loud.exit_code == 0, loud.output
+    events = [json.loads(line) for line in loud.stderr.splitlines()]
+    jobs = {e["job_id"] for e in events if e.get("event") == "job"}
+    assert jobs == set(fake.job_ids())
+    assert all(e["level"] == "info" and e["time"].endswith("+00:00") for e in events)
