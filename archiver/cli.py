@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import click
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import __version__, db, ledger, migrate
@@ -44,6 +45,10 @@ class ArchiverGroup(click.Group):
         except ArchiverError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except sa.exc.DBAPIError as exc:
+            # A safety net: expected database failures are ArchiverErrors already.
+            click.echo(f"error: database error: {db.describe_db_error(exc)}", err=True)
+            ctx.exit(1)
 
 
 def _configure_verbosity(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
@@ -110,6 +115,8 @@ def _stop_on_signals(stop: threading.Event, client: BasetenClient) -> Iterator[N
     """On SIGINT or SIGTERM, stop fetching; the run commits what is complete and says so."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():  # a second signal: stop now
+            raise KeyboardInterrupt
         log.warning("received %s: finishing what is complete, then stopping", signal.Signals(signum).name)
         stop.set()
         client.stop()
