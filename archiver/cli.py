@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,11 +17,11 @@ import click
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import __version__, db, ledger, migrate
+from archiver import __version__, db, ledger, migrate, query, reports
 from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, BasetenClient, RetryPolicy
 from archiver.errors import ArchiverError, UsageError
 from archiver.logs import configure_logging
-from archiver.output import FORMATS, progress_line, render
+from archiver.output import FORMATS, progress_line, render, render_chunks, use_color
 from archiver.sync import Scope, SyncOptions, run_sync
 
 log = logging.getLogger("archiver")
@@ -423,6 +424,109 @@ def fake_api(
             err=True,
         ),
     )
+
+
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people (aligned, sizes like 1.5 GiB); csv, json or jsonl for programs (raw numbers).",
+)
+
+
+def _echo_rows(rows: query.Rows, fmt: str) -> None:
+    color = use_color(sys.stdout)
+    try:
+        for chunk in render_chunks(rows.columns, rows.rows, fmt, color=color):
+            click.echo(chunk, nl=False, color=color)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (head, less) has gone: stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+@cli.command(name="query")
+@click.argument("sql")
+@database_option
+@format_option
+def query_command(sql: str, database_url: str, fmt: str) -> None:
+    """Run one read-only SQL statement on the archive and print its rows.
+
+    \b
+    The views checkpoint_facts, job_facts and project_storage_daily are the place to start;
+    docs/schema.md describes every table, view and column. Writes are refused, by this
+    command and by the database (SQLite query_only, PostgreSQL READ ONLY transaction).
+
+    \b
+    Exit status: 0 rows printed; 1 no archive, database unreachable or schema out of date;
+    2 the statement was refused (a write, several statements) or the database rejected it.
+
+    \b
+    Examples:
+      archiver query "SELECT project_name, SUM(size_bytes) AS size_bytes FROM checkpoint_facts GROUP BY 1"
+      archiver query --format csv "SELECT * FROM job_facts" > jobs.csv
+    """
+    engine = query.open_archive(database_url)
+    with query.results(engine, sql) as rows:
+        _echo_rows(rows, fmt)
+
+
+@cli.group()
+def report() -> None:
+    """Ready-made reports over the views; `archiver query` answers anything else."""
+
+
+@report.command(name="storage")
+@database_option
+@format_option
+def storage_report(database_url: str, fmt: str) -> None:
+    """Checkpoint storage by project, largest first: live (still on Baseten) and archived."""
+    engine = query.open_archive(database_url)
+    with query.results(engine, reports.storage()) as rows:
+        _echo_rows(rows, fmt)
+
+
+@report.command(name="jobs")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="STATUS",
+    help="Only jobs in this status, e.g. FAILED or RUNNING (repeatable; TRAINING_JOB_ is optional).",
+)
+@click.option(
+    "--since", metavar="WHEN", help="Only jobs updated since: 7d, 24h, 30m, 2w or an ISO date (UTC)."
+)
+@click.option("--project", "projects", multiple=True, metavar="ID", help="Only this project (repeatable).")
+@database_option
+@format_option
+def jobs_report(
+    statuses: tuple[str, ...], since: str | None, projects: tuple[str, ...], database_url: str, fmt: str
+) -> None:
+    """Jobs, most recently updated first, with checkpoints, storage and GPU hours.
+
+    \b
+    Example: archiver report jobs --status FAILED --since 7d
+    """
+    cutoff = reports.parse_since(since) if since else None
+    engine = query.open_archive(database_url)
+    with query.results(engine, reports.jobs(statuses, cutoff, projects)) as rows:
+        _echo_rows(rows, fmt)
+
+
+@report.command(name="checkpoints")
+@click.option("--job", "jobs", multiple=True, required=True, metavar="JOB_ID", help="Job (repeatable).")
+@database_option
+@format_option
+def checkpoints_report(jobs: tuple[str, ...], database_url: str, fmt: str) -> None:
+    """The checkpoints of a job, oldest first, deleted ones included (see deleted_at)."""
+    engine = query.open_archive(database_url)
+    reports.require_jobs(engine, jobs)
+    with query.results(engine, reports.checkpoints(jobs)) as rows:
+        _echo_rows(rows, fmt)
 
 
 def main() -> NoReturn:

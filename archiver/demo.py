@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-
-from archiver import db, migrate
+from archiver import db, migrate, query
 from archiver.client import BasetenClient
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 from archiver.sync import SyncReport, run_sync
 
+# Live storage by project, read from a view like every query in README.md's quick start.
 SAMPLE_QUERY = """
-SELECT p.name AS project, COUNT(c.id) AS checkpoints, SUM(c.size_bytes) AS size_bytes
-FROM training_projects p
-JOIN training_jobs j ON j.training_project_id = p.id
-JOIN checkpoints c ON c.training_job_id = j.id
-GROUP BY p.id, p.name
+SELECT project_id, project_name, COUNT(*) AS checkpoints, SUM(size_bytes) AS size_bytes
+FROM checkpoint_facts
+WHERE deleted_at IS NULL
+GROUP BY project_id, project_name
 ORDER BY size_bytes DESC
 """
 
@@ -29,9 +27,7 @@ def run_demo(database_url: str, seed: int = 0) -> tuple[SyncReport, list[str], l
     fake = FakeBaseten(OrgSpec(seed=seed))
     with serve(fake) as url, BasetenClient(DEFAULT_API_KEY, url) as client:
         report = run_sync(engine, client)
-    with engine.connect() as connection:
-        result = connection.execute(sa.text(SAMPLE_QUERY))
-        columns = list(result.keys())
-        rows = [tuple(row) for row in result]
+    with query.results(engine, SAMPLE_QUERY) as result:
+        columns, rows = result.columns, list(result.rows)
     engine.dispose()
     return report, columns, rows

@@ -2,6 +2,7 @@
 
     ArchiverError                 base; `exit_code` is what the CLI exits with
     ├── UsageError                bad options or configuration (2)
+    │   └── QueryError            `archiver query` refused a statement, or the database rejected it
     ├── FatalError                the run cannot go on; nothing half-written (1)
     │   ├── AuthError             the API refused the key
     │   ├── ApiUnavailable        the API could not be reached for the organisation listing
@@ -31,6 +32,10 @@ class UsageError(ArchiverError):
     """The command line or configuration is wrong."""
 
     exit_code = 2
+
+
+class QueryError(UsageError):
+    """A statement given to `archiver query` writes, is not one statement, or failed in the database."""
 
 
 class FatalError(ArchiverError):

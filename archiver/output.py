@@ -1,4 +1,9 @@
-"""Render rows as an aligned table, CSV, JSON or JSON Lines: every listing goes through here."""
+"""Render rows as an aligned table, CSV, JSON or JSON Lines: every listing goes through here.
+
+Table mode is for people: aligned columns, numbers right-aligned, byte counts (columns named
+`bytes` or `*_bytes`) as 1.5 GiB, a bold header only when asked for colour. CSV, JSON and JSON
+Lines are for programs: raw numbers, ISO 8601 timestamps in UTC, and rows written as they come.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,40 @@ import csv
 import io
 import json
 import logging
+import math
+import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TextIO
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
 Formatter = Callable[[Any], str]
 
+_BOLD, _RESET = "\x1b[1m", "\x1b[0m"
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colour only for a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def is_bytes_column(name: str) -> bool:
+    """Whether a column holds a byte count, by the archive's naming convention."""
+    return name == "bytes" or name.endswith("_bytes")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo is not None else value
+
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return _utc(value).isoformat()
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
@@ -37,13 +63,26 @@ def human_size(value: Any) -> str:
     raise AssertionError("unreachable")
 
 
+def _number(value: float) -> str:
+    """Four significant digits, no trailing zeros, never an exponent: 0.009313, 5.2, 123.5, 12346."""
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    decimals = min(10, max(0, 3 - math.floor(math.log10(abs(value)))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+        return _utc(value).strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
+        return _number(value)
+    if isinstance(value, Decimal):
+        return str(value) if value == value.to_integral_value() else _number(float(value))
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
@@ -51,46 +90,83 @@ def _cell(value: Any) -> str:
 
 def render(
     columns: Sequence[str],
-    rows: Sequence[Sequence[Any]],
+    rows: Iterable[Sequence[Any]],
     fmt: str = "table",
     *,
     humanize: Mapping[str, Formatter] | None = None,
+    color: bool = False,
 ) -> str:
-    """Render rows in one of FORMATS; `humanize` formats chosen columns in table mode only."""
+    """Render rows in one of FORMATS as one string."""
+    return "".join(render_chunks(columns, rows, fmt, humanize=humanize, color=color))
+
+
+def render_chunks(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    fmt: str = "table",
+    *,
+    humanize: Mapping[str, Formatter] | None = None,
+    color: bool = False,
+) -> Iterator[str]:
+    """Render rows in one of FORMATS, yielding text as rows arrive (a table needs them all first).
+
+    `humanize` formats chosen columns in table mode only; byte-count columns get `human_size`
+    unless it says otherwise.
+    """
     if fmt == "json":
-        return (
-            json.dumps(
-                [{c: _jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows],
-                indent=2,
-                default=str,
-            )
-            + "\n"
-        )
-    if fmt == "jsonl":
-        return "".join(
-            json.dumps({c: _jsonable(v) for c, v in zip(columns, row, strict=True)}, default=str) + "\n"
-            for row in rows
-        )
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
+        yield from _json_array(columns, rows)
+    elif fmt == "jsonl":
         for row in rows:
-            writer.writerow([_jsonable(v) if not isinstance(v, dict | list) else json.dumps(v) for v in row])
-        return buffer.getvalue()
-    if fmt != "table":
+            yield json.dumps(_record(columns, row), default=str) + "\n"
+    elif fmt == "csv":
+        yield from _csv(columns, rows)
+    elif fmt == "table":
+        formats = {name: human_size for name in columns if is_bytes_column(name)}
+        formats.update(humanize or {})
+        yield _table(columns, list(rows), formats, color)
+    else:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    humanize = humanize or {}
+
+
+def _record(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    return {c: _jsonable(v) for c, v in zip(columns, row, strict=True)}
+
+
+def _json_array(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    opened = False
+    for row in rows:
+        body = json.dumps(_record(columns, row), indent=2, default=str).replace("\n", "\n  ")
+        yield ("[\n  " if not opened else ",\n  ") + body
+        opened = True
+    yield "\n]\n" if opened else "[]\n"
+
+
+def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([json.dumps(v) if isinstance(v, dict | list) else _jsonable(v) for v in row])
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], formats: Mapping[str, Formatter], color: bool
+) -> str:
     cells = [
         [
-            humanize[c](v) if c in humanize and v is not None else _cell(v)
+            formats[c](v) if c in formats and v is not None else _cell(v)
             for c, v in zip(columns, row, strict=True)
         ]
         for row in rows
     ]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     numeric = [
-        all(_is_number(row[i]) for row in rows if row[i] is not None) and bool(rows)
+        bool(rows) and all(_is_number(row[i]) for row in rows if row[i] is not None)
         for i in range(len(columns))
     ]
 
@@ -99,7 +175,8 @@ def render(
             v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
         ).rstrip()
 
-    out = [line(list(columns)), line(["-" * w for w in widths])]
+    header = line(list(columns))
+    out = [f"{_BOLD}{header}{_RESET}" if color else header, line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     if not rows:
         out.append("(no rows)")

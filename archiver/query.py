@@ -1,0 +1,168 @@
+"""Read the archive: one statement at a time, read-only, enforced by the database.
+
+`archiver query` and the reports go through `results`. A statement that plainly writes is
+refused before it is sent; whatever gets past that still cannot write, because the database
+itself is told so:
+
+- SQLite: `PRAGMA query_only = ON` on the connection, and the driver runs one statement only.
+- PostgreSQL: a READ ONLY transaction, and the statement goes by the extended protocol, which
+  carries exactly one statement (so `SELECT 1; COMMIT; DELETE ...` cannot step outside it).
+
+The read runs with the session in UTC, so date arithmetic agrees on both databases, and is
+rolled back at the end.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from archiver import db, migrate
+from archiver.errors import DatabaseUnavailable, QueryError
+
+READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "EXPLAIN", "TABLE")
+
+# Exactly how SQLAlchemy writes timestamps into SQLite: such text is a UTC instant.
+_SQLITE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
+_FIRST_WORD = re.compile(r"[A-Za-z]+")
+_VIEWS_HINT = (
+    "the views are checkpoint_facts, job_facts and project_storage_daily; "
+    "docs/schema.md describes every table and column"
+)
+
+
+@dataclass
+class Rows:
+    """A statement's column names and its rows, fetched as they are iterated."""
+
+    columns: list[str]
+    rows: Iterator[tuple[Any, ...]]
+
+
+def open_archive(database_url: str) -> Engine:
+    """Open an existing, up-to-date archive for reading; never create or migrate one."""
+    url = db.parse_url(database_url)
+    path = url.database or ""
+    # Connecting would create the file: a mistyped path deserves a message, not an empty archive.
+    if url.get_backend_name() == "sqlite" and path not in ("", ":memory:") and not Path(path).exists():
+        raise DatabaseUnavailable(
+            f"there is no archive at {path}: run `archiver sync` (or `archiver demo`) to make one, "
+            "or point --database-url / ARCHIVER_DATABASE_URL at an existing archive"
+        )
+    engine = db.make_engine(url)
+    db.check_connection(engine)
+    migrate.require_current(engine)
+    return engine
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse, with the reason, a statement that is empty or does not start like a read."""
+    rest = sql[_LEADING_NOISE.match(sql).end() :]  # type: ignore[union-attr]  # the pattern matches ""
+    word = _FIRST_WORD.match(rest)
+    if word is None:
+        raise QueryError("no SQL statement given; e.g. archiver query 'SELECT * FROM job_facts LIMIT 5'")
+    if word.group().upper() not in READ_KEYWORDS:
+        raise QueryError(
+            f"archiver query only reads, and {word.group().upper()} is not a read: give one "
+            f"{', '.join(READ_KEYWORDS[:-1])} or {READ_KEYWORDS[-1]} statement "
+            "(`archiver sync` is what writes to the archive)"
+        )
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection whose database refuses writes, rolled back and restored on exit."""
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA query_only = ON")
+        else:
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+            if sqlite:  # the pooled connection goes back writable
+                connection.exec_driver_sql("PRAGMA query_only = OFF")
+                connection.rollback()
+
+
+@contextmanager
+def results(engine: Engine, statement: str | sa.Select[Any]) -> Iterator[Rows]:
+    """Run one read-only statement (SQL text, or a select over the views) and yield its rows.
+
+    Database errors, raised when executing or while iterating, become QueryError (the statement
+    is at fault) or DatabaseUnavailable (the database is).
+    """
+    if isinstance(statement, str):
+        check_read_only(statement)
+    with read_only(engine) as connection:
+        dbapi_error: type[Exception] = getattr(connection.dialect.dbapi, "Error", sa.exc.DBAPIError)
+        try:
+            if isinstance(statement, str):
+                yield _run_text(connection, statement)
+            else:
+                result = connection.execute(statement)
+                yield Rows(list(result.keys()), (tuple(row) for row in result))
+        except (sa.exc.DBAPIError, dbapi_error) as exc:
+            raise _explain(exc, connection.dialect.name) from None
+
+
+def _run_text(connection: Connection, sql: str) -> Rows:
+    # The driver's own cursor, not SQLAlchemy's text(): `:name` and `%` in the user's SQL stay
+    # literal, and on PostgreSQL `prepare=True` forces the one-statement extended protocol.
+    raw: Any = connection.connection.driver_connection
+    cursor = raw.cursor()
+    if connection.dialect.name == "postgresql":
+        cursor.execute(sql, prepare=True)
+    else:
+        cursor.execute(sql)
+    columns = [column[0] for column in cursor.description or ()]
+    convert = _sqlite_value if connection.dialect.name == "sqlite" else _value
+    return Rows(columns, (tuple(convert(value) for value in row) for row in iter(cursor.fetchone, None)))
+
+
+def _value(value: Any) -> Any:
+    return value
+
+
+def _sqlite_value(value: Any) -> Any:
+    """Read SQLite's timestamp text as the UTC instant it is, as PostgreSQL would return it."""
+    if isinstance(value, str) and len(value) == 26 and _SQLITE_TIMESTAMP.fullmatch(value):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value
+
+
+def _explain(exc: BaseException, dialect: str) -> Exception:
+    """Turn a database error into a message that says what to change."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip() or type(original).__name__
+    lowered = text.lower()
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate == "25006" or "readonly database" in lowered or "read-only transaction" in lowered:
+        return QueryError(
+            "archiver query only reads, and the database refused a write "
+            f"({text.splitlines()[0]}); `archiver sync` is what writes to the archive"
+        )
+    if "one statement at a time" in lowered or "multiple commands" in lowered:
+        return QueryError("archiver query runs one statement at a time: remove the `;` and what follows it")
+    unavailable = (
+        # No SQLSTATE: the driver lost the server; 08 connection, 53 resources, 57 shutdown or cancel.
+        sqlstate is None or sqlstate[:2] in ("08", "53", "57")
+        if dialect == "postgresql"
+        else "database is locked" in lowered or "unable to open" in lowered or "disk i/o" in lowered
+    )
+    if unavailable:
+        return DatabaseUnavailable(f"the database failed while reading: {text.splitlines()[0][:300]}")
+    hint = f"\nhint: {_VIEWS_HINT}" if "no such" in lowered or "does not exist" in lowered else ""
+    return QueryError(f"the database rejected the statement: {text}{hint}")

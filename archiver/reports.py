@@ -1,0 +1,123 @@
+"""The named reports: typed, parameterized selects over the BI views, one function each.
+
+They answer the questions people ask at a terminal; anything else is one `archiver query` away.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from archiver.errors import UsageError
+from archiver.query import read_only
+from archiver.views import checkpoint_facts, job_facts
+
+STATUS_PREFIX = "TRAINING_JOB_"
+_DURATION = re.compile(r"(\d+)\s*([wdhm])")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
+
+
+def storage() -> sa.Select[Any]:
+    """Checkpoint storage by project, largest live storage first."""
+    cf = checkpoint_facts
+    live = cf.c.deleted_at.is_(None)
+    live_bytes = sa.cast(sa.func.sum(sa.case((live, cf.c.size_bytes), else_=0)), sa.BigInteger)
+    return (
+        sa.select(
+            cf.c.project_id,
+            cf.c.project_name,
+            cf.c.team_name,
+            sa.cast(sa.func.sum(sa.case((live, 1), else_=0)), sa.BigInteger).label("live_checkpoints"),
+            live_bytes.label("live_size_bytes"),
+            sa.func.count().label("archived_checkpoints"),
+            sa.cast(sa.func.sum(cf.c.size_bytes), sa.BigInteger).label("archived_size_bytes"),
+            sa.func.max(cf.c.project_deleted_at).label("project_deleted_at"),
+        )
+        .group_by(cf.c.project_id, cf.c.project_name, cf.c.team_name)
+        .order_by(live_bytes.desc(), sa.func.sum(cf.c.size_bytes).desc(), cf.c.project_id)
+    )
+
+
+def jobs(
+    statuses: Sequence[str] = (), since: datetime | None = None, project_ids: Sequence[str] = ()
+) -> sa.Select[Any]:
+    """Jobs, most recently updated first, optionally by status, recency and project."""
+    jf = job_facts
+    query = sa.select(
+        jf.c.job_id,
+        jf.c.job_name,
+        jf.c.project_name,
+        jf.c.job_status,
+        jf.c.updated_at,
+        jf.c.instance_type_name,
+        jf.c.checkpoint_count,
+        jf.c.live_size_bytes,
+        jf.c.gpu_hours_estimate,
+        jf.c.error_message,
+    ).order_by(jf.c.updated_at.desc(), jf.c.job_id)
+    if statuses:
+        query = query.where(jf.c.job_status.in_([status_name(s) for s in statuses]))
+    if since is not None:
+        query = query.where(jf.c.updated_at >= since)
+    if project_ids:
+        query = query.where(jf.c.project_id.in_(project_ids))
+    return query
+
+
+def checkpoints(job_ids: Sequence[str]) -> sa.Select[Any]:
+    """The checkpoints of some jobs, oldest first."""
+    cf = checkpoint_facts
+    return (
+        sa.select(
+            cf.c.job_id,
+            cf.c.checkpoint_id,
+            cf.c.checkpoint_type,
+            cf.c.created_at,
+            cf.c.size_bytes,
+            cf.c.sync_status,
+            cf.c.base_model,
+            cf.c.lora_r,
+            cf.c.deleted_at,
+        )
+        .where(cf.c.job_id.in_(job_ids))
+        .order_by(cf.c.job_id, cf.c.created_at, cf.c.checkpoint_id)
+    )
+
+
+def require_jobs(engine: Engine, job_ids: Sequence[str]) -> None:
+    """Refuse job ids the archive has never seen, rather than print an empty table."""
+    with read_only(engine) as connection:
+        known = set(connection.scalars(sa.select(job_facts.c.job_id).where(job_facts.c.job_id.in_(job_ids))))
+    if missing := [job_id for job_id in job_ids if job_id not in known]:
+        raise UsageError(
+            f"no job {', '.join(missing)} in the archive; `archiver report jobs` lists the archived jobs "
+            "(and `archiver sync --job ID` archives one)"
+        )
+
+
+def status_name(text: str) -> str:
+    """Spell a status the way the API does: failed -> TRAINING_JOB_FAILED."""
+    name = text.strip().upper()
+    return name if name.startswith(STATUS_PREFIX) else STATUS_PREFIX + name
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """Read --since: a duration back from now (7d, 24h, 30m, 2w, 1d12h) or an ISO date or time (UTC)."""
+    now = now or datetime.now(UTC)
+    spec = text.strip().lower()
+    if spec and _DURATION.sub("", spec).strip() == "":
+        parts = {_UNITS[unit]: int(amount) for amount, unit in _DURATION.findall(spec)}
+        return now - timedelta(**parts)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since expects a duration such as 7d, 24h, 30m or 2w, or an ISO date such as 2026-11-01; "
+            f"got {text!r}"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

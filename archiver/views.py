@@ -1,0 +1,105 @@
+"""The BI views, described for reading: names and types of their columns.
+
+Alembic revision 0003 creates the views (their SQL lives there, frozen); these `Table` objects
+only let the reports build typed, parameterized queries on them. They sit on their own `MetaData`
+so neither `create_all` nor autogenerate ever mistakes them for tables.
+`tests/test_views.py` checks that these columns are exactly the ones the database reports.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from archiver.schema import JSONDocument, UTCDateTime
+
+metadata = sa.MetaData()
+
+# On SQLite a view's columns carry no types: these restore them (timestamps become aware UTC
+# datetimes, days become dates, JSON is decoded) so results read the same on both databases.
+Text, BigInt, Float, Time = sa.Text(), sa.BigInteger(), sa.Float(), UTCDateTime()
+
+checkpoint_facts = sa.Table(
+    "checkpoint_facts",
+    metadata,
+    sa.Column("project_id", Text),
+    sa.Column("project_name", Text),
+    sa.Column("team_name", Text),
+    sa.Column("job_id", Text),
+    sa.Column("job_name", Text),
+    sa.Column("checkpoint_id", Text),
+    sa.Column("checkpoint_type", Text),
+    sa.Column("created_at", Time),
+    sa.Column("size_bytes", BigInt),
+    sa.Column("size_gib", Float),
+    sa.Column("sync_status", Text),
+    sa.Column("base_model", Text),
+    sa.Column("lora_r", BigInt),
+    sa.Column("lora_alpha", Float),
+    sa.Column("lora_dropout", Float),
+    sa.Column("lora_target_modules", JSONDocument),
+    sa.Column("job_status", Text),
+    sa.Column("job_creator_email", Text),
+    sa.Column("job_created_at", Time),
+    sa.Column("instance_type_name", Text),
+    sa.Column("gpu_type", Text),
+    sa.Column("gpu_count", BigInt),
+    sa.Column("first_seen_at", Time),
+    sa.Column("last_seen_at", Time),
+    sa.Column("deleted_at", Time),
+    sa.Column("project_deleted_at", Time),
+)
+
+job_facts = sa.Table(
+    "job_facts",
+    metadata,
+    sa.Column("job_id", Text),
+    sa.Column("job_name", Text),
+    sa.Column("project_id", Text),
+    sa.Column("project_name", Text),
+    sa.Column("team_name", Text),
+    sa.Column("job_status", Text),
+    sa.Column("job_status_since", Time),
+    sa.Column("hours_in_status", Float),
+    sa.Column("error_message", Text),
+    sa.Column("checkpoint_sync_status", Text),
+    sa.Column("creator_email", Text),
+    sa.Column("instance_type_name", Text),
+    sa.Column("gpu_type", Text),
+    sa.Column("gpu_count", BigInt),
+    sa.Column("node_count", BigInt),
+    sa.Column("created_at", Time),
+    sa.Column("updated_at", Time),
+    sa.Column("hours_since_update", Float),
+    sa.Column("checkpoint_count", BigInt),
+    sa.Column("live_checkpoint_count", BigInt),
+    sa.Column("checkpoints_size_bytes", BigInt),
+    sa.Column("checkpoints_size_gib", Float),
+    sa.Column("live_size_bytes", BigInt),
+    sa.Column("live_size_gib", Float),
+    sa.Column("latest_checkpoint_id", Text),
+    sa.Column("latest_checkpoint_size_bytes", BigInt),
+    sa.Column("latest_checkpoint_size_gib", Float),
+    sa.Column("first_checkpoint_at", Time),
+    sa.Column("last_checkpoint_at", Time),
+    sa.Column("hours_to_first_checkpoint", Float),
+    sa.Column("wall_clock_hours", Float),
+    sa.Column("gpu_hours_estimate", Float),
+    sa.Column("first_seen_at", Time),
+    sa.Column("last_seen_at", Time),
+    sa.Column("deleted_at", Time),
+    sa.Column("project_deleted_at", Time),
+)
+
+project_storage_daily = sa.Table(
+    "project_storage_daily",
+    metadata,
+    sa.Column("project_id", Text),
+    sa.Column("project_name", Text),
+    sa.Column("team_name", Text),
+    sa.Column("day", sa.Date()),
+    sa.Column("live_checkpoint_count", BigInt),
+    sa.Column("live_size_bytes", BigInt),
+    sa.Column("live_size_gib", Float),
+)
+
+VIEWS = (checkpoint_facts, job_facts, project_storage_daily)
