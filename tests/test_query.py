@@ -1,0 +1,176 @@
+"""`archiver query` and `archiver report`: the real command, read-only, in every format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from archiver import migrate, query
+from archiver.errors import QueryError
+from archiver.output import render
+
+from .conftest import Result, run_archiver, scalar
+from .orgs import Org, archive_org
+
+SIZES = "SELECT job_id, checkpoint_id, size_bytes FROM checkpoint_facts ORDER BY job_id, checkpoint_id"
+
+
+@pytest.fixture
+def org(archive: Engine) -> Org:
+    return archive_org(archive)
+
+
+def archiver(database_url: str, *args: str) -> Result:
+    return run_archiver(*args, env={"ARCHIVER_DATABASE_URL": database_url})
+
+
+def served_sizes(org: Org) -> list[tuple[str, str, int]]:
+    return sorted(
+        (j, c["checkpoint_id"], c["size_bytes"]) for j, s in org.jobs.items() for c in s.checkpoints
+    )
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM checkpoints",
+        "  -- a comment first\n  update checkpoints SET size_bytes = 0",
+        "WITH doomed AS (SELECT 1) UPDATE checkpoints SET size_bytes = 0",
+        "SELECT 1; DELETE FROM checkpoints",
+        "SELECT 1; COMMIT; DELETE FROM checkpoints",
+    ],
+)
+def test_query_refuses_writes_and_writes_nothing(
+    org: Org, database_url: str, archive: Engine, statement: str
+) -> None:
+    result = archiver(database_url, "query", statement)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert "only reads" in result.stderr or "one statement at a time" in result.stderr
+    assert scalar(archive, "SELECT COUNT(*) FROM checkpoints WHERE size_bytes > 0") == len(served_sizes(org))
+
+
+def test_query_formats(org: Org, database_url: str) -> None:
+    expected = served_sizes(org)
+    as_csv = archiver(database_url, "query", "--format", "csv", SIZES)
+    assert as_csv.exit_code == 0, as_csv.output
+    assert list(csv.reader(io.StringIO(as_csv.stdout))) == [
+        ["job_id", "checkpoint_id", "size_bytes"],
+        *[[j, c, str(size)] for j, c, size in expected],
+    ]
+    as_json = json.loads(archiver(database_url, "query", "--format", "json", SIZES).stdout)
+    assert as_json == [{"job_id": j, "checkpoint_id": c, "size_bytes": s} for j, c, s in expected]
+    lines = archiver(database_url, "query", "--format", "jsonl", SIZES).stdout.splitlines()
+    assert [json.loads(line) for line in lines] == as_json
+
+    table = archiver(database_url, "query", SIZES).stdout.splitlines()
+    assert table[0].split() == ["job_id", "checkpoint_id", "size_bytes"]
+    assert "\x1b[" not in "".join(table)  # no colour when stdout is not a terminal
+    assert len(table) == 2 + len(expected)
+    assert len({len(line) for line in table[1:]}) == 1  # aligned: sizes are right-justified
+    assert table[2].split()[2:] == render(["size_bytes"], [[expected[0][2]]]).splitlines()[2].split()
+    assert table[2].split()[-1] in ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def test_query_timestamps_read_the_same_on_both_databases(org: Org, database_url: str) -> None:
+    result = archiver(
+        database_url, "query", "--format", "jsonl", "SELECT first_seen_at FROM checkpoints LIMIT 1"
+    )
+    assert json.loads(result.stdout) == {"first_seen_at": "2026-06-01T12:30:00+00:00"}
+
+
+def test_query_errors_say_what_to_change(org: Org, database_url: str) -> None:
+    result = archiver(database_url, "query", "SELECT nope FROM checkpoint_fact")
+    assert result.exit_code == 2
+    assert "checkpoint_fact" in result.stderr and "checkpoint_facts, job_facts" in result.stderr
+    assert archiver(database_url, "query", "   ").exit_code == 2
+
+
+def test_query_needs_an_archive_and_never_creates_one(
+    database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    empty = archiver(database_url, "query", "SELECT 1")
+    assert empty.exit_code == 1 and "archiver sync" in empty.stderr
+    assert sa.inspect(engine).get_table_names() == []
+    missing = tmp_path / "typo.db"
+    result = archiver(f"sqlite:///{missing}", "query", "SELECT 1")
+    assert result.exit_code == 1 and "no archive at" in result.stderr
+    assert not missing.exists()
+
+
+def test_query_refuses_an_old_schema_with_the_fix(database_url: str, engine: Engine) -> None:
+    migrate.upgrade(engine, "0002")
+    result = archiver(database_url, "query", "SELECT 1")
+    assert result.exit_code == 1 and "archiver db upgrade" in result.stderr
+    assert migrate.current_revision(engine) == "0002"
+
+
+def test_the_connection_is_writable_again_after_a_query(org: Org, archive: Engine) -> None:
+    with query.results(archive, "SELECT COUNT(*) FROM checkpoints") as result:
+        assert list(result.rows) == [(len(served_sizes(org)),)]
+    write = "WITH doomed AS (SELECT 1) DELETE FROM checkpoints"
+    with pytest.raises(QueryError, match="refused a write"), query.results(archive, write) as result:
+        list(result.rows)
+    with archive.begin() as connection:
+        connection.execute(sa.text("UPDATE checkpoints SET sync_status = sync_status"))
+
+
+def test_report_storage(org: Org, database_url: str) -> None:
+    result = archiver(database_url, "report", "storage", "--format", "json")
+    assert result.exit_code == 0, result.output
+    by_project: dict[str, list[int]] = {}
+    for job_id, served in org.jobs.items():
+        totals = by_project.setdefault(served.project["id"], [0, 0, 0, 0])
+        for c in served.checkpoints:
+            live = org.checkpoint_deleted_at(job_id, c["checkpoint_id"]) is None
+            totals[0] += live
+            totals[1] += c["size_bytes"] if live else 0
+            totals[2] += 1
+            totals[3] += c["size_bytes"]
+    rows = json.loads(result.stdout)
+    assert {
+        r["project_id"]: [
+            r["live_checkpoints"],
+            r["live_size_bytes"],
+            r["archived_checkpoints"],
+            r["archived_size_bytes"],
+        ]
+        for r in rows
+    } == by_project
+    assert [r["live_size_bytes"] for r in rows] == sorted((r["live_size_bytes"] for r in rows), reverse=True)
+    assert [r["project_id"] for r in rows if r["project_deleted_at"]] == [org.deleted_project]
+    assert "GiB" in archiver(database_url, "report", "storage").stdout
+
+
+def test_report_jobs_by_status_and_since(org: Org, database_url: str) -> None:
+    failed = sorted(j for j, s in org.jobs.items() if s.job["current_status"] == "TRAINING_JOB_FAILED")
+    assert failed
+    for status in ("FAILED", "failed", "TRAINING_JOB_FAILED"):
+        result = archiver(database_url, "report", "jobs", "--status", status, "--format", "json")
+        assert result.exit_code == 0, result.output
+        assert sorted(r["job_id"] for r in json.loads(result.stdout)) == failed
+    recent = archiver(database_url, "report", "jobs", "--since", "7d", "--format", "json")
+    assert json.loads(recent.stdout) == []  # the fake organisation's jobs last changed in January 2026
+    since = archiver(database_url, "report", "jobs", "--since", "2026-01-10", "--format", "jsonl")
+    assert {json.loads(line)["job_id"] for line in since.stdout.splitlines()} == {
+        j for j, s in org.jobs.items() if s.job["updated_at"] >= "2026-01-10"
+    }
+    bad = archiver(database_url, "report", "jobs", "--since", "last tuesday")
+    assert bad.exit_code == 2 and "7d" in bad.stderr
+
+
+def test_report_checkpoints(org: Org, database_url: str) -> None:
+    job_id, checkpoint_id = org.deleted_checkpoint
+    result = archiver(database_url, "report", "checkpoints", "--job", job_id, "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["checkpoint_id"] for r in rows] == [c["checkpoint_id"] for c in org.jobs[job_id].checkpoints]
+    assert [r["checkpoint_id"] for r in rows if r["deleted_at"]] == [checkpoint_id]
+    unknown = archiver(database_url, "report", "checkpoints", "--job", "nosuchjob")
+    assert unknown.exit_code == 2 and "nosuchjob" in unknown.stderr and "report jobs" in unknown.stderr
