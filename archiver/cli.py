@@ -90,7 +90,7 @@ def cli() -> None:
     \b
     Try it without an API key:   archiver demo
     Archive your organisation:   BASETEN_API_KEY=... archiver sync
-    Query the archive:           sqlite3 archive.db 'SELECT * FROM checkpoints LIMIT 5'
+    Query the archive:           archiver query 'SELECT * FROM checkpoint_facts LIMIT 5'
     """
 
 
