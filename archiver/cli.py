@@ -269,10 +269,7 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
       archiver runs
       archiver runs --format json --limit 1
     """
-    engine = db.make_engine(database_url)
-    db.check_connection(engine)
-    migrate.require_current(engine)
-    columns, rows = ledger.recent_runs(engine, limit)
+    columns, rows = ledger.recent_runs(query.open_archive(database_url), limit)
     click.echo(render(columns, rows, fmt), nl=False)
 
 

@@ -75,8 +75,11 @@ def require_current(engine: Engine) -> None:
         raise SchemaOutOfDate(
             f"{redact(engine.url)} holds no archive yet; run `archiver sync` (or `archiver db upgrade`) first"
         )
-    if current != head_revision():
-        ensure_current(engine)
+    head = head_revision()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"the database schema is at revision {current}, this archiver needs {head}; run `archiver db upgrade`"
+        )
 
 
 def ensure_current(engine: Engine, *, migrate: bool = False) -> None:
