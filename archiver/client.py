@@ -12,12 +12,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from archiver import __version__
-from archiver.errors import ApiError, ApiUnavailable, AuthError, MalformedResponse, NotFound
+from archiver.errors import (
+    ApiError,
+    ApiUnavailable,
+    AuthError,
+    JobError,
+    MalformedResponse,
+    NotFound,
+    UsageError,
+)
 from archiver.normalize import Where, items, obj
 
 log = logging.getLogger("archiver.client")
@@ -83,7 +93,20 @@ class BasetenClient:
         transport: httpx.BaseTransport | None = None,
         wait: Callable[[float], bool] | None = None,
     ) -> None:
+        api_key = api_key.strip()  # a trailing newline from `$(cat keyfile)` or an editor
+        if not api_key or not api_key.isascii() or not api_key.isprintable() or " " in api_key:
+            # httpx would fail on every request, and some of its errors quote the header.
+            raise UsageError(
+                "the API key is empty or contains spaces, control or non-ASCII characters that an HTTP header "
+                "cannot carry; check BASETEN_API_KEY or the --api-key-file contents"
+            )
+        if not base_url.startswith(("http://", "https://")):
+            raise UsageError(
+                f"the API URL must start with https:// or http://, got {base_url[:80]!r}; "
+                "check --api-url / BASETEN_API_URL"
+            )
         self.retry = retry or RetryPolicy()
+        self._api_key = api_key
         self._limiter = RateLimiter(max_rps)
         self._stopping = threading.Event()
         # Sleep between retries; returns True when the run is stopping. Tests pass a recorder.
@@ -160,13 +183,24 @@ class BasetenClient:
                 response = self._http.request(method, path, json=json_body)
                 # Read the body here, so a connection dropped mid-body is retried like any reset.
                 response.read()
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                # Resets, refused connections, timeouts, bodies cut short or garbled in transit.
+                # Only the class name: httpx messages can quote request headers.
                 problem = f"{type(exc).__name__} on {method} {path}"
                 wait = self._backoff(attempt)
             else:
                 status = response.status_code
-                if status < 400:
+                if status < 300:
                     return response
+                if status < 400:
+                    location = self._redact(response.headers.get("Location", "nowhere"))[:200]
+                    raise ApiError(
+                        f"{method} {path} answered HTTP {status}, a redirect to {location}; "
+                        "check --api-url / BASETEN_API_URL",
+                        status=status,
+                        project_id=where.project_id,
+                        job_id=where.job_id,
+                    )
                 if status in (401, 403):
                     raise AuthError(
                         f"the Baseten API refused the API key (HTTP {status}); check BASETEN_API_KEY "
@@ -181,12 +215,13 @@ class BasetenClient:
                     )
                 if status == 429:
                     self.rate_limited += 1
-                    wait = _retry_after(response) or self._backoff(attempt)
+                    told = _retry_after(response)
+                    wait = self._backoff(attempt) if told is None else told
                 elif status >= 500 or status == 408:
                     wait = self._backoff(attempt)
                 else:
                     raise ApiError(
-                        f"{method} {path} answered HTTP {status}: {_error_text(response)}",
+                        f"{method} {path} answered HTTP {status}: {self._redact(_error_text(response))}",
                         status=status,
                         project_id=where.project_id,
                         job_id=where.job_id,
@@ -207,24 +242,45 @@ class BasetenClient:
                     job_id=where.job_id,
                 )
 
+    def _redact(self, text: str) -> str:
+        """Mask the API key in text the server sent back, should it ever echo it."""
+        return text.replace(self._api_key, "<api key>")
+
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds to wait from a 429: the Retry-After header, else the body's `retry_after`."""
+    """Seconds to wait from a 429: the Retry-After header (seconds or an HTTP date), else the
+    body's `retry_after`; None when neither says, or what they say makes no sense.
+    """
     header = response.headers.get("Retry-After")
-    if header is not None:
-        try:
-            return max(0.0, float(header))
-        except ValueError:
-            pass
+    if header is not None and (seconds := _seconds(header)) is not None:
+        return seconds
     try:
-        value = response.json().get("retry_after")
-    except (ValueError, AttributeError):
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
         return None
-    return max(0.0, float(value)) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    value = body.get("retry_after") if isinstance(body, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    return _seconds(str(value))
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    # NaN compares false with everything: treat it, like a negative wait, as "now".
+    return seconds if seconds > 0 else 0.0
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -237,10 +293,15 @@ def _error_text(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def _parse_json(response: httpx.Response, where: Where) -> Any:
     try:
-        return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # NaN and Infinity are Python's extensions, not JSON; PostgreSQL's jsonb refuses them.
+        return json.loads(response.content, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         kind = response.headers.get("Content-Type", "no content type")
         raise MalformedResponse(
             f"response is not valid JSON ({kind}, {len(response.content)} bytes): {exc}",
@@ -249,7 +310,7 @@ def _parse_json(response: httpx.Response, where: Where) -> Any:
         ) from None
 
 
-def unreachable(exc: ApiError) -> ApiUnavailable:
+def unreachable(exc: JobError) -> ApiUnavailable:
     """Turn a failed organisation-level request into the fatal error it is."""
     return ApiUnavailable(
         f"cannot list training projects: {exc.message}; check BASETEN_API_URL and the network"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ TERMINAL_JOB_STATUSES = frozenset(
     {"TRAINING_JOB_COMPLETED", "TRAINING_JOB_FAILED", "TRAINING_JOB_STOPPED", "TRAINING_JOB_DEPLOY_FAILED"}
 )
 INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
 
 # Keys that become columns (or foreign keys); anything else the API sends goes to `extra`.
 _PROJECT_KEYS = {"id", "name", "team_name", "created_at", "updated_at", "latest_job"}
@@ -64,7 +65,7 @@ _CHECKPOINT_KEYS = {
 _LORA_COLUMNS = ("r", "lora_alpha", "lora_dropout", "target_modules", "task_type", "peft_type")
 
 _MISSING = object()
-_FRACTION = re.compile(r"(\.\d{6})\d+")
+_FRACTION = re.compile(r"[.,](\d{1,6})\d*")
 
 
 class Where:
@@ -103,6 +104,47 @@ def items(value: Any, where: Where) -> list[Any]:
     return value
 
 
+def _unstorable(value: str) -> str | None:
+    """Say why a string cannot go into both databases, or None when it can."""
+    if "\x00" in value:
+        return "contains a NUL character, which PostgreSQL cannot store"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains an unpaired UTF-16 surrogate, which is not valid Unicode text"
+    return None
+
+
+def document(value: Any, where: Where) -> Any:
+    """Return a JSON value if both databases can store it exactly; raise naming the problem."""
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise where.fail("contains NaN or Infinity, which JSON cannot carry") from None
+    # json.dumps escapes NUL as \u0000 even with ensure_ascii=False; a literal backslash-u0000
+    # in a string also matches, so confirm by walking before refusing.
+    if "\\u0000" in encoded or _unstorable(encoded):
+        for path, text_ in _strings(value, where.path):
+            if problem := _unstorable(text_):
+                raise Where(where.project_id, where.job_id, path).fail(problem)
+    return value
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Yield every string in a JSON value, object keys included, with its path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            step = f"{path}.{key}" if path else str(key)
+            yield step, str(key)
+            yield from _strings(item, step)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
 def _get(data: Mapping[str, Any], key: str, where: Where, *, required: bool) -> Any:
     value = data.get(key, _MISSING)
     if value is _MISSING:
@@ -123,6 +165,8 @@ def text(
         return None
     if not isinstance(value, str):
         raise (where / key).fail(f"expected a string, got {_describe(value)}")
+    if problem := _unstorable(value):
+        raise (where / key).fail(problem)
     return value
 
 
@@ -134,8 +178,10 @@ def key_text(data: Mapping[str, Any], key: str, where: Where) -> str:
     return str(value)
 
 
-def integer(data: Mapping[str, Any], key: str, where: Where, *, required: bool = False) -> int | None:
-    """Read an integer field that must fit a 64-bit column."""
+def integer(
+    data: Mapping[str, Any], key: str, where: Where, *, required: bool = False, bits: int = 64
+) -> int | None:
+    """Read an integer field that must fit a column of `bits` bits (64, or 32 for INTEGER)."""
     value = _get(data, key, where, required=required)
     if value is None:
         return None
@@ -145,8 +191,9 @@ def integer(data: Mapping[str, Any], key: str, where: Where, *, required: bool =
             value = int(value)
         else:
             raise (where / key).fail(f"expected an integer, got {_describe(value)}")
-    if not -INT64_MAX - 1 <= value <= INT64_MAX:
-        raise (where / key).fail(f"integer {value} does not fit in 64 bits")
+    bound = INT64_MAX if bits == 64 else INT32_MAX
+    if not -bound - 1 <= value <= bound:
+        raise (where / key).fail(f"integer {value} does not fit in {bits} bits")
     return value
 
 
@@ -159,18 +206,22 @@ def timestamp(data: Mapping[str, Any], key: str, where: Where, *, required: bool
 
 
 def parse_timestamp(value: str, where: Where) -> datetime:
-    """Parse ISO 8601 with or without fraction or offset; keep microseconds, drop finer digits."""
-    cleaned = _FRACTION.sub(r"\1", value.strip())
+    """Parse ISO 8601 with or without fraction or offset; keep microseconds, drop finer digits.
+
+    RFC 3339 allows a lowercase `t` and `z`; an instant outside years 1-9999 once moved to UTC
+    (e.g. `0001-01-01T00:00:00+01:00`) cannot be stored and fails like any malformed value.
+    """
+    cleaned = _FRACTION.sub(lambda m: "." + m.group(1).ljust(6, "0"), value.strip().upper())
     try:
         parsed = datetime.fromisoformat(cleaned)
-    except ValueError:
-        raise where.fail(f"expected an ISO 8601 timestamp, got {value[:60]!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise where.fail(f"expected an ISO 8601 timestamp in years 1-9999 UTC, got {value[:60]!r}") from None
 
 
-def _extra(data: Mapping[str, Any], known: set[str]) -> dict[str, Any] | None:
+def _extra(data: Mapping[str, Any], known: set[str], where: Where) -> dict[str, Any] | None:
     extra = {k: v for k, v in data.items() if k not in known}
-    return extra or None
+    return document(extra, where) if extra else None
 
 
 def project_row(data: Any, where: Where) -> Row:
@@ -182,7 +233,7 @@ def project_row(data: Any, where: Where) -> Row:
         "team_name": text(data, "team_name", where),
         "created_at": timestamp(data, "created_at", where),
         "updated_at": timestamp(data, "updated_at", where),
-        "extra": _extra(data, _PROJECT_KEYS),
+        "extra": _extra(data, _PROJECT_KEYS, where),
     }
 
 
@@ -194,10 +245,10 @@ def instance_type_row(data: Any, where: Where) -> Row:
         "name": text(data, "name", where),
         "memory_limit_mib": integer(data, "memory_limit_mib", where),
         "millicpu_limit": integer(data, "millicpu_limit", where),
-        "gpu_count": integer(data, "gpu_count", where),
+        "gpu_count": integer(data, "gpu_count", where, bits=32),  # an INTEGER column
         "gpu_type": text(data, "gpu_type", where),
         "gpu_memory_limit_mib": integer(data, "gpu_memory_limit_mib", where),
-        "extra": _extra(data, _INSTANCE_TYPE_KEYS),
+        "extra": _extra(data, _INSTANCE_TYPE_KEYS, where),
     }
 
 
@@ -218,14 +269,19 @@ def job_record(data: Any, where: Where) -> JobRecord:
     if project_id is None:
         summary = obj(_get(data, "training_project", where, required=True), where / "training_project")
         project_id = key_text(summary, "id", where / "training_project")
+    if where.project_id is not None and project_id != where.project_id:
+        # Archiving it would move the job to another project, or break the foreign key.
+        raise (where / "training_project_id").fail(
+            f"expected project {where.project_id!r}, got {project_id!r}"
+        )
     raw_type = data.get("instance_type")
     instance_type = None if raw_type is None else instance_type_row(raw_type, where / "instance_type")
     user = data.get("user")
-    extra = _extra(data, _JOB_KEYS) or {}
+    extra = _extra(data, _JOB_KEYS, where) or {}
     if user is not None:
         user = obj(user, where / "user")
         if set(user) - {"email"}:
-            extra["user"] = dict(user)
+            extra["user"] = document(dict(user), where / "user")
     availability = text(data, "availability_model", where)
     row: Row = {
         "id": job_id,
@@ -260,12 +316,19 @@ def lora_config_row(config: Mapping[str, Any]) -> Row:
             return None  # kept as received in `config`; the column stays null
         return value
 
+    def real(key: str) -> float | None:
+        value = typed(key, (int, float))
+        try:
+            return None if value is None else float(value)  # a DOUBLE column: huge ints do not fit
+        except OverflowError:
+            return None
+
     r = typed("r", (int,))
     return {
         "config_sha256": hashlib.sha256(canonical_json(config).encode()).hexdigest(),
         "r": r if r is None or abs(r) <= INT64_MAX else None,
-        "lora_alpha": typed("lora_alpha", (int, float)),
-        "lora_dropout": typed("lora_dropout", (int, float)),
+        "lora_alpha": real("lora_alpha"),
+        "lora_dropout": real("lora_dropout"),
         "target_modules": config.get("target_modules"),
         "task_type": typed("task_type", (str,)),
         "peft_type": typed("peft_type", (str,)),
@@ -331,7 +394,10 @@ def checkpoint_row(data: Any, where: Where, job_id: str) -> tuple[Row, Row | Non
     if listed_job is not None and listed_job != job_id:
         raise (where / "training_job_id").fail(f"expected job {job_id!r}, got {listed_job!r}")
     raw_config = data.get("lora_adapter_config")
-    config = None if raw_config is None else lora_config_row(obj(raw_config, where / "lora_adapter_config"))
+    config = None
+    if raw_config is not None:
+        config_where = where / "lora_adapter_config"
+        config = lora_config_row(document(obj(raw_config, config_where), config_where))
     checkpoint_type = text(data, "checkpoint_type", where, required=True)
     row: Row = {
         "training_job_id": job_id,
@@ -346,6 +412,6 @@ def checkpoint_row(data: Any, where: Where, job_id: str) -> tuple[Row, Row | Non
         "lora_config_sha256": config["config_sha256"] if config else None,
         "size_bytes": integer(data, "size_bytes", where, required=True),
         "sync_status": text(data, "sync_status", where),
-        "extra": _extra(data, _CHECKPOINT_KEYS),
+        "extra": _extra(data, _CHECKPOINT_KEYS, where),
     }
     return row, config

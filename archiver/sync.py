@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from archiver import ledger, store
 from archiver.client import BasetenClient, unreachable
 from archiver.db import describe_db_error
-from archiver.errors import ApiError, ArchiverError, DatabaseUnavailable, JobError, NotFound
+from archiver.errors import ArchiverError, DatabaseUnavailable, JobError, NotFound
 from archiver.lock import sync_lock
 from archiver.normalize import CheckpointPage, JobRecord, Row, Where, checkpoint_page, job_record, project_row
 
@@ -261,7 +261,7 @@ class Sync:
         if scope.everything:
             try:
                 listed = self.client.list_projects()
-            except ApiError as exc:
+            except JobError as exc:  # malformed too: without the listing there is no run
                 raise unreachable(exc) from None
             targets: dict[str, set[str] | None] = {}
             complete = True

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from archiver.client import BasetenClient, RateLimiter, RetryPolicy
-from archiver.errors import ApiError, AuthError, MalformedResponse, NotFound
+from archiver.errors import ApiError, AuthError, MalformedResponse, NotFound, UsageError
 
 KEY = "sk-test-3f9a1c"
 PROJECTS = {"training_projects": []}
@@ -150,3 +152,113 @@ def test_rate_limiter_never_admits_more_than_rate_in_any_second() -> None:
         starts.append(time.monotonic())
     assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 20
     assert time.monotonic() - began >= 2.0
+
+
+def test_429_without_retry_after_backs_off_and_an_http_date_is_honoured() -> None:
+    waits: list[float] = []
+    soon = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    client = client_for(
+        sequence(
+            httpx.Response(429, json={"error": "Rate limit exceeded."}),
+            httpx.Response(429, text="slow down"),
+            httpx.Response(429, headers={"Retry-After": soon}),
+            httpx.Response(200, json=PROJECTS),
+        ),
+        waits,
+    )
+    assert client.list_projects() == []
+    assert 0.25 <= waits[0] <= 0.5 and 0.5 <= waits[1] <= 1.0
+    assert 20 <= waits[2] <= 30
+
+
+def test_retry_after_zero_means_now_not_backoff() -> None:
+    waits: list[float] = []
+    client = client_for(
+        sequence(httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200, json=PROJECTS)), waits
+    )
+    assert client.list_projects() == []
+    assert waits == [0.0]
+
+
+def test_a_wait_past_the_deadline_gives_up_at_once() -> None:
+    waits: list[float] = []
+    client = BasetenClient(
+        KEY,
+        "https://api.example.test",
+        max_rps=1000,
+        retry=RetryPolicy(attempts=10, deadline_s=5),
+        transport=httpx.MockTransport(lambda r: httpx.Response(429, json={"retry_after": 37})),
+        wait=lambda s: bool(waits.append(s)),
+    )
+    with pytest.raises(ApiError, match=r"HTTP 429 .* gave up after 1 attempts"):
+        client.get_checkpoints("n4q95w5", "p7qr9qv")
+    assert waits == []
+
+
+def test_a_body_garbled_in_transit_is_retried() -> None:
+    waits: list[float] = []
+    client = client_for(
+        sequence(
+            httpx.Response(200, stream=httpx.ByteStream(b"not gzip"), headers={"Content-Encoding": "gzip"}),
+            httpx.Response(200, json=PROJECTS),
+        ),
+        waits,
+    )
+    assert client.list_projects() == [] and len(waits) == 1
+
+
+def test_a_stopping_client_does_not_retry() -> None:
+    client = client_for(lambda request: httpx.Response(503), attempts=5)
+    client.stop()
+    with pytest.raises(ApiError, match="gave up after 1 attempts"):
+        client.list_projects()
+
+
+def test_a_redirect_is_an_error_naming_where_it_points() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(301, headers={"Location": "https://elsewhere.example/v1/training_projects"})
+
+    with pytest.raises(ApiError, match=r"HTTP 301, a redirect to https://elsewhere\.example") as raised:
+        client_for(handler).list_projects()
+    assert calls == [1] and "BASETEN_API_URL" in str(raised.value)
+
+
+def test_an_error_body_echoing_the_key_is_redacted() -> None:
+    client = client_for(lambda r: httpx.Response(400, json={"message": f"bad header Api-Key {KEY}"}))
+    with pytest.raises(ApiError) as raised:
+        client.get_checkpoints("n4q95w5", "p7qr9qv")
+    assert KEY not in str(raised.value) and "<api key>" in str(raised.value)
+
+
+@pytest.mark.parametrize("body", [b'{"checkpoints": NaN}', b'{"size": Infinity}', b"[" * 100_000])
+def test_json_extensions_and_absurd_nesting_are_malformed(body: bytes) -> None:
+    client = client_for(lambda r: httpx.Response(200, content=body))
+    with pytest.raises(MalformedResponse, match="not valid JSON"):
+        client.get_checkpoints("n4q95w5", "p7qr9qv")
+
+
+@pytest.mark.parametrize("key", ["", "   ", "sk-\u00e9t\u00e9", "sk-1\nsk-2", "Api-Key sk-1"])
+def test_a_key_no_header_can_carry_is_a_usage_error_that_does_not_quote_it(key: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        BasetenClient(key, "https://api.example.test")
+    assert (key.strip() or "@@") not in str(raised.value)
+
+
+def test_a_trailing_newline_on_the_key_is_ignored() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return httpx.Response(200, json=PROJECTS)
+
+    client = BasetenClient(f"{KEY}\n", "https://x.test", max_rps=1000, transport=httpx.MockTransport(handler))
+    client.list_projects()
+    assert seen == [f"Api-Key {KEY}"]
+
+
+def test_an_api_url_without_scheme_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="BASETEN_API_URL"):
+        BasetenClient(KEY, "api.baseten.co")

@@ -169,3 +169,65 @@ def test_lora_config_identity_ignores_key_order() -> None:
 )
 def test_timestamps_become_utc(text: str, expected: datetime) -> None:
     assert parse_timestamp(text, Where()) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-05-14t12:00:00z", datetime(2026, 5, 14, 12, tzinfo=UTC)),  # RFC 3339 allows lowercase
+        ("2026-05-14T12:00:00,25Z", datetime(2026, 5, 14, 12, 0, 0, 250000, tzinfo=UTC)),
+        ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=UTC)),
+        ("9999-12-31T23:59:59.999999+00:00", datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_spellings_and_the_edges_of_the_calendar(text: str, expected: datetime) -> None:
+    assert parse_timestamp(text, Where()) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00", "2026-02-30T00:00:00Z"]
+)
+def test_instants_outside_the_storable_range_are_malformed_not_a_crash(text: str) -> None:
+    with pytest.raises(MalformedResponse, match="years 1-9999"):
+        parse_timestamp(text, Where("n4q95w5", "p7qr9qv", "created_at"))
+
+
+@pytest.mark.parametrize(
+    ("breakage", "field", "problem"),
+    [
+        (lambda b: b["training_job"].update(name="a\x00b"), "training_job.name", "NUL"),
+        (
+            lambda b: b["checkpoints"][0].update(checkpoint_id="\ud800"),
+            "checkpoints[0].checkpoint_id",
+            "surrogate",
+        ),
+        (
+            lambda b: b["checkpoints"][1].update(note={"k": ["ok", "x\x00"]}),
+            "checkpoints[1].note.k[1]",
+            "NUL",
+        ),
+        (lambda b: b["checkpoints"][1].update(ratio=float("nan")), "checkpoints[1]", "NaN"),
+        (
+            lambda b: b["checkpoints"][0]["lora_adapter_config"].update(r=float("inf")),
+            "lora_adapter_config",
+            "NaN",
+        ),
+        (lambda b: b["training_job"]["instance_type"].update(gpu_count=2**31), "gpu_count", "32 bits"),
+        (lambda b: b["training_job"].update(training_project_id="other77"), "training_project_id", "other77"),
+    ],
+)
+def test_values_no_database_can_hold_fail_the_job_by_name(breakage: Any, field: str, problem: str) -> None:
+    body = payload()
+    breakage(body)
+    with pytest.raises(MalformedResponse) as raised:
+        checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    message = str(raised.value)
+    assert "project n4q95w5" in message and "job p7qr9qv" in message
+    assert field in message and problem in message
+    assert "\x00" not in message and "\ud800" not in message
+
+
+def test_huge_numbers_in_a_lora_config_stay_exact_in_the_document() -> None:
+    row = lora_config_row({"r": 2**70, "lora_alpha": 10**400, "lora_dropout": 2**60 + 1})
+    assert row["r"] is None and row["lora_alpha"] is None and row["lora_dropout"] == float(2**60)
+    assert row["config"] == {"r": 2**70, "lora_alpha": 10**400, "lora_dropout": 2**60 + 1}
