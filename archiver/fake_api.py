@@ -239,6 +239,7 @@ class Faults:
     kinds: tuple[str, ...] = ("429", "429-no-header", "500", "502", "503", "reset", "delay", "truncate")
     delay_s: float = 2.0
     broken_jobs: Mapping[str, str] = field(default_factory=dict)
+    retry_after_s: int = 1  # what a faulted 429 tells the client to wait; 0 keeps test suites fast
 
     def __post_init__(self) -> None:
         if unknown := set(self.kinds) - FAULT_KINDS:
@@ -873,9 +874,9 @@ class FakeBaseten:
         if fault == "delay":
             time.sleep(self._faults.delay_s)
         elif fault == "429":
-            return _too_many_requests(1, header=True)
+            return _too_many_requests(self._faults.retry_after_s, header=True)
         elif fault == "429-no-header":
-            return _too_many_requests(1, header=False)
+            return _too_many_requests(self._faults.retry_after_s, header=False)
         elif fault in ("500", "502", "503"):
             status = int(fault)
             return _html_error(status) if html else _message(status, HTTPStatus(status).phrase)

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,3 +128,28 @@ def run_archiver(
         check=False,
     )
     return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture
+def new_database(database_url: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Make further empty databases of the same kind as `database_url` (for clean twins)."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"archiver_test_{uuid.uuid4().hex[:12]}"
+        if database_url.startswith("sqlite"):
+            return f"sqlite:///{tmp_path / (name + '.db')}"
+        assert POSTGRES_URL
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return db.parse_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+    admin = db.make_engine(POSTGRES_URL or "sqlite://").execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        yield make
+    finally:
+        with admin.connect() as connection:
+            for name in made:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

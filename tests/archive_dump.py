@@ -1,0 +1,51 @@
+"""Whole-archive dumps for comparing two databases row for row, run bookkeeping left out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from archiver.schema import metadata
+
+# Tables about runs, not about the organisation.
+RUN_TABLES = {"sync_runs", "sync_errors", "alembic_version"}
+# When the archiver saw something, and surrogate keys: they differ between two runs by design.
+BOOKKEEPING = {"first_seen_at", "last_seen_at", "checkpoints_fetched_at", "observed_at", "sync_run_id"}
+
+
+def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every archive table as sorted rows, with bookkeeping columns dropped.
+
+    Surrogate ids are dropped and references to them replaced by the natural key
+    (a checkpoint's LoRA config by its sha256); `deleted_at` is reduced to "is deleted".
+    """
+    tables: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as connection:
+        shas = dict(connection.execute(sa.text("SELECT id, config_sha256 FROM lora_adapter_configs")).all())
+        for table in metadata.sorted_tables:
+            if table.name in RUN_TABLES:
+                continue
+            surrogate = {c.name for c in table.primary_key.columns if c.autoincrement is True}
+            columns = [c for c in table.columns if c.name not in BOOKKEEPING | surrogate]
+            found = []
+            for row in connection.execute(sa.select(*columns)):
+                values = dict(row._mapping)
+                if "lora_adapter_config_id" in values:
+                    values["lora_adapter_config_id"] = shas.get(values["lora_adapter_config_id"])
+                if "deleted_at" in values:
+                    values["deleted_at"] = values["deleted_at"] is not None
+                found.append(tuple(sorted(values.items())))
+            tables[table.name] = sorted(found, key=repr)
+    return tables
+
+
+def every_text(engine: Engine) -> str:
+    """Every value of every table, run tables included, as one string to grep."""
+    parts: list[str] = []
+    with engine.connect() as connection:
+        for name in sa.inspect(connection).get_table_names():
+            for row in connection.execute(sa.text(f'SELECT * FROM "{name}"')):
+                parts.append(repr(tuple(row)))
+    return "\n".join(parts)
