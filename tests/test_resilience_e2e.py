@@ -112,6 +112,9 @@ def test_the_key_and_the_password_appear_nowhere(database_url: str, engine: Engi
 
     for result in outputs:
         assert KEY not in result.output and PASSWORD not in result.output, result.output
+    statuses = [status for status, _ in runs(engine)]
+    assert statuses[:4] == ["partial"] * 4 and "failed" in statuses[4:]
+    assert ("partial", "malformed") in runs(engine)
     archived = every_text(engine)
     assert "checkpoint-" in archived  # the dump really holds the archive
     assert KEY not in archived and PASSWORD not in archived
@@ -158,6 +161,20 @@ def wait_for_checkpoint_requests(fake: FakeBaseten, count: int, process: subproc
         time.sleep(0.02)
 
 
+def runs(engine: Engine) -> list[tuple[str, str | None]]:
+    """Each run's status, and its first sync_errors kind, oldest first."""
+    with engine.connect() as connection:
+        return [
+            (status, kind)
+            for status, kind in connection.execute(
+                sa.text(
+                    "SELECT r.status, (SELECT MIN(e.kind) FROM sync_errors e WHERE e.sync_run_id = r.id) "
+                    "FROM sync_runs r ORDER BY r.id"
+                )
+            )
+        ]
+
+
 def assert_consistent(engine: Engine, fake: FakeBaseten) -> None:
     """Every archived job has all of its checkpoints or none, each as served; no duplicates."""
     with engine.connect() as connection:
@@ -188,9 +205,11 @@ def test_a_signal_mid_run_leaves_a_consistent_archive_that_a_rerun_completes(
     stdout, stderr = process.communicate(timeout=60)
     if sig == signal.SIGTERM:
         assert process.returncode == 130, stderr
-        assert "Interrupted before the end: rerun to finish." in stdout
+        assert "Interrupted before the end" in stdout and "rerun to finish" in stdout
+        assert runs(engine) == [("interrupted", None)]
     else:
         assert process.returncode == -signal.SIGKILL
+        assert runs(engine) == [("running", None)]  # until the next run finds it dead
     assert_consistent(engine, fake)
     archived = len(engine.connect().execute(sa.text("SELECT 1 FROM checkpoints")).all())
     assert archived < fake.total_checkpoints()  # it really stopped part-way
@@ -200,6 +219,8 @@ def test_a_signal_mid_run_leaves_a_consistent_archive_that_a_rerun_completes(
         env={"BASETEN_API_URL": api_url, "BASETEN_API_KEY": KEY, "ARCHIVER_DATABASE_URL": database_url},
     )
     assert rerun.exit_code == 0, rerun.output
+    assert runs(engine)[1] == ("succeeded", None)
+    assert runs(engine)[0][0] == ("interrupted" if sig == signal.SIGTERM else "failed")
     assert_consistent(engine, fake)
     assert dump(engine) == clean_dump(SIGNAL_SPEC, new_database())
 
@@ -276,5 +297,6 @@ def test_a_database_lost_mid_run_fails_the_run_and_keeps_what_was_committed(
     assert_consistent(engine, fake)  # and whole jobs only
     with serve(fake) as api, BasetenClient(KEY, api, max_rps=1000) as client:
         assert not run_sync(engine, client).failures
+    assert [status for status, _ in runs(engine)] == ["failed", "succeeded"]
     assert dump(engine) == clean_dump(SPEC, new_database())
     engine.dispose()
