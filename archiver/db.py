@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from archiver import bulk
 from archiver.errors import DatabaseUnavailable, UsageError
 from archiver.normalize import canonical_json
 
@@ -113,28 +115,53 @@ def upsert(
     keep: Iterable[str] = ("first_seen_at",),
     only_if_changed: bool = False,
 ) -> None:
-    """Insert rows, updating those whose key exists: one native `INSERT ... ON CONFLICT` per batch.
+    """Insert rows, updating those whose key exists, with the dialect's native `INSERT ... ON CONFLICT`.
 
-    Every column given in the rows is updated from `excluded` except the key and `keep`
-    (first sightings survive). With `only_if_changed`, rows whose values are all equal are
-    left untouched, so an unchanged night writes nothing.
+    Every column given in the rows (all rows name the same columns) is updated from `excluded`
+    except the key and `keep` (first sightings survive). With `only_if_changed`, rows whose
+    values are all equal are left untouched, so an unchanged night writes nothing.
+
+    SQLite gets one executemany per batch, PostgreSQL one `COPY` into a temporary staging table
+    and one `INSERT ... SELECT`; `bulk.py` says why both bypass per-row statement building.
     """
     if not rows:
         return
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(table)
+    dialect = connection.dialect.name
+    statement = upsert_statement(dialect, table, tuple(rows[0]), tuple(key), tuple(keep), only_if_changed)
+    if dialect == "postgresql":
+        bulk.stage(connection, table, list(rows[0]), unique_rows(rows, key))
+        connection.execute(statement)
+    else:
+        bulk.executemany(connection, statement, table, rows, BATCH_ROWS)
+
+
+@functools.lru_cache(maxsize=256)
+def upsert_statement(
+    dialect: str,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    key: tuple[str, ...],
+    keep: tuple[str, ...],
+    only_if_changed: bool,
+) -> sa.Insert:
+    """Build (once per shape) the upsert `upsert` runs: VALUES on SQLite, SELECT from the stage on PostgreSQL."""
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    if dialect == "postgresql":
+        stage = bulk.stage_table(table, columns)
+        statement = statement.from_select(list(columns), sa.select(*stage.c))
     skip = set(key) | set(keep)
-    updated = [name for name in rows[0] if name not in skip]
+    updated = [name for name in columns if name not in skip]
     set_ = {name: statement.excluded[name] for name in updated}
     where = (
         sa.or_(*(table.c[name].is_distinct_from(statement.excluded[name]) for name in updated))
         if only_if_changed
         else None
     )
-    statement = (
-        statement.on_conflict_do_update(index_elements=list(key), set_=set_, where=where)
-        if set_
-        else statement.on_conflict_do_nothing(index_elements=list(key))
-    )
-    for batch in chunked(rows):
-        connection.execute(statement, list(batch))
+    if set_:
+        return statement.on_conflict_do_update(index_elements=list(key), set_=set_, where=where)
+    return statement.on_conflict_do_nothing(index_elements=list(key))
+
+
+def unique_rows(rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> list[Mapping[str, Any]]:
+    """Keep the last row of each key: one `INSERT ... SELECT` may not update a row twice."""
+    return list({tuple(row[name] for name in key): row for row in rows}.values())

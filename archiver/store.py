@@ -38,6 +38,7 @@ CHECKPOINT_VALUES = (
     "extra",
     "deleted_at",
 )
+_DELETED_AT = CHECKPOINT_VALUES.index("deleted_at")
 
 
 @dataclass
@@ -186,24 +187,24 @@ def save_checkpoint_pages(
     archived = _archived_checkpoints(connection, job_ids)
     counts = WriteCounts()
     to_write: list[Row] = []
+    seen = {"deleted_at": None, "first_seen_at": now, "last_seen_at": now}
     for page in pages:
         for listed in page.checkpoints:
-            row = {key: value for key, value in listed.items() if key != "lora_config_sha256"}
             sha = listed["lora_config_sha256"]
-            row["lora_adapter_config_id"] = config_ids[sha] if sha else None
-            row["deleted_at"] = None
+            row = {**listed, "lora_adapter_config_id": config_ids[sha] if sha else None, **seen}
+            del row["lora_config_sha256"]
             before = archived.pop((row["training_job_id"], row["checkpoint_id"]), None)
             if before is None:
                 counts.inserted += 1
-            elif any(before[name] != row[name] for name in CHECKPOINT_VALUES):
+            elif before[1] != tuple(row[name] for name in CHECKPOINT_VALUES):
                 counts.updated += 1
             else:
                 counts.unchanged += 1
                 continue
             to_write.append(row)
-    upsert(connection, checkpoints, _seen(to_write, now), key=["training_job_id", "checkpoint_id"])
+    upsert(connection, checkpoints, to_write, key=["training_job_id", "checkpoint_id"])
     # What is left in `archived` was not listed this time.
-    vanished = [row["id"] for row in archived.values() if row["deleted_at"] is None]
+    vanished = [id_ for id_, values in archived.values() if values[_DELETED_AT] is None]
     for batch in chunked(vanished):
         connection.execute(sa.update(checkpoints).where(checkpoints.c.id.in_(batch)).values(deleted_at=now))
     counts.deleted = len(vanished)
@@ -220,11 +221,14 @@ def save_checkpoint_pages(
     return counts
 
 
-def _archived_checkpoints(connection: Connection, job_ids: Sequence[str]) -> dict[tuple[str, str], Any]:
-    columns = [checkpoints.c.id, checkpoints.c.training_job_id, checkpoints.c.checkpoint_id]
-    columns += [checkpoints.c[name] for name in CHECKPOINT_VALUES]
-    query = sa.select(*columns).where(checkpoints.c.training_job_id.in_(job_ids))
-    return {(row.training_job_id, row.checkpoint_id): row._mapping for row in connection.execute(query)}
+def _archived_checkpoints(
+    connection: Connection, job_ids: Sequence[str]
+) -> dict[tuple[str, str], tuple[int, tuple[Any, ...]]]:
+    """The jobs' archived checkpoints by key: their id and `CHECKPOINT_VALUES`."""
+    values = [checkpoints.c[name] for name in CHECKPOINT_VALUES]
+    query = sa.select(checkpoints.c.training_job_id, checkpoints.c.checkpoint_id, checkpoints.c.id, *values)
+    query = query.where(checkpoints.c.training_job_id.in_(job_ids))
+    return {(row[0], row[1]): (row[2], tuple(row[3:])) for row in connection.execute(query)}
 
 
 def _mark_fetched(connection: Connection, pages: Sequence[CheckpointPage], now: datetime) -> None:

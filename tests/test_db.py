@@ -1,0 +1,100 @@
+"""The bulk upsert: executemany on SQLite, COPY through a staging table on PostgreSQL, same results."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from archiver import db
+from archiver.schema import instance_types
+
+NIGHT_1 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
+NIGHT_2 = NIGHT_1 + timedelta(days=1)
+
+
+def instance_type(index: int, now: datetime, **changes: Any) -> dict[str, Any]:
+    row = {
+        "id": f"type-{index}",
+        "name": None if index % 7 == 0 else f"{index}x ünïcødé '; --",
+        "memory_limit_mib": index * 1024,
+        "millicpu_limit": 2**62 + index,
+        "gpu_count": index % 9,
+        "gpu_type": "H100",
+        "gpu_memory_limit_mib": None,
+        "extra": None if index % 3 else {"zone": "us-east", "tags": [index, None, True]},
+        "first_seen_at": now,
+        "last_seen_at": now,
+    }
+    return row | changes
+
+
+def archived(engine: Engine) -> dict[str, tuple[Any, ...]]:
+    with engine.connect() as connection:
+        return {row.id: tuple(row) for row in connection.execute(sa.select(instance_types))}
+
+
+def expected(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[column.name] for column in instance_types.c)
+
+
+def test_many_rows_round_trip_and_update_in_place(archive: Engine) -> None:
+    # More rows than one SQLite batch, and timestamps given in another zone.
+    east = timezone(timedelta(hours=5))
+    first = [instance_type(i, NIGHT_1.astimezone(east)) for i in range(db.BATCH_ROWS + 234)]
+    with archive.begin() as connection:
+        db.upsert(connection, instance_types, first, key=["id"])
+    assert archived(archive) == {row["id"]: expected(row) for row in first}
+
+    second = [
+        instance_type(i, NIGHT_2, gpu_count=99) if i % 10 == 0 else instance_type(i, NIGHT_2)
+        for i in range(3)
+    ]
+    with archive.begin() as connection:
+        db.upsert(connection, instance_types, second, key=["id"])
+        # A second statement on the same table in one transaction stages only its own rows.
+        db.upsert(connection, instance_types, [instance_type(5000, NIGHT_2)], key=["id"])
+    found = archived(archive)
+    assert len(found) == len(first) + 1
+    assert found["type-0"] == expected(instance_type(0, NIGHT_2, gpu_count=99, first_seen_at=NIGHT_1))
+    assert found["type-1"] == expected(instance_type(1, NIGHT_2, first_seen_at=NIGHT_1))
+    assert found["type-3"] == expected(first[3])
+
+
+def test_a_key_given_twice_keeps_the_last_row(archive: Engine) -> None:
+    rows = [
+        instance_type(1, NIGHT_1, name="first"),
+        instance_type(2, NIGHT_1),
+        instance_type(1, NIGHT_1, name="last"),
+    ]
+    with archive.begin() as connection:
+        db.upsert(connection, instance_types, rows, key=["id"])
+    assert archived(archive)["type-1"][1] == "last"
+
+
+def test_only_if_changed_leaves_equal_rows_alone(archive: Engine) -> None:
+    with archive.begin() as connection:
+        db.upsert(
+            connection, instance_types, [instance_type(1, NIGHT_1), instance_type(2, NIGHT_1)], key=["id"]
+        )
+    later = [instance_type(1, NIGHT_2), instance_type(2, NIGHT_2, name="renamed")]
+    with archive.begin() as connection:
+        keep = ("first_seen_at", "last_seen_at")
+        db.upsert(connection, instance_types, later, key=["id"], keep=keep, only_if_changed=True)
+    found = archived(archive)
+    assert found["type-1"] == expected(instance_type(1, NIGHT_1))
+    assert found["type-2"][1] == "renamed"
+
+
+def test_a_failed_transaction_leaves_nothing_staged(archive: Engine) -> None:
+    try:
+        with archive.begin() as connection:
+            db.upsert(connection, instance_types, [instance_type(1, NIGHT_1)], key=["id"])
+            raise RuntimeError("the writer failed")
+    except RuntimeError:
+        pass
+    with archive.begin() as connection:
+        db.upsert(connection, instance_types, [instance_type(2, NIGHT_1)], key=["id"])
+    assert set(archived(archive)) == {"type-2"}
