@@ -171,10 +171,10 @@ def _stop_on_signals(stop: threading.Event, client: BasetenClient) -> Iterator[N
 )
 @click.option(
     "--max-rps",
-    type=click.FloatRange(0.1, 100.0),
+    type=click.FloatRange(0.1),
     default=DEFAULT_MAX_RPS,
     show_default=True,
-    help="Requests per second at most (the API allows 100 per key).",
+    help="Requests per second at most (the API allows 100 per key; more is for local fakes).",
 )
 @click.option(
     "--max-attempts",
