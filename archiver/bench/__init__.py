@@ -1,0 +1,6 @@
+"""The benchmark: `python -m archiver.bench` measures the write path and whole syncs against the fake API.
+
+`write_path` times our checkpoint upsert beside a raw-driver baseline; `runs` serves a generated
+organisation from a separate process (`fake_server`) and times real `archiver sync` subprocesses,
+reading their peak RSS from the kernel; `__main__` runs both and prints the figures with their ratios.
+"""

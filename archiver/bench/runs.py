@@ -1,0 +1,72 @@
+"""Time real `archiver sync` runs against a fake API in another process, with the child's peak RSS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from archiver.bench.fake_server import FakeServer
+from archiver.fake_api import DEFAULT_API_KEY
+
+
+@dataclass(frozen=True)
+class SyncRun:
+    """One `archiver sync` process as the benchmark saw it."""
+
+    seconds: float
+    peak_rss_mib: float
+    requests: int
+    rate_limited: int
+    max_in_flight: int
+    max_in_one_second: int
+    checkpoints: int
+    summary: str
+
+
+def run_sync(server: FakeServer, database_url: str, *options: str) -> SyncRun:
+    """Run `archiver sync` against `server`; fail loudly unless it exits 0."""
+    server.reset()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BASETEN_", "ARCHIVER_"))}
+    env |= {
+        "BASETEN_API_URL": server.url,
+        "BASETEN_API_KEY": DEFAULT_API_KEY,
+        "ARCHIVER_DATABASE_URL": database_url,
+    }
+    # Through a slim launcher: a child's peak RSS counts what its parent held when it was forked,
+    # and the benchmark process itself is large.
+    launched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "archiver.bench.launch",
+            sys.executable,
+            "-m",
+            "archiver",
+            "sync",
+            "--migrate",
+            *options,
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    *output, last = launched.stdout.splitlines() or [""]
+    stdout = "\n".join(output)
+    if launched.returncode != 0:
+        raise RuntimeError(f"archiver sync exited {launched.returncode}:\n{stdout}\n{launched.stderr}")
+    peak_kib, seconds = last.split()
+    seen = server.metrics()
+    return SyncRun(
+        seconds=float(seconds),
+        peak_rss_mib=int(peak_kib) / 1024,
+        requests=seen.requests,
+        rate_limited=seen.rate_limited,
+        max_in_flight=seen.max_in_flight,
+        max_in_one_second=seen.max_in_one_second,
+        checkpoints=seen.checkpoints,
+        summary=stdout.strip(),
+    )
