@@ -108,7 +108,7 @@ def prepare(engine: Engine, pages: Sequence[CheckpointPage]) -> dict[str, int]:
     with engine.begin() as connection:
         for project_id in sorted({page.project_id for page in pages}):
             jobs = [page.job for page in pages if page.project_id == project_id]
-            store.save_listing(connection, {"id": project_id}, jobs, FIRST_NIGHT)
+            store.save_listing(connection, {"id": project_id}, jobs, FIRST_NIGHT, None)
         configs: dict[str, Row] = {}
         for page in pages:
             configs.update(page.lora_configs)
@@ -120,7 +120,7 @@ def ours(engine: Engine, pages: Sequence[CheckpointPage], now: datetime) -> Pass
     started = time.perf_counter()
     for batch in batches(pages):
         with engine.begin() as connection:
-            store.save_checkpoint_pages(connection, batch, now)
+            store.save_checkpoint_pages(connection, batch, now, None)
     return PassTimes(sum(len(p.checkpoints) for p in pages), time.perf_counter() - started)
 
 
