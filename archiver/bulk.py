@@ -9,6 +9,7 @@ converted by the same bind processors the dialect would use, so what is stored i
 from __future__ import annotations
 
 import functools
+import operator
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
 Processor = Callable[[Any], Any]
+_NOTHING = object()
 
 
 def converters(table: sa.Table, columns: Sequence[str], dialect: Dialect) -> list[Processor | None]:
@@ -28,12 +30,32 @@ def driver_rows(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[str], processors: Sequence[Processor | None]
 ) -> list[tuple[Any, ...]]:
     """Turn row dicts into tuples of driver values, in column order."""
-    steps = list(zip(columns, processors, strict=True))
+    # itemgetter of a single key returns the value itself, not a 1-tuple.
+    values_of: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
+        operator.itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+    )
     if not any(processors):
-        return [tuple(row[name] for name in columns) for row in rows]
-    return [
-        tuple(row[name] if process is None else process(row[name]) for name, process in steps) for row in rows
-    ]
+        return [values_of(row) for row in rows]
+    steps = [(index, _last_remembered(process)) for index, process in enumerate(processors) if process]
+    converted = []
+    for row in rows:
+        values = list(values_of(row))
+        for index, process in steps:
+            values[index] = process(values[index])
+        converted.append(tuple(values))
+    return converted
+
+
+def _last_remembered(process: Processor) -> Processor:
+    """Skip converting a value that is the very object converted last: the run's timestamp on every row."""
+    last: list[Any] = [_NOTHING, None]
+
+    def convert(value: Any) -> Any:
+        if value is not last[0]:
+            last[0], last[1] = value, process(value)
+        return last[1]
+
+    return convert
 
 
 def executemany(

@@ -51,10 +51,16 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             if value is None:
                 return None
             if value.tzinfo is not None:
-                value = value.astimezone(UTC).replace(tzinfo=None)
+                value = (value if value.tzinfo is UTC else value.astimezone(UTC)).replace(tzinfo=None)
             return value.isoformat(" ", "microseconds")
 
         return process
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        # SQLite hands back the stored text; parse it in one C call, as process_result_value would.
+        return lambda value: None if value is None else self.process_result_value(value, dialect)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
