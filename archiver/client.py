@@ -75,16 +75,14 @@ class RateLimiter:
         The lock is held while waiting, so starts are admitted one at a time, in order.
         """
         with self._lock:
+            now = self._clock()
             start = self._next
-            while True:
-                now = self._clock()
-                if len(self._starts) >= self._window:
-                    start = max(start, self._starts[0] + 1.0 + self._margin)
-                if now >= start:
-                    break
-                time.sleep(start - now)
             if len(self._starts) >= self._window:
+                start = max(start, self._starts[0] + 1.0 + self._margin)
                 self._starts.popleft()
+            if start > now:
+                time.sleep(start - now)
+                now = max(self._clock(), start)
             self._starts.append(now)
             # From the scheduled start, so that waking late does not slow the pace.
             self._next = max(start, now - self._interval) + self._interval
