@@ -172,8 +172,10 @@ def save_checkpoint_pages(
     """Archive whole jobs' checkpoint listings: insert new rows, update changed ones, skip the rest.
 
     One read of the jobs' archived checkpoints decides which rows changed; only those go to
-    the database, in batched native upserts. Unchanged rows get only `last_seen_at`; rows the
-    listing no longer has get `deleted_at`.
+    the database, in batched native upserts; unchanged rows are not written at all. Their
+    sighting is recorded once per job, in `training_jobs.checkpoints_fetched_at`: bumping a
+    per-row `last_seen_at` every night would rewrite the whole table (see `retire_checkpoints`).
+    Rows the listing no longer has get `deleted_at`.
     """
     if not pages:
         return WriteCounts()
@@ -206,17 +208,8 @@ def save_checkpoint_pages(
     # What is left in `archived` was not listed this time.
     vanished = [id_ for id_, values in archived.values() if values[_DELETED_AT] is None]
     for batch in chunked(vanished):
-        connection.execute(sa.update(checkpoints).where(checkpoints.c.id.in_(batch)).values(deleted_at=now))
+        retire_checkpoints(connection, checkpoints.c.id.in_(batch), now)
     counts.deleted = len(vanished)
-    connection.execute(
-        sa.update(checkpoints)
-        .where(
-            checkpoints.c.training_job_id.in_(job_ids),
-            checkpoints.c.deleted_at.is_(None),
-            checkpoints.c.last_seen_at < now,
-        )
-        .values(last_seen_at=now)
-    )
     _mark_fetched(connection, pages, now)
     return counts
 
@@ -286,6 +279,26 @@ def mark_jobs_deleted(connection: Connection, project_id: str, listed: Collectio
     return mark_jobs_gone(connection, missing, now)
 
 
+def retire_checkpoints(connection: Connection, which: sa.ColumnElement[bool], now: datetime) -> int:
+    """Mark live checkpoints deleted; return how many.
+
+    A live checkpoint's `last_seen_at` is only written when its row is; it was also seen at
+    every read of its job's checkpoints since. Retiring it settles that: `last_seen_at`
+    becomes the job's last full read, which preceded this one.
+    """
+    last_read = (
+        sa.select(training_jobs.c.checkpoints_fetched_at)
+        .where(training_jobs.c.id == checkpoints.c.training_job_id)
+        .scalar_subquery()
+    )
+    result = connection.execute(
+        sa.update(checkpoints)
+        .where(which, checkpoints.c.deleted_at.is_(None))
+        .values(deleted_at=now, last_seen_at=sa.func.coalesce(last_read, checkpoints.c.last_seen_at))
+    )
+    return result.rowcount or 0
+
+
 def mark_jobs_gone(connection: Connection, job_ids: Sequence[str], now: datetime) -> int:
     """Mark jobs deleted, with their checkpoints; return checkpoints marked."""
     marked = 0
@@ -295,10 +308,5 @@ def mark_jobs_gone(connection: Connection, job_ids: Sequence[str], now: datetime
             .where(training_jobs.c.id.in_(batch), training_jobs.c.deleted_at.is_(None))
             .values(deleted_at=now)
         )
-        result = connection.execute(
-            sa.update(checkpoints)
-            .where(checkpoints.c.training_job_id.in_(batch), checkpoints.c.deleted_at.is_(None))
-            .values(deleted_at=now)
-        )
-        marked += result.rowcount or 0
+        marked += retire_checkpoints(connection, checkpoints.c.training_job_id.in_(batch), now)
     return marked

@@ -25,20 +25,38 @@ def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.Wr
         return store.save_checkpoint_pages(connection, [page], now, None)
 
 
-def test_second_write_of_the_same_data_changes_only_last_seen(archive: Engine) -> None:
+def test_second_write_of_the_same_data_rewrites_no_checkpoint_row(archive: Engine) -> None:
     first = archive_job(archive, payload(), NIGHT_1)
     assert (first.inserted, first.updated, first.unchanged) == (2, 0, 0)
-    every_column_but_last_seen = (
-        "SELECT id, training_job_id, checkpoint_id, created_at, checkpoint_type, base_model, "
-        "lora_adapter_config_id, size_bytes, sync_status, extra, first_seen_at FROM checkpoints ORDER BY id"
-    )
-    before = rows(archive, every_column_but_last_seen)
+    every_column = "SELECT * FROM checkpoints ORDER BY id"
+    before = rows(archive, every_column)
     second = archive_job(archive, payload(), NIGHT_2)
     assert (second.inserted, second.updated, second.unchanged) == (0, 0, 2)
-    assert rows(archive, every_column_but_last_seen) == before
-    seen = rows(archive, "SELECT first_seen_at, last_seen_at FROM checkpoints")
-    assert {_utc(first) for first, _ in seen} == {NIGHT_1}
-    assert {_utc(last) for _, last in seen} == {NIGHT_2}
+    assert rows(archive, every_column) == before
+    # The sighting is recorded once for the job, and the view reads it from there.
+    assert _utc(scalar(archive, "SELECT checkpoints_fetched_at FROM training_jobs")) == NIGHT_2
+    seen = rows(archive, "SELECT first_seen_at, last_seen_at FROM checkpoint_facts")
+    assert [(_utc(first), _utc(last)) for first, last in seen] == [(NIGHT_1, NIGHT_2)] * 2
+
+
+def test_a_vanished_checkpoint_keeps_its_last_sighting(archive: Engine) -> None:
+    archive_job(archive, payload(), NIGHT_1)
+    archive_job(archive, payload(), NIGHT_2)
+    night_3 = NIGHT_2 + timedelta(days=1)
+    body = payload()
+    del body["checkpoints"][0]
+    counts = archive_job(archive, body, night_3)
+    assert (counts.unchanged, counts.deleted) == (1, 1)
+    gone = rows(
+        archive,
+        "SELECT last_seen_at, deleted_at FROM checkpoint_facts WHERE checkpoint_id = 'checkpoint-500'",
+    )
+    assert [(_utc(last), _utc(deleted)) for last, deleted in gone] == [(NIGHT_2, night_3)]
+    kept = rows(
+        archive,
+        "SELECT last_seen_at, deleted_at FROM checkpoint_facts WHERE checkpoint_id = 'checkpoint-1000'",
+    )
+    assert kept == [(kept[0][0], None)] and _utc(kept[0][0]) == night_3
 
 
 def test_changed_values_are_updated_in_place_and_new_rows_inserted(archive: Engine) -> None:

@@ -139,7 +139,12 @@ SELECT
     it.gpu_type AS gpu_type,
     it.gpu_count AS gpu_count,
     c.first_seen_at AS first_seen_at,
-    c.last_seen_at AS last_seen_at,
+    -- A live checkpoint was seen at every full read of its job's checkpoints (its row is
+    -- only written when it changes); a deleted one's last sighting is in its row.
+    CASE WHEN c.deleted_at IS NULL
+        THEN COALESCE({d.latest("c.last_seen_at", "j.checkpoints_fetched_at")}, c.last_seen_at)
+        ELSE c.last_seen_at
+    END AS last_seen_at,
     {d.earliest("c.deleted_at", "j.deleted_at", "p.deleted_at")} AS deleted_at,
     p.deleted_at AS project_deleted_at
 FROM checkpoints c
