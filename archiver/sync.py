@@ -361,6 +361,11 @@ class Sync:
         raw_project, raw_jobs = self.client.list_jobs(project_id)
         where = Where(project_id)
         project = project_row(raw_project, where / "training_project")
+        if project["id"] != project_id:
+            # Archiving it would overwrite that other project and mark its jobs deleted.
+            raise (where / "training_project.id").fail(
+                f"expected project {project_id!r}, got {project['id']!r}"
+            )
         jobs: list[JobRecord] = []
         failures: list[Failure] = []
         for index, raw in enumerate(raw_jobs):

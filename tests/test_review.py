@@ -1,0 +1,134 @@
+"""Defects found in review, each pinned by the test that showed it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from archiver.client import BasetenClient, RetryPolicy
+from archiver.sync import Scope, SyncOptions, SyncReport, run_sync
+
+from .conftest import rows
+from .test_normalize import CHECKPOINTS, JOB
+
+
+class Org:
+    """A small organisation served through httpx.MockTransport, editable between runs."""
+
+    def __init__(self) -> None:
+        self.projects: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, list[dict[str, Any]]] = {}
+        self.checkpoints: dict[str, list[dict[str, Any]]] = {}
+        # Replace a project's job-listing body (project id -> body).
+        self.listing_override: dict[str, Any] = {}
+
+    def add(self, pid: str, jid: str, **job_fields: Any) -> dict[str, Any]:
+        project = self.projects.setdefault(
+            pid,
+            {
+                "id": pid,
+                "name": f"project {pid}",
+                "created_at": "2026-05-02T09:14:07Z",
+                "updated_at": "2026-05-02T09:14:07Z",
+            },
+        )
+        job = {
+            **copy.deepcopy(JOB),
+            "id": jid,
+            "training_project_id": pid,
+            "training_project": {"id": pid, "name": project["name"]},
+            **job_fields,
+        }
+        self.jobs.setdefault(pid, []).append(job)
+        self.checkpoints[jid] = [
+            {**copy.deepcopy(CHECKPOINTS[0]), "training_job_id": jid, "checkpoint_id": f"{jid}-1"}
+        ]
+        return job
+
+    def job(self, jid: str) -> dict[str, Any]:
+        return next(job for jobs in self.jobs.values() for job in jobs if job["id"] == jid)
+
+    def transport(self) -> httpx.MockTransport:
+        def handler(request: httpx.Request) -> httpx.Response:
+            parts = [part for part in request.url.path.split("/") if part]
+            match parts:
+                case ["v1", "training_projects"]:
+                    body: Any = {"training_projects": list(self.projects.values())}
+                case ["v1", "training_projects", pid, "jobs"] if pid in self.projects:
+                    body = self.listing_override.get(pid) or {
+                        "training_project": self.projects[pid],
+                        "training_jobs": self.jobs.get(pid, []),
+                    }
+                case ["v1", "training_projects", pid, "jobs", jid, "checkpoints"] if jid in self.checkpoints:
+                    body = {"training_job": self.job(jid), "checkpoints": self.checkpoints[jid]}
+                case _:
+                    return httpx.Response(404, json={"message": "not found"})
+            return httpx.Response(200, content=json.dumps(body).encode())
+
+        return httpx.MockTransport(handler)
+
+    def sync(self, engine: Engine, **options: Any) -> SyncReport:
+        retry = RetryPolicy(attempts=1)
+        with BasetenClient(
+            "k", "https://api.test", max_rps=1000, retry=retry, transport=self.transport()
+        ) as client:
+            return run_sync(engine, client, SyncOptions(**options))
+
+
+def live_checkpoints(engine: Engine, jid: str) -> int:
+    return len(
+        rows(
+            engine,
+            "SELECT checkpoint_id FROM checkpoints WHERE training_job_id = :j AND deleted_at IS NULL",
+            j=jid,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# deletion marking
+
+
+def test_a_job_listing_naming_another_project_fails_that_project_and_marks_nothing(
+    archive: Engine,
+) -> None:
+    """A project's job listing whose `training_project` is another project must not be archived
+    as that other project: it used to mark every job of the other project deleted (outside the
+    run's scope), or fail the whole run on a foreign key."""
+    org = Org()
+    org.add("aaaaaaa", "jobaaaa")
+    org.add("bbbbbbb", "jobbbbb")
+    assert org.sync(archive).exit_code == 0
+
+    org.listing_override["aaaaaaa"] = {
+        "training_project": org.projects["bbbbbbb"],
+        "training_jobs": org.jobs["aaaaaaa"],
+    }
+    report = org.sync(archive, scope=Scope(project_ids=("aaaaaaa",)))
+
+    assert report.exit_code == 3
+    (failure,) = report.failures
+    assert failure.project_id == "aaaaaaa" and "training_project" in failure.message
+    assert rows(archive, "SELECT id FROM training_jobs WHERE deleted_at IS NOT NULL") == []
+    assert live_checkpoints(archive, "jobbbbb") == 1
+    assert rows(archive, "SELECT name FROM training_projects WHERE id = 'bbbbbbb'") == [("project bbbbbbb",)]
+
+
+def test_a_new_project_whose_listing_names_another_project_is_a_partial_run_not_a_fatal_one(
+    archive: Engine,
+) -> None:
+    org = Org()
+    org.add("bbbbbbb", "jobbbbb")
+    assert org.sync(archive).exit_code == 0
+    org.add("aaaaaaa", "jobaaaa")
+    org.listing_override["aaaaaaa"] = {
+        "training_project": org.projects["bbbbbbb"],
+        "training_jobs": org.jobs["aaaaaaa"],
+    }
+    report = org.sync(archive)
+    assert report.exit_code == 3
+    assert [f.project_id for f in report.failures] == ["aaaaaaa"]
