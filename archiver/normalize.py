@@ -351,12 +351,14 @@ class CheckpointPage:
     def all_complete(self) -> bool:
         """Whether every checkpoint finished uploading (`COMPLETE` and `COMPLETED` alike).
 
-        Servers that omit a checkpoint's `sync_status` give no per-checkpoint signal: such a
-        checkpoint counts as complete unless the job says its uploader is still `SYNCING`.
+        Never while the job says its uploader is still `SYNCING`: it may list more checkpoints
+        yet, even when those listed so far (or none at all) are complete. Servers that omit a
+        checkpoint's `sync_status` give no per-checkpoint signal: such a checkpoint counts as complete.
         """
-        job_syncing = self.job.row["checkpoint_sync_status"] == "SYNCING"
+        if self.job.row["checkpoint_sync_status"] == "SYNCING":
+            return False
         return all(
-            row["sync_status"] in COMPLETE_SYNC_STATUSES or (row["sync_status"] is None and not job_syncing)
+            row["sync_status"] in COMPLETE_SYNC_STATUSES or row["sync_status"] is None
             for row in self.checkpoints
         )
 

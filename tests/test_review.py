@@ -132,3 +132,36 @@ def test_a_new_project_whose_listing_names_another_project_is_a_partial_run_not_
     report = org.sync(archive)
     assert report.exit_code == 3
     assert [f.project_id for f in report.failures] == ["aaaaaaa"]
+
+
+# ------------------------------------------------------------------------------------------------
+# incremental sync
+
+
+def test_a_finished_job_whose_uploader_is_still_syncing_is_read_again(archive: Engine) -> None:
+    """A terminal job read while its uploader said SYNCING and no checkpoint was listed yet was
+    skipped on every later night: the checkpoints that then appeared never reached the archive."""
+    org = Org()
+    org.add("aaaaaaa", "jobaaaa", checkpoint_sync_status="SYNCING")
+    uploaded = org.checkpoints["jobaaaa"]
+    org.checkpoints["jobaaaa"] = []
+    assert org.sync(archive).exit_code == 0
+
+    org.job("jobaaaa")["checkpoint_sync_status"] = "COMPLETED"  # updated_at does not move
+    org.checkpoints["jobaaaa"] = uploaded
+    report = org.sync(archive)
+
+    assert report.jobs_skipped == 0 and report.counts.inserted == 1
+    assert live_checkpoints(archive, "jobaaaa") == 1
+
+
+def test_a_finished_job_whose_uploader_is_still_syncing_is_not_skipped_with_complete_checkpoints(
+    archive: Engine,
+) -> None:
+    org = Org()
+    org.add("aaaaaaa", "jobaaaa", checkpoint_sync_status="SYNCING")
+    assert org.sync(archive).exit_code == 0
+    later = {**copy.deepcopy(CHECKPOINTS[0]), "training_job_id": "jobaaaa", "checkpoint_id": "late"}
+    org.checkpoints["jobaaaa"].append(later)
+    report = org.sync(archive)
+    assert report.jobs_skipped == 0 and report.counts.inserted == 1
