@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
 
+from archiver.cli import sync as sync_command
 from archiver.client import BasetenClient, RetryPolicy
 from archiver.sync import Scope, SyncOptions, SyncReport, run_sync
 
@@ -165,3 +168,17 @@ def test_a_finished_job_whose_uploader_is_still_syncing_is_not_skipped_with_comp
     org.checkpoints["jobaaaa"].append(later)
     report = org.sync(archive)
     assert report.jobs_skipped == 0 and report.counts.inserted == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# docs
+
+
+def test_the_readme_states_the_defaults_sync_really_has() -> None:
+    """The README's fault table said requests are paced under `--max-rps` default 50; it is 95."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    defaults = {option: param.default for param in sync_command.params for option in param.opts}
+    stated = re.findall(r"`(--[a-z-]+)`[^`|()]{0,30}\((?:default )?(\d+(?:\.\d+)?)[,;)]", readme)
+    assert len(stated) >= 4
+    for option, value in stated:
+        assert float(value) == float(defaults[option]), f"README says {option} defaults to {value}"
