@@ -316,11 +316,11 @@ def current(database_url: str) -> None:
 @logging_options
 @click.option(
     "--database-url",
-    envvar="ARCHIVER_DATABASE_URL",
-    show_envvar=True,
+    # Deliberately not ARCHIVER_DATABASE_URL: that names the real archive, which the demo's fake
+    # organisation must never reach.
     default="sqlite:///archiver-demo.db",
     show_default=True,
-    help="Where to write the demo archive.",
+    help="Where to write the demo archive (never taken from ARCHIVER_DATABASE_URL).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Which fake organisation to generate.")
 def demo(database_url: str, seed: int) -> None:

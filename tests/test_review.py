@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
+from archiver.cli import cli
 from archiver.cli import sync as sync_command
 from archiver.client import BasetenClient, RetryPolicy
 from archiver.sync import Scope, SyncOptions, SyncReport, run_sync
@@ -182,3 +185,20 @@ def test_the_readme_states_the_defaults_sync_really_has() -> None:
     assert len(stated) >= 4
     for option, value in stated:
         assert float(value) == float(defaults[option]), f"README says {option} defaults to {value}"
+
+
+# ------------------------------------------------------------------------------------------------
+# demo
+
+
+def test_the_demo_never_writes_into_the_archive_named_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ARCHIVER_DATABASE_URL set (as the README's cron setup does), `archiver demo` wrote its
+    fake organisation into the real archive, where the next sync marked it all deleted, for good."""
+    monkeypatch.chdir(tmp_path)
+    real = tmp_path / "real-archive.db"
+    result = CliRunner().invoke(cli, ["demo"], env={"ARCHIVER_DATABASE_URL": f"sqlite:///{real}"})
+    assert result.exit_code == 0, result.output
+    assert not real.exists()
+    assert (tmp_path / "archiver-demo.db").exists()
