@@ -110,14 +110,14 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     """Read --since: a duration back from now (7d, 24h, 30m, 2w, 1d12h) or an ISO date or time (UTC)."""
     now = now or datetime.now(UTC)
     spec = text.strip().lower()
-    if spec and _DURATION.sub("", spec).strip() == "":
-        parts = {_UNITS[unit]: int(amount) for amount, unit in _DURATION.findall(spec)}
-        return now - timedelta(**parts)
     try:
+        if spec and _DURATION.sub("", spec).strip() == "":
+            parts = {_UNITS[unit]: int(amount) for amount, unit in _DURATION.findall(spec)}
+            return now - timedelta(**parts)
         moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise UsageError(
-            f"--since expects a duration such as 7d, 24h, 30m or 2w, or an ISO date such as 2026-11-01; "
-            f"got {text!r}"
+            f"--since expects a duration such as 7d, 24h, 30m or 2w, or an ISO date such as 2026-11-01, "
+            f"within years 1-9999; got {text!r}"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

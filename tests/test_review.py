@@ -202,3 +202,16 @@ def test_the_demo_never_writes_into_the_archive_named_by_the_environment(
     assert result.exit_code == 0, result.output
     assert not real.exists()
     assert (tmp_path / "archiver-demo.db").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# reports
+
+
+@pytest.mark.parametrize("since", ["99999999w", "9999999999999d", "0001-01-01T00:00:00+01:00"])
+def test_a_since_too_far_back_is_a_usage_error_not_a_traceback(tmp_path: Path, since: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["report", "jobs", "--since", since, "--database-url", f"sqlite:///{tmp_path / 'a.db'}"]
+    )
+    assert not isinstance(result.exception, OverflowError), result.exception
+    assert result.exit_code == 2 and "--since" in result.output
