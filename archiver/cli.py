@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from archiver import __version__, db, ledger, migrate, query, reports
 from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, BasetenClient, RetryPolicy
-from archiver.errors import ArchiverError, UsageError
+from archiver.errors import ArchiverError, Interrupted, UsageError
 from archiver.logs import configure_logging
 from archiver.output import FORMATS, progress_line, render, render_chunks, use_color
 from archiver.sync import Scope, SyncOptions, run_sync
@@ -238,7 +238,12 @@ def sync(
         BasetenClient(key, api_url, max_rps=max_rps, concurrency=concurrency, retry=retry) as client,
         _stop_on_signals(options.stop, client),
     ):
-        report = run_sync(engine, client, options)
+        try:
+            report = run_sync(engine, client, options)
+        except KeyboardInterrupt:  # a second signal: the run has recorded itself as interrupted
+            raise Interrupted(
+                "stopped at once by a second signal; what was complete is committed, rerun to finish"
+            ) from None
     if options.progress is not None:
         click.echo("\r\033[K", err=True, nl=False)  # clear the progress line
     click.echo(report.summary())

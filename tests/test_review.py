@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +20,10 @@ from sqlalchemy.engine import Engine
 from archiver.cli import cli
 from archiver.cli import sync as sync_command
 from archiver.client import BasetenClient, RetryPolicy
+from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 from archiver.sync import Scope, SyncOptions, SyncReport, run_sync
 
-from .conftest import rows
+from .conftest import archiver_command, rows
 from .test_normalize import CHECKPOINTS, JOB
 
 
@@ -215,3 +220,40 @@ def test_a_since_too_far_back_is_a_usage_error_not_a_traceback(tmp_path: Path, s
     )
     assert not isinstance(result.exception, OverflowError), result.exception
     assert result.exit_code == 2 and "--since" in result.output
+
+
+# ------------------------------------------------------------------------------------------------
+# signals
+
+
+@pytest.mark.slow
+def test_a_second_signal_stops_at_once_with_status_130(database_url: str, engine: Engine) -> None:
+    """README: 130 for SIGINT/SIGTERM, and a second signal stops at once. The second signal used to
+    end in Click's 'Aborted!' with exit status 1, which cron wrappers read as a fatal failure."""
+    fake = FakeBaseten(OrgSpec(seed=5, projects=3, jobs_per_project=2), latency_ms=1500)
+    with serve(fake) as url:
+        process = subprocess.Popen(
+            [*archiver_command(), "sync", "--concurrency", "2"],
+            env={
+                **os.environ,
+                "BASETEN_API_URL": url,
+                "BASETEN_API_KEY": DEFAULT_API_KEY,
+                "ARCHIVER_DATABASE_URL": database_url,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while fake.request_count() < 1:  # the project list is in: job listings are in flight
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Aborted" not in stderr and "Traceback" not in stderr
+    assert rows(engine, "SELECT status FROM sync_runs") == [("interrupted",)]
