@@ -40,9 +40,12 @@ def parse_url(url: str | sa.URL) -> sa.URL:
 def redact(url: str | sa.URL) -> str:
     """Render a database URL with its password masked, for messages and logs."""
     try:
-        return sa.make_url(url).render_as_string(hide_password=True)
+        parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
         return "<unparseable database URL>"
+    # libpq also takes the password as a query parameter: postgresql://user@host/db?password=...
+    hidden = {name: "***" for name in parsed.query if name.lower() == "password"}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def make_engine(url: str | sa.URL) -> Engine:

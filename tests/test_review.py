@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
+from archiver import db
 from archiver.cli import cli
 from archiver.cli import sync as sync_command
 from archiver.client import BasetenClient, RetryPolicy
@@ -257,3 +258,17 @@ def test_a_second_signal_stops_at_once_with_status_130(database_url: str, engine
     assert process.returncode == 130, stderr
     assert "Aborted" not in stderr and "Traceback" not in stderr
     assert rows(engine, "SELECT status FROM sync_runs") == [("interrupted",)]
+
+
+# ------------------------------------------------------------------------------------------------
+# secrets
+
+
+def test_a_password_in_the_url_query_string_is_masked_too(tmp_path: Path) -> None:
+    """libpq takes `?password=...` as well as `user:password@`; the first was printed as is."""
+    url = "postgresql://archiver@127.0.0.1:1/archive?sslmode=disable&password=s3cretpw"
+    for args in (["query", "SELECT 1"], ["runs"], ["db", "current"]):
+        result = CliRunner().invoke(cli, [*args, "--database-url", url])
+        assert result.exit_code == 1, result.output
+        assert "127.0.0.1" in result.output and "s3cretpw" not in result.output
+    assert "s3cretpw" not in db.redact(url) and "sslmode=disable" in db.redact(url)
