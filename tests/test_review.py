@@ -272,3 +272,26 @@ def test_a_password_in_the_url_query_string_is_masked_too(tmp_path: Path) -> Non
         assert result.exit_code == 1, result.output
         assert "127.0.0.1" in result.output and "s3cretpw" not in result.output
     assert "s3cretpw" not in db.redact(url) and "sslmode=disable" in db.redact(url)
+
+
+# ------------------------------------------------------------------------------------------------
+# views
+
+
+def test_job_facts_latest_checkpoint_is_the_same_on_both_databases_when_a_created_at_is_null(
+    archive: Engine, request: pytest.FixtureRequest
+) -> None:
+    """The API may send `created_at: null` (the archive stores it as null). `job_facts` picks the
+    latest checkpoint with ORDER BY created_at DESC, and NULL sorts first there on PostgreSQL but
+    last on SQLite: the same archive names a different latest checkpoint on each. The view's SQL is
+    frozen in revision 0003, so the fix (NULLS LAST, or COALESCE) needs a new revision."""
+    if archive.dialect.name == "postgresql":
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason="job_facts sorts a null created_at first on PostgreSQL")
+        )
+    org = Org()
+    org.add("aaaaaaa", "jobaaaa")
+    undated = {**copy.deepcopy(CHECKPOINTS[1]), "training_job_id": "jobaaaa", "created_at": None}
+    org.checkpoints["jobaaaa"].append(undated)
+    assert org.sync(archive).exit_code == 0
+    assert rows(archive, "SELECT latest_checkpoint_id FROM job_facts") == [("jobaaaa-1",)]
