@@ -130,6 +130,7 @@ class BasetenClient:
         )
         self.requests_made = 0
         self.rate_limited = 0
+        self._counting = threading.Lock()  # fetcher threads share the counters
 
     def __enter__(self) -> BasetenClient:
         return self
@@ -186,7 +187,8 @@ class BasetenClient:
         while True:
             attempt += 1
             self._limiter.acquire()
-            self.requests_made += 1
+            with self._counting:
+                self.requests_made += 1
             wait: float | None
             try:
                 response = self._http.request(method, path, json=json_body)
@@ -223,7 +225,8 @@ class BasetenClient:
                         job_id=where.job_id,
                     )
                 if status == 429:
-                    self.rate_limited += 1
+                    with self._counting:
+                        self.rate_limited += 1
                     told = _retry_after(response)
                     wait = self._backoff(attempt) if told is None else told
                 elif status >= 500 or status == 408:

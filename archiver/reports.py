@@ -85,7 +85,7 @@ def checkpoints(job_ids: Sequence[str]) -> sa.Select[Any]:
             cf.c.deleted_at,
         )
         .where(cf.c.job_id.in_(job_ids))
-        .order_by(cf.c.job_id, cf.c.created_at, cf.c.checkpoint_id)
+        .order_by(cf.c.job_id, cf.c.created_at.nulls_last(), cf.c.checkpoint_id)
     )
 
 

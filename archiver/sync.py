@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from archiver import ledger, store
 from archiver.client import BasetenClient, unreachable
 from archiver.db import describe_db_error
-from archiver.errors import ArchiverError, DatabaseUnavailable, JobError, NotFound
+from archiver.errors import ArchiverError, DatabaseUnavailable, Interrupted, JobError, NotFound
 from archiver.lock import sync_lock
 from archiver.normalize import CheckpointPage, JobRecord, Row, Where, checkpoint_page, job_record, project_row
 
@@ -203,6 +203,9 @@ class Sync:
                 status = self.report.status
             except ArchiverError as exc:
                 summary = str(exc)
+                if self.options.stop.is_set() and not isinstance(exc, Interrupted):
+                    # e.g. the project listing gave up waiting to retry because a signal came.
+                    raise Interrupted(f"interrupted before the run could finish ({exc})") from None
                 raise
             except BaseException as exc:
                 summary = f"{type(exc).__name__}: the run stopped unexpectedly"
@@ -309,9 +312,17 @@ class Sync:
             try:
                 listing = future.result()
             except NotFound as exc:
+                if not self.options.scope.everything:
+                    # Asked for by name: a typo or a project outside the key's teams, not news of a deletion.
+                    self._fail(
+                        JobError(
+                            "no such project, or not visible to this API key (HTTP 404)",
+                            project_id=project_id,
+                        )
+                    )
+                    continue
                 self._fail(exc.located(project_id=project_id, job_id=None))
-                if targets[project_id] is None:
-                    self._note_deleted(self._write(store.mark_project_gone, [project_id], self.now))
+                self._note_deleted(self._write(store.mark_project_gone, [project_id], self.now))
                 continue
             except JobError as exc:
                 self._fail(exc.located(project_id=project_id, job_id=None))
@@ -366,14 +377,17 @@ class Sync:
             raise (where / "training_project.id").fail(
                 f"expected project {project_id!r}, got {project['id']!r}"
             )
-        jobs: list[JobRecord] = []
+        jobs: dict[str, JobRecord] = {}  # a job listed twice: the later entry wins, as for checkpoints
         failures: list[Failure] = []
         for index, raw in enumerate(raw_jobs):
             try:
-                jobs.append(job_record(raw, where / "training_jobs" / index))
+                record = job_record(raw, where / "training_jobs" / index)
             except JobError as exc:
                 failures.append(_failure(exc))
-        return _Listing(project, jobs, failures)
+                continue
+            jobs.pop(record.row["id"], None)
+            jobs[record.row["id"]] = record
+        return _Listing(project, list(jobs.values()), failures)
 
     def _archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         """Fetch every job's checkpoints; write whole jobs in batches."""

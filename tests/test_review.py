@@ -21,6 +21,7 @@ from archiver import db
 from archiver.cli import cli
 from archiver.cli import sync as sync_command
 from archiver.client import BasetenClient, RetryPolicy
+from archiver.errors import Interrupted
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 from archiver.sync import Scope, SyncOptions, SyncReport, run_sync
 
@@ -279,19 +280,54 @@ def test_a_password_in_the_url_query_string_is_masked_too(tmp_path: Path) -> Non
 
 
 def test_job_facts_latest_checkpoint_is_the_same_on_both_databases_when_a_created_at_is_null(
-    archive: Engine, request: pytest.FixtureRequest
+    archive: Engine,
 ) -> None:
-    """The API may send `created_at: null` (the archive stores it as null). `job_facts` picks the
-    latest checkpoint with ORDER BY created_at DESC, and NULL sorts first there on PostgreSQL but
-    last on SQLite: the same archive names a different latest checkpoint on each. The view's SQL is
-    frozen in revision 0003, so the fix (NULLS LAST, or COALESCE) needs a new revision."""
-    if archive.dialect.name == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="job_facts sorts a null created_at first on PostgreSQL")
-        )
+    """The API may send `created_at: null` (the archive stores it as null). NULL sorts first in
+    ORDER BY ... DESC on PostgreSQL but last on SQLite; `job_facts` puts undated checkpoints last
+    on both, so the same archive names the same latest checkpoint."""
     org = Org()
     org.add("aaaaaaa", "jobaaaa")
     undated = {**copy.deepcopy(CHECKPOINTS[1]), "training_job_id": "jobaaaa", "created_at": None}
     org.checkpoints["jobaaaa"].append(undated)
     assert org.sync(archive).exit_code == 0
     assert rows(archive, "SELECT latest_checkpoint_id FROM job_facts") == [("jobaaaa-1",)]
+
+
+# ------------------------------------------------------------------------------------------------
+# scope and listings
+
+
+def test_a_job_listed_twice_is_fetched_and_counted_once(archive: Engine) -> None:
+    org = Org()
+    job = org.add("aaaaaaa", "jobaaaa")
+    org.jobs["aaaaaaa"].append(copy.deepcopy(job))
+    report = org.sync(archive)
+    assert report.exit_code == 0
+    assert (report.jobs, report.jobs_fetched, report.counts.inserted) == (1, 1, 1)
+
+
+def test_a_mistyped_project_is_an_error_not_a_deletion(archive: Engine) -> None:
+    org = Org()
+    org.add("aaaaaaa", "jobaaaa")
+    assert org.sync(archive).exit_code == 0
+    report = org.sync(archive, scope=Scope(project_ids=("aaaaaab",)))
+    assert report.exit_code == 3
+    assert [(f.project_id, f.kind) for f in report.failures] == [("aaaaaab", "error")]
+    assert "no such project" in str(report.failures[0])
+    assert rows(archive, "SELECT COUNT(*) FROM training_projects WHERE deleted_at IS NOT NULL") == [(0,)]
+
+
+def test_a_signal_during_the_project_listing_is_an_interruption_not_an_outage(archive: Engine) -> None:
+    options = SyncOptions()
+    clients: list[BasetenClient] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        options.stop.set()  # what the CLI's signal handler does
+        clients[0].stop()
+        return httpx.Response(503, text="busy")
+
+    with BasetenClient("k", "https://api.test", transport=httpx.MockTransport(handler)) as client:
+        clients.append(client)
+        with pytest.raises(Interrupted):
+            run_sync(archive, client, options)
+    assert rows(archive, "SELECT status FROM sync_runs") == [("interrupted",)]

@@ -191,7 +191,10 @@ latest_checkpoint AS (
             training_job_id,
             checkpoint_id,
             size_bytes,
-            ROW_NUMBER() OVER (PARTITION BY training_job_id ORDER BY created_at DESC, id DESC) AS position
+            -- Undated checkpoints last on both databases (PostgreSQL sorts NULL first in DESC).
+            ROW_NUMBER() OVER (
+                PARTITION BY training_job_id ORDER BY CASE WHEN created_at IS NULL THEN 1 ELSE 0 END, created_at DESC, id DESC
+            ) AS position
         FROM checkpoints
     ) ranked
     WHERE position = 1
