@@ -15,7 +15,6 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from archiver import __version__, db, ledger, migrate, query, reports
 from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, BasetenClient, RetryPolicy
@@ -231,8 +230,15 @@ def sync(
       archiver sync --database-url postgresql://archiver@db.internal/archive
     """
     key = _read_api_key(api_key, api_key_file)
-    engine = _open_archive(database_url, migrate_schema=migrate_schema)
-    options = SyncOptions(Scope(projects, jobs), full=full, concurrency=concurrency, progress=progress_line())
+    engine = db.make_engine(database_url)
+    db.check_connection(engine)  # before any API traffic
+    options = SyncOptions(
+        Scope(projects, jobs),
+        full=full,
+        concurrency=concurrency,
+        migrate=migrate_schema,
+        progress=progress_line(),
+    )
     retry = RetryPolicy(attempts=max_attempts, deadline_s=max_retry_seconds, timeout_s=timeout)
     with (
         BasetenClient(key, api_url, max_rps=max_rps, concurrency=concurrency, retry=retry) as client,
@@ -250,13 +256,6 @@ def sync(
     for failure in report.failures:
         click.echo(f"failed: {failure}", err=True)
     sys.exit(report.exit_code)
-
-
-def _open_archive(database_url: str, *, migrate_schema: bool = False) -> Engine:
-    engine = db.make_engine(database_url)
-    db.check_connection(engine)
-    migrate.ensure_current(engine, migrate=migrate_schema)
-    return engine
 
 
 @cli.command()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from archiver import db, migrate, query
+from archiver import db, query
 from archiver.client import BasetenClient
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
-from archiver.sync import SyncReport, run_sync
+from archiver.sync import SyncOptions, SyncReport, run_sync
 
 # Live storage by project, read from a view like every query in README.md's quick start.
 SAMPLE_QUERY = """
@@ -23,10 +23,9 @@ def run_demo(database_url: str, seed: int = 0) -> tuple[SyncReport, list[str], l
     """Serve a fake organisation on loopback, sync it, and return the report and a sample query."""
     engine = db.make_engine(database_url)
     db.check_connection(engine)
-    migrate.ensure_current(engine, migrate=True)
     fake = FakeBaseten(OrgSpec(seed=seed))
     with serve(fake) as url, BasetenClient(DEFAULT_API_KEY, url) as client:
-        report = run_sync(engine, client)
+        report = run_sync(engine, client, SyncOptions(migrate=True))
     with query.results(engine, SAMPLE_QUERY) as result:
         columns, rows = result.columns, list(result.rows)
     engine.dispose()

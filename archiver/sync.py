@@ -20,7 +20,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import ledger, store
+from archiver import ledger, migrate, store
 from archiver.client import BasetenClient, unreachable
 from archiver.db import describe_db_error
 from archiver.errors import ArchiverError, DatabaseUnavailable, Interrupted, JobError, NotFound
@@ -66,6 +66,7 @@ class SyncOptions:
     full: bool = False
     concurrency: int = 8
     batch_rows: int = DEFAULT_BATCH_ROWS
+    migrate: bool = False  # upgrade an out-of-date schema instead of refusing to run
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[int, int], None] | None = None  # (jobs done, jobs known so far)
 
@@ -194,6 +195,8 @@ class Sync:
     def run(self) -> SyncReport:
         """Archive the scope; raise FatalError for what stops the run."""
         with sync_lock(self.engine):
+            # Under the lock: two first-ever runs must not both create the schema.
+            migrate.ensure_current(self.engine, migrate=self.options.migrate)
             run_id = self._write(self._start)
             self.report.run_id = run_id
             started = time.monotonic()
