@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -82,6 +83,31 @@ def _configure_sqlite(engine: Engine) -> None:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
+
+
+@contextmanager
+def migration_transaction(connection: Connection) -> Iterator[None]:
+    """Run a migration in one transaction; on SQLite with foreign keys checked at its end, not per statement.
+
+    Alembic's batch mode rebuilds a SQLite table by copying it, dropping the original and renaming
+    the copy: with foreign keys enforced, dropping a table that other rows refer to fails. The
+    pragma only changes outside a transaction, so it is set around it.
+    """
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, sqlite3.Connection):
+        with connection.begin():
+            yield
+        return
+    driver.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with connection.begin():
+            yield
+            if connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                raise sa.exc.IntegrityError(
+                    "PRAGMA foreign_key_check", None, sqlite3.IntegrityError("FOREIGN KEY constraint failed")
+                )
+    finally:
+        driver.execute("PRAGMA foreign_keys = ON")
 
 
 def check_connection(engine: Engine) -> None:

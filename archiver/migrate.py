@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from archiver import db
 from archiver.db import describe_db_error, redact
 from archiver.errors import DatabaseUnavailable, SchemaOutOfDate
 from archiver.schema import SCHEMA_REVISION
@@ -86,7 +87,7 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 def _run(engine: Engine, action: Callable[[Config], object]) -> None:
     config = alembic_config()
-    with engine.begin() as connection:
+    with engine.connect() as connection, db.migration_transaction(connection):
         config.attributes["connection"] = connection
         action(config)
 

@@ -9,7 +9,7 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from archiver.db import DEFAULT_DATABASE_URL, make_engine
+from archiver.db import DEFAULT_DATABASE_URL, make_engine, migration_transaction
 from archiver.schema import metadata
 
 config = context.config
@@ -33,7 +33,6 @@ else:
     if config.config_file_name and not config.attributes.get("quiet"):
         logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
     engine = make_engine(os.environ.get("ARCHIVER_DATABASE_URL") or DEFAULT_DATABASE_URL)
-    with engine.connect() as connection:
+    with engine.connect() as connection, migration_transaction(connection):
         run(connection)
-        connection.commit()
     engine.dispose()
