@@ -46,6 +46,9 @@ def _jsonable(value: Any) -> Any:
         return _utc(value).isoformat()
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, float | Decimal) and not math.isfinite(value):
+        # JSON has no NaN or Infinity; PostgreSQL's to_json writes them as these strings too.
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value

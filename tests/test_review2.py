@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Engine
 from archiver import migrate
 from archiver.client import BasetenClient
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
+from archiver.output import render
 from archiver.sync import SyncOptions, run_sync
 
 from .conftest import run_archiver
@@ -42,3 +44,14 @@ def test_downgrade_to_base_works_on_an_archive_with_data(database_url: str, arch
     assert result.exit_code == 0, result.output
     assert migrate.current_revision(archive) is None
     assert [t for t in sa.inspect(archive).get_table_names() if t != "alembic_version"] == []
+
+
+def test_non_finite_numbers_are_valid_json_and_csv() -> None:
+    # PostgreSQL returns NUMERIC 'Infinity' as Decimal: json and csv output crashed with OverflowError;
+    # a float NaN came out as the bare NaN token, which is not JSON.
+    values = [Decimal("Infinity"), Decimal("-Infinity"), Decimal("NaN"), float("nan"), float("inf")]
+    columns = [f"c{i}" for i in range(len(values))]
+    expected = ["Infinity", "-Infinity", "NaN", "NaN", "Infinity"]
+    assert strict_json(render(columns, [values], "json")) == [dict(zip(columns, expected, strict=True))]
+    assert strict_json(render(columns, [values], "jsonl")) == dict(zip(columns, expected, strict=True))
+    assert render(columns, [values], "csv").splitlines()[1] == ",".join(expected)
