@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -157,26 +158,46 @@ def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]
     yield buffer.getvalue()
 
 
+# A table row is one line: line breaks, tabs and terminal escapes in values are shown escaped.
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]} | {
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+}
+
+
+def _width(text: str) -> int:
+    """Terminal cells `text` takes: two for wide East Asian characters and emoji, none for combining marks."""
+    if text.isascii():
+        return len(text)
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
 def _table(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], formats: Mapping[str, Formatter], color: bool
 ) -> str:
     cells = [
         [
-            formats[c](v) if c in formats and v is not None else _cell(v)
+            (formats[c](v) if c in formats and v is not None else _cell(v)).translate(_CONTROLS)
             for c, v in zip(columns, row, strict=True)
         ]
         for row in rows
     ]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    widths = [max([_width(c)] + [_width(r[i]) for r in cells]) for i, c in enumerate(columns)]
     numeric = [
         bool(rows) and all(_is_number(row[i]) for row in rows if row[i] is not None)
         for i in range(len(columns))
     ]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
-        ).rstrip()
+        padded = (
+            " " * (w - _width(v)) + v if num else v + " " * (w - _width(v))
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        )
+        return "  ".join(padded).rstrip()
 
     header = line(list(columns))
     out = [f"{_BOLD}{header}{_RESET}" if color else header, line(["-" * w for w in widths])]

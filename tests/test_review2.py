@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from decimal import Decimal
 from typing import Any
@@ -55,3 +56,24 @@ def test_non_finite_numbers_are_valid_json_and_csv() -> None:
     assert strict_json(render(columns, [values], "json")) == [dict(zip(columns, expected, strict=True))]
     assert strict_json(render(columns, [values], "jsonl")) == dict(zip(columns, expected, strict=True))
     assert render(columns, [values], "csv").splitlines()[1] == ",".join(expected)
+
+
+def test_table_stays_aligned_with_wide_characters_and_line_breaks() -> None:
+    # A CJK or emoji project name (two terminal cells a character) or a newline in an error
+    # message pushed every later column out of line in table mode.
+    table = render(
+        ["project_name", "error_message", "jobs"],
+        [["日本語プロジェクト", "CUDA-OOM\nretry", 3], ["🦜-sft", "a\tb", 12], ["x", None, 1]],
+    )
+    lines = table.splitlines()
+    assert len(lines) == 5, table  # header, rule, one line a row
+    rule = [(m.start(), m.end()) for m in re.finditer(r"-+", lines[1])]
+    for line in lines[2:]:
+        tokens = [
+            (display_width(line[: m.start()]), display_width(line[: m.end()]))
+            for m in re.finditer(r"\S+", line)
+        ]
+        assert tokens[0][0] == rule[0][0], table  # left-aligned text starts under its rule
+        assert tokens[-1][1] == rule[-1][1], table  # right-aligned numbers end under theirs
+        if len(tokens) == 3:
+            assert tokens[1][0] == rule[1][0], table
