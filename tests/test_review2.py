@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import unicodedata
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -16,8 +18,11 @@ from archiver.client import BasetenClient
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 from archiver.output import render
 from archiver.sync import SyncOptions, run_sync
+from archiver.views import job_facts
 
 from .conftest import run_archiver
+from .test_hostile_input import project_for, serve_org, sync_served
+from .test_normalize import CHECKPOINTS, JOB
 
 
 def archive_small_org(engine: Engine) -> None:
@@ -77,3 +82,18 @@ def test_table_stays_aligned_with_wide_characters_and_line_breaks() -> None:
         assert tokens[-1][1] == rule[-1][1], table  # right-aligned numbers end under theirs
         if len(tokens) == 3:
             assert tokens[1][0] == rule[1][0], table
+
+
+def test_gpu_hours_of_a_large_instance_do_not_overflow(archive: Engine) -> None:
+    # PostgreSQL multiplied gpu_count by node_count as 32-bit integers: one job on an
+    # instance with 2^31 - 1 GPUs (a value the archive stores) made every read of job_facts fail
+    # with "integer out of range".
+    job = copy.deepcopy(JOB)
+    job["instance_type"] = {**job["instance_type"], "id": "huge", "gpu_count": 2**31 - 1}
+    body = {"training_job": job, "checkpoints": copy.deepcopy(CHECKPOINTS)}
+    assert not sync_served(archive, serve_org(project_for("n4q95w5", "p"), job, body)).failures
+    with archive.connect() as connection:
+        (row,) = connection.execute(sa.select(job_facts.c.gpu_count, job_facts.c.gpu_hours_estimate)).all()
+    hours = (13 * 60 + 2 + 51 / 60 - (11 * 60 + 58 + 40 / 60)) / 60
+    assert row.gpu_count == 2**31 - 1
+    assert row.gpu_hours_estimate == pytest.approx((2**31 - 1) * 2 * hours, rel=1e-6)

@@ -239,7 +239,8 @@ SELECT
     t.last_checkpoint_at AS last_checkpoint_at,
     {d.hours_between("j.created_at", "t.first_checkpoint_at")} AS hours_to_first_checkpoint,
     j.wall_clock_hours AS wall_clock_hours,
-    it.gpu_count * j.node_count * j.wall_clock_hours AS gpu_hours_estimate,
+    -- Hours first: PostgreSQL would multiply the two counts as 32-bit integers, which can overflow.
+    j.wall_clock_hours * it.gpu_count * j.node_count AS gpu_hours_estimate,
     j.first_seen_at AS first_seen_at,
     j.last_seen_at AS last_seen_at,
     {d.earliest("j.deleted_at", "p.deleted_at")} AS deleted_at,
