@@ -52,3 +52,11 @@ def test_machine_formats_keep_raw_values_in_utc() -> None:
     ]
     assert json.loads(render(COLUMNS, [], "json")) == []
     assert render(COLUMNS, []).endswith("(no rows)\n")
+
+
+def test_csv_and_json_spell_booleans_and_intervals_as_data_tools_expect() -> None:
+    from datetime import timedelta
+
+    rows = [(True, timedelta(days=1, hours=2))]
+    assert render(["ok", "took"], rows, "csv") == "ok,took\ntrue,93600.0\n"
+    assert render(["ok", "took"], rows, "jsonl") == '{"ok": true, "took": 93600.0}\n'
