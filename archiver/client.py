@@ -152,12 +152,6 @@ class BasetenClient:
         body = obj(self._get_json("/v1/training_projects", where), where)
         return items(body.get("training_projects"), where / "training_projects")
 
-    def get_project(self, project_id: str) -> Any:
-        """GET /v1/training_projects/{id}."""
-        where = Where(project_id)
-        body = obj(self._get_json(f"/v1/training_projects/{project_id}", where), where)
-        return body.get("training_project")
-
     def list_jobs(self, project_id: str) -> tuple[Any, list[Any]]:
         """GET /v1/training_projects/{id}/jobs: the project and its jobs."""
         where = Where(project_id)
