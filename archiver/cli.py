@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import click
 import sqlalchemy as sa
 
-from archiver import __version__, db, ledger, migrate, query, reports
-from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, BasetenClient, RetryPolicy
-from archiver.errors import ArchiverError, Interrupted, UsageError
+from archiver import __version__, db, migrate, query, reports
+from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, RetryPolicy
+from archiver.errors import ArchiverError, UsageError
 from archiver.logs import configure_logging
 from archiver.output import FORMATS, progress_line, render, render_chunks, use_color
-from archiver.sync import Scope, SyncOptions, run_sync
+from archiver.schema import SCHEMA_REVISION
+from archiver.sync import ApiSettings, Scope, SyncOptions, sync_archive
 
 log = logging.getLogger("archiver")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +31,28 @@ database_option = click.option(
     show_default=True,
     help="SQLAlchemy URL of the archive: sqlite:///path.db or postgresql://user@host/db.",
 )
+
+
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people (aligned, sizes like 1.5 GiB); csv, json or jsonl for programs (raw numbers).",
+)
+
+
+def _echo_rows(rows: query.Rows, fmt: str) -> None:
+    color = use_color(sys.stdout)
+    try:
+        for chunk in render_chunks(rows.columns, rows.rows, fmt, color=color):
+            click.echo(chunk, nl=False, color=color)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (head, less) has gone: stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 class ArchiverGroup(click.Group):
@@ -108,25 +127,6 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str:
             "(try `archiver demo` to see the archiver work without one)"
         )
     return api_key
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event, client: BasetenClient) -> Iterator[None]:
-    """On SIGINT or SIGTERM, stop fetching; the run commits what is complete and says so."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():  # a second signal: stop now
-            raise KeyboardInterrupt
-        log.warning("received %s: finishing what is complete, then stopping", signal.Signals(signum).name)
-        stop.set()
-        client.stop()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 @cli.command()
@@ -229,9 +229,6 @@ def sync(
       archiver sync --project n4q95w5 --job p7qr9qv
       archiver sync --database-url postgresql://archiver@db.internal/archive
     """
-    key = _read_api_key(api_key, api_key_file)
-    engine = db.make_engine(database_url)
-    db.check_connection(engine)  # before any API traffic
     options = SyncOptions(
         Scope(projects, jobs),
         full=full,
@@ -240,16 +237,8 @@ def sync(
         progress=progress_line(),
     )
     retry = RetryPolicy(attempts=max_attempts, deadline_s=max_retry_seconds, timeout_s=timeout)
-    with (
-        BasetenClient(key, api_url, max_rps=max_rps, concurrency=concurrency, retry=retry) as client,
-        _stop_on_signals(options.stop, client),
-    ):
-        try:
-            report = run_sync(engine, client, options)
-        except KeyboardInterrupt:  # a second signal: the run has recorded itself as interrupted
-            raise Interrupted(
-                "stopped at once by a second signal; what was complete is committed, rerun to finish"
-            ) from None
+    api = ApiSettings(_read_api_key(api_key, api_key_file), api_url, max_rps, concurrency, retry)
+    report = sync_archive(database_url, api, options)
     if options.progress is not None:
         click.echo("\r\033[K", err=True, nl=False)  # clear the progress line
     click.echo(report.summary())
@@ -264,7 +253,7 @@ def sync(
 @click.option(
     "--limit", type=click.IntRange(1), default=20, show_default=True, help="How many runs, newest first."
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@format_option
 def runs(database_url: str, limit: int, fmt: str) -> None:
     """List recent sync runs: status, duration, counts and errors.
 
@@ -273,8 +262,9 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
       archiver runs
       archiver runs --format json --limit 1
     """
-    columns, rows = ledger.recent_runs(query.open_archive(database_url), limit)
-    click.echo(render(columns, rows, fmt), nl=False)
+    engine = query.open_archive(database_url)
+    with query.results(engine, reports.runs(limit)) as rows:
+        _echo_rows(rows, fmt)
 
 
 @cli.group(name="db")
@@ -311,7 +301,7 @@ def current(database_url: str) -> None:
     engine = db.make_engine(database_url)
     db.check_connection(engine)
     at = migrate.current_revision(engine)
-    head = migrate.head_revision()
+    head = SCHEMA_REVISION
     state = "up to date" if at == head else "out of date: run `archiver db upgrade`"
     click.echo(f"{at or 'base (empty)'} (head {head}, {state})")
 
@@ -425,28 +415,6 @@ def fake_api(
             err=True,
         ),
     )
-
-
-format_option = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="table for people (aligned, sizes like 1.5 GiB); csv, json or jsonl for programs (raw numbers).",
-)
-
-
-def _echo_rows(rows: query.Rows, fmt: str) -> None:
-    color = use_color(sys.stdout)
-    try:
-        for chunk in render_chunks(rows.columns, rows.rows, fmt, color=color):
-            click.echo(chunk, nl=False, color=color)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader (head, less) has gone: stop quietly, as cat does.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
 
 
 @cli.command(name="query")

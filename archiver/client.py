@@ -28,7 +28,7 @@ from archiver.errors import (
     NotFound,
     UsageError,
 )
-from archiver.normalize import Where, items, obj
+from archiver.normalize import Where
 
 log = logging.getLogger("archiver.client")
 
@@ -146,30 +146,24 @@ class BasetenClient:
         """Make waiting requests give up (used on SIGINT/SIGTERM)."""
         self._stopping.set()
 
-    def list_projects(self) -> list[Any]:
-        """GET /v1/training_projects."""
-        where = Where(path="GET /v1/training_projects")
-        body = obj(self._get_json("/v1/training_projects", where), where)
-        return items(body.get("training_projects"), where / "training_projects")
+    def list_projects(self) -> Any:
+        """GET /v1/training_projects, as parsed JSON."""
+        return self._get_json("/v1/training_projects", Where(path="GET /v1/training_projects"))
 
-    def list_jobs(self, project_id: str) -> tuple[Any, list[Any]]:
-        """GET /v1/training_projects/{id}/jobs: the project and its jobs."""
-        where = Where(project_id)
-        body = obj(self._get_json(f"/v1/training_projects/{project_id}/jobs", where), where)
-        return body.get("training_project"), items(body.get("training_jobs"), where / "training_jobs")
+    def list_jobs(self, project_id: str) -> Any:
+        """GET /v1/training_projects/{id}/jobs, as parsed JSON."""
+        return self._get_json(f"/v1/training_projects/{project_id}/jobs", Where(project_id))
 
     def get_checkpoints(self, project_id: str, job_id: str) -> Any:
         """GET /v1/training_projects/{pid}/jobs/{jid}/checkpoints, as parsed JSON."""
         where = Where(project_id, job_id)
         return self._get_json(f"/v1/training_projects/{project_id}/jobs/{job_id}/checkpoints", where)
 
-    def search_jobs(self, *, job_id: str | None = None, project_id: str | None = None) -> list[Any]:
-        """POST /v1/training_jobs/search."""
+    def search_jobs(self, *, job_id: str | None = None, project_id: str | None = None) -> Any:
+        """POST /v1/training_jobs/search, as parsed JSON."""
         where = Where(project_id, job_id)
         body = {"job_id": job_id, "project_id": project_id}
-        response = self._request("POST", "/v1/training_jobs/search", where, json_body=body)
-        payload = obj(_parse_json(response, where), where)
-        return items(payload.get("training_jobs"), where / "training_jobs")
+        return _parse_json(self._request("POST", "/v1/training_jobs/search", where, json_body=body), where)
 
     def _get_json(self, path: str, where: Where) -> Any:
         return _parse_json(self._request("GET", path, where), where)

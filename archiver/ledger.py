@@ -20,19 +20,6 @@ PARTIAL = "partial"
 FAILED = "failed"
 INTERRUPTED = "interrupted"
 
-COUNTERS = (
-    "projects",
-    "jobs",
-    "jobs_fetched",
-    "jobs_skipped",
-    "jobs_failed",
-    "checkpoints_inserted",
-    "checkpoints_updated",
-    "checkpoints_unchanged",
-    "checkpoints_deleted",
-    "requests",
-)
-
 
 def close_dead_runs(connection: Connection, now: datetime) -> int:
     """Mark runs still 'running' as failed: the caller holds the sync lock, so their process is gone."""
@@ -91,46 +78,3 @@ def finish_run(
             .where(sync_runs.c.id == run_id)
             .values(status=status, finished_at=finished_at, error_summary=error_summary, **counts)
         )
-
-
-def recent_runs(engine: Engine, limit: int = 20) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The latest runs, newest first, with their failure counts and duration in seconds."""
-    failures = (
-        sa.select(sa.func.count())
-        .where(sync_errors.c.sync_run_id == sync_runs.c.id, sync_errors.c.kind != "gone")
-        .scalar_subquery()
-    )
-    query = (
-        sa.select(
-            sync_runs.c.id,
-            sync_runs.c.started_at,
-            sync_runs.c.finished_at,
-            sync_runs.c.status,
-            sync_runs.c.full_sync,
-            sync_runs.c.projects,
-            sync_runs.c.jobs,
-            sync_runs.c.jobs_fetched,
-            sync_runs.c.jobs_skipped,
-            sync_runs.c.checkpoints_inserted,
-            sync_runs.c.checkpoints_updated,
-            sync_runs.c.checkpoints_unchanged,
-            sync_runs.c.checkpoints_deleted,
-            sync_runs.c.requests,
-            failures.label("errors"),
-            sync_runs.c.error_summary,
-        )
-        .order_by(sync_runs.c.id.desc())
-        .limit(limit)
-    )
-    with engine.connect() as connection:
-        result = connection.execute(query)
-        columns = list(result.keys())
-        rows = [tuple(row) for row in result]
-    index = columns.index("finished_at")
-    columns.insert(index + 1, "seconds")
-    table = []
-    for row in rows:
-        started, finished = row[1], row[index]
-        seconds = round((finished - started).total_seconds(), 1) if finished and started else None
-        table.append((*row[: index + 1], seconds, *row[index + 1 :]))
-    return columns, table

@@ -43,11 +43,6 @@ def alembic_config() -> Config:
     return config
 
 
-def head_revision() -> str:
-    """The newest revision this archiver knows (tests check it is Alembic's head)."""
-    return SCHEMA_REVISION
-
-
 def known_revisions() -> set[str]:
     """Every revision in the migrations directory."""
     from alembic.script import ScriptDirectory
@@ -99,7 +94,7 @@ def require_current(engine: Engine) -> None:
         raise SchemaOutOfDate(
             f"{redact(engine.url)} holds no archive yet; run `archiver sync` (or `archiver db upgrade`) first"
         )
-    head = head_revision()
+    head = SCHEMA_REVISION
     if current != head:
         raise SchemaOutOfDate(
             f"the database schema is at revision {current}, this archiver needs {head}; run `archiver db upgrade`"
@@ -109,7 +104,7 @@ def require_current(engine: Engine) -> None:
 def ensure_current(engine: Engine, *, migrate: bool = False) -> None:
     """Create the schema in an empty database; refuse an out-of-date one unless asked to migrate."""
     current = current_revision(engine)
-    head = head_revision()
+    head = SCHEMA_REVISION
     if current == head:
         return
     if current is None:

@@ -338,7 +338,7 @@ def lora_config_row(config: Mapping[str, Any]) -> Row:
 
 
 @dataclass
-class CheckpointPage:
+class CheckpointListing:
     """A job's checkpoint listing, normalized: the job, its checkpoints and their LoRA configs."""
 
     project_id: str
@@ -363,7 +363,7 @@ class CheckpointPage:
         )
 
 
-def checkpoint_page(payload: Any, project_id: str, job_id: str) -> CheckpointPage:
+def checkpoint_listing(payload: Any, project_id: str, job_id: str) -> CheckpointListing:
     """Normalize a GetTrainingJobCheckpointsResponseV1 for one job.
 
     When a checkpoint id repeats within one response, the last entry wins: the API lists
@@ -386,7 +386,95 @@ def checkpoint_page(payload: Any, project_id: str, job_id: str) -> CheckpointPag
         by_id[row["checkpoint_id"]] = row
         if config is not None:
             configs[config["config_sha256"]] = config
-    return CheckpointPage(project_id, job, list(by_id.values()), configs, duplicates)
+    return CheckpointListing(project_id, job, list(by_id.values()), configs, duplicates)
+
+
+@dataclass
+class ProjectListing:
+    """The organisation's project listing, normalized.
+
+    An entry that breaks the contract is `rejected` (that project fails) and the rest stand; a
+    listing with rejected entries is incomplete, so nothing may be inferred from what it lacks.
+    """
+
+    projects: list[Row]
+    rejected: list[MalformedResponse] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.rejected
+
+
+def project_listing(payload: Any) -> ProjectListing:
+    """Normalize a GET /v1/training_projects response."""
+    where = Where(path="GET /v1/training_projects")
+    payload = obj(payload, where)
+    listed = items(_get(payload, "training_projects", where, required=True), where / "training_projects")
+    projects: dict[str, Row] = {}
+    rejected: list[MalformedResponse] = []
+    for index, entry in enumerate(listed):
+        try:
+            row = project_row(entry, Where(path=f"training_projects[{index}]"))
+        except MalformedResponse as exc:
+            rejected.append(exc)
+            continue
+        projects.pop(row["id"], None)  # listed twice: the later entry wins, as for checkpoints
+        projects[row["id"]] = row
+    return ProjectListing(list(projects.values()), rejected)
+
+
+@dataclass
+class JobListing:
+    """A project's job listing, normalized: the project, its jobs, and the entries rejected.
+
+    A listing with rejected entries is incomplete: nothing may be inferred from what it lacks.
+    """
+
+    project: Row
+    jobs: list[JobRecord]
+    rejected: list[MalformedResponse] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.rejected
+
+
+def job_listing(payload: Any, project_id: str) -> JobListing:
+    """Normalize a GET /v1/training_projects/{id}/jobs response for one project.
+
+    The project itself must be the one asked for: archiving another would overwrite it and mark
+    its jobs deleted. A job listed twice counts once, the later entry winning.
+    """
+    where = Where(project_id)
+    payload = obj(payload, where)
+    project_where = where / "training_project"
+    project = project_row(_get(payload, "training_project", where, required=True), project_where)
+    if project["id"] != project_id:
+        raise (project_where / "id").fail(f"expected project {project_id!r}, got {project['id']!r}")
+    listed = items(_get(payload, "training_jobs", where, required=True), where / "training_jobs")
+    jobs: dict[str, JobRecord] = {}
+    rejected: list[MalformedResponse] = []
+    for index, entry in enumerate(listed):
+        try:
+            record = job_record(entry, where / "training_jobs" / index)
+        except MalformedResponse as exc:
+            rejected.append(exc)
+            continue
+        jobs.pop(record.row["id"], None)
+        jobs[record.row["id"]] = record
+    return JobListing(project, list(jobs.values()), rejected)
+
+
+def project_of_job(payload: Any, job_id: str) -> str | None:
+    """The project of `job_id` in a POST /v1/training_jobs/search response; None when not found."""
+    where = Where(job_id=job_id, path="POST /v1/training_jobs/search")
+    payload = obj(payload, where)
+    found = items(_get(payload, "training_jobs", where, required=True), where / "training_jobs")
+    for index, entry in enumerate(found):
+        record = job_record(entry, Where(job_id=job_id, path=f"training_jobs[{index}]"))
+        if record.row["id"] == job_id:
+            return str(record.row["training_project_id"])
+    return None
 
 
 def checkpoint_row(data: Any, where: Where, job_id: str) -> tuple[Row, Row | None]:

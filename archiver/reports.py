@@ -12,9 +12,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from archiver.errors import UsageError
 from archiver.query import read_only
+from archiver.schema import sync_errors, sync_runs
 from archiver.views import checkpoint_facts, job_facts
 
 STATUS_PREFIX = "TRAINING_JOB_"
@@ -121,3 +124,62 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
             f"--since expects a duration such as 7d, 24h, 30m or 2w, or an ISO date such as 2026-11-01, "
             f"within years 1-9999; got {text!r}"
         ) from None
+
+
+def runs(limit: int = 20) -> sa.Select[Any]:
+    """The latest runs, newest first, with their duration in seconds and how many jobs failed."""
+    failures = (
+        sa.select(sa.func.count())
+        .where(sync_errors.c.sync_run_id == sync_runs.c.id, sync_errors.c.kind != "gone")
+        .scalar_subquery()
+    )
+    seconds = sa.cast(
+        sa.func.round(sa.cast(_Seconds(sync_runs.c.started_at, sync_runs.c.finished_at), sa.Numeric), 1),
+        sa.Float,
+    )
+    r = sync_runs.c
+    return (
+        sa.select(
+            r.id,
+            r.started_at,
+            r.finished_at,
+            seconds.label("seconds"),
+            r.status,
+            r.full_sync,
+            r.projects,
+            r.jobs,
+            r.jobs_fetched,
+            r.jobs_skipped,
+            r.checkpoints_inserted,
+            r.checkpoints_updated,
+            r.checkpoints_unchanged,
+            r.checkpoints_deleted,
+            r.requests,
+            failures.label("errors"),
+            r.error_summary,
+        )
+        .order_by(r.id.desc())
+        .limit(limit)
+    )
+
+
+class _Seconds(sa.ColumnElement[float]):
+    """The seconds from one timestamp to another, spelled as each database can."""
+
+    inherit_cache = True
+    type = sa.Float()
+
+    def __init__(self, start: sa.ColumnElement[Any], end: sa.ColumnElement[Any]) -> None:
+        self.start, self.end = start, end
+
+
+@compiles(_Seconds)
+def _seconds(element: _Seconds, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = compiler.process(element.start, **kw), compiler.process(element.end, **kw)
+    return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+
+
+@compiles(_Seconds, "sqlite")
+def _seconds_sqlite(element: _Seconds, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = compiler.process(element.start, **kw), compiler.process(element.end, **kw)
+    return f"((julianday({end}) - julianday({start})) * 86400.0)"

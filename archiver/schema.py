@@ -7,6 +7,7 @@ Alembic revisions under `migrations/versions/` must produce exactly these tables
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,6 +177,29 @@ checkpoints = sa.Table(
     sa.Index(None, "lora_adapter_config_id"),
 )
 
+
+@dataclass
+class RunCounts:
+    """What a run did, counted: each field is a column of `sync_runs` of the same name."""
+
+    projects: int = 0
+    jobs: int = 0
+    jobs_fetched: int = 0
+    jobs_skipped: int = 0
+    jobs_failed: int = 0
+    checkpoints_inserted: int = 0
+    checkpoints_updated: int = 0
+    checkpoints_unchanged: int = 0
+    checkpoints_deleted: int = 0
+    requests: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by column name."""
+        return {name: getattr(self, name) for name in RUN_COUNTERS}
+
+
+RUN_COUNTERS = tuple(counter.name for counter in fields(RunCounts))
+
 sync_runs = sa.Table(
     "sync_runs",
     metadata,
@@ -186,16 +210,7 @@ sync_runs = sa.Table(
     sa.Column("status", sa.Text(), nullable=False),
     sa.Column("scope", JSONDocument),
     sa.Column("full_sync", sa.Boolean(create_constraint=False), nullable=False),
-    sa.Column("projects", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("jobs", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("jobs_fetched", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("jobs_skipped", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("jobs_failed", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("checkpoints_inserted", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("checkpoints_updated", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("checkpoints_unchanged", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("checkpoints_deleted", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("requests", sa.Integer(), nullable=False, server_default="0"),
+    *(sa.Column(name, sa.Integer(), nullable=False, server_default="0") for name in RUN_COUNTERS),
     sa.Column("error_summary", sa.Text()),
     sa.Column("archiver_version", sa.Text(), nullable=False),
     sa.Column("hostname", sa.Text()),

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from archiver.db import chunked, upsert
-from archiver.normalize import TERMINAL_JOB_STATUSES, CheckpointPage, JobRecord, Row
+from archiver.normalize import TERMINAL_JOB_STATUSES, CheckpointListing, JobRecord, Row
 from archiver.schema import (
     UTCDateTime,
     checkpoints,
@@ -166,32 +166,32 @@ def save_lora_configs(connection: Connection, configs: dict[str, Row], now: date
     return ids
 
 
-def save_checkpoint_pages(
-    connection: Connection, pages: Sequence[CheckpointPage], now: datetime, run_id: int | None
+def save_checkpoint_listings(
+    connection: Connection, listings: Sequence[CheckpointListing], now: datetime, run_id: int | None
 ) -> WriteCounts:
     """Archive whole jobs' checkpoint listings: insert new rows, update changed ones, skip the rest.
 
     One read of the jobs' archived checkpoints decides which rows changed; only those go to
     the database, in batched native upserts; unchanged rows are not written at all. Their
     sighting is recorded once per job, in `training_jobs.checkpoints_fetched_at`: bumping a
-    per-row `last_seen_at` every night would rewrite the whole table (see `retire_checkpoints`).
+    per-row `last_seen_at` every night would rewrite the whole table (see `_mark_checkpoints_deleted`).
     Rows the listing no longer has get `deleted_at`.
     """
-    if not pages:
+    if not listings:
         return WriteCounts()
-    save_jobs(connection, [page.job for page in pages], now, run_id)
+    save_jobs(connection, [listing.job for listing in listings], now, run_id)
     configs: dict[str, Row] = {}
-    for page in pages:
-        configs.update(page.lora_configs)
+    for listing in listings:
+        configs.update(listing.lora_configs)
     config_ids = save_lora_configs(connection, configs, now)
 
-    job_ids = [page.job.row["id"] for page in pages]
+    job_ids = [listing.job.row["id"] for listing in listings]
     archived = _archived_checkpoints(connection, job_ids)
     counts = WriteCounts()
     to_write: list[Row] = []
     seen = {"deleted_at": None, "first_seen_at": now, "last_seen_at": now}
-    for page in pages:
-        for listed in page.checkpoints:
+    for listing in listings:
+        for listed in listing.checkpoints:
             sha = listed["lora_config_sha256"]
             row = {**listed, "lora_adapter_config_id": config_ids[sha] if sha else None, **seen}
             del row["lora_config_sha256"]
@@ -208,9 +208,9 @@ def save_checkpoint_pages(
     # What is left in `archived` was not listed this time.
     vanished = [id_ for id_, values in archived.values() if values[_DELETED_AT] is None]
     for batch in chunked(vanished):
-        retire_checkpoints(connection, checkpoints.c.id.in_(batch), now)
+        _mark_checkpoints_deleted(connection, checkpoints.c.id.in_(batch), now)
     counts.deleted = len(vanished)
-    _mark_fetched(connection, pages, now)
+    _mark_fetched(connection, listings, now)
     return counts
 
 
@@ -224,7 +224,7 @@ def _archived_checkpoints(
     return {(row[0], row[1]): (row[2], tuple(row[3:])) for row in connection.execute(query)}
 
 
-def _mark_fetched(connection: Connection, pages: Sequence[CheckpointPage], now: datetime) -> None:
+def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing], now: datetime) -> None:
     statement = (
         sa.update(training_jobs)
         .where(training_jobs.c.id == sa.bindparam("job_id"))
@@ -238,52 +238,62 @@ def _mark_fetched(connection: Connection, pages: Sequence[CheckpointPage], now: 
         statement,
         [
             {
-                "job_id": page.job.row["id"],
-                "job_updated_at": page.job.row["updated_at"],
-                "all_complete": page.all_complete,
+                "job_id": listing.job.row["id"],
+                "job_updated_at": listing.job.row["updated_at"],
+                "all_complete": listing.all_complete,
             }
-            for page in pages
+            for listing in listings
         ],
     )
 
 
-def mark_projects_deleted(connection: Connection, listed: Collection[str], now: datetime) -> int:
-    """Mark projects missing from a complete project listing deleted, with their jobs and checkpoints."""
+def missing_projects(connection: Connection, listed: Collection[str]) -> list[str]:
+    """Live archived projects that a complete project listing does not name."""
     query = sa.select(training_projects.c.id).where(training_projects.c.deleted_at.is_(None))
-    missing = [project_id for (project_id,) in connection.execute(query) if project_id not in listed]
-    return mark_project_gone(connection, missing, now)
+    return [project_id for (project_id,) in connection.execute(query) if project_id not in listed]
 
 
-def mark_project_gone(connection: Connection, project_ids: Sequence[str], now: datetime) -> int:
-    """Mark projects deleted, with their jobs and checkpoints; return checkpoints marked."""
-    if not project_ids:
-        return 0
-    projects = training_projects
-    connection.execute(
-        sa.update(projects)
-        .where(projects.c.id.in_(project_ids), projects.c.deleted_at.is_(None))
-        .values(deleted_at=now)
-    )
-    jobs = sa.select(training_jobs.c.id).where(
-        training_jobs.c.training_project_id.in_(project_ids), training_jobs.c.deleted_at.is_(None)
-    )
-    return mark_jobs_gone(connection, [job_id for (job_id,) in connection.execute(jobs)], now)
-
-
-def mark_jobs_deleted(connection: Connection, project_id: str, listed: Collection[str], now: datetime) -> int:
-    """Mark a project's jobs missing from its complete job listing deleted, with their checkpoints."""
+def missing_jobs(connection: Connection, project_id: str, listed: Collection[str]) -> list[str]:
+    """A project's live archived jobs that its complete job listing does not name."""
     query = sa.select(training_jobs.c.id).where(
         training_jobs.c.training_project_id == project_id, training_jobs.c.deleted_at.is_(None)
     )
-    missing = [job_id for (job_id,) in connection.execute(query) if job_id not in listed]
-    return mark_jobs_gone(connection, missing, now)
+    return [job_id for (job_id,) in connection.execute(query) if job_id not in listed]
 
 
-def retire_checkpoints(connection: Connection, which: sa.ColumnElement[bool], now: datetime) -> int:
+def mark_deleted(
+    connection: Connection, now: datetime, *, projects: Sequence[str] = (), jobs: Sequence[str] = ()
+) -> int:
+    """Mark projects and jobs deleted, with everything they hold; return how many checkpoints that marked.
+
+    Baseten deletes a project's jobs and checkpoints with it, so they go together here too.
+    """
+    for batch in chunked(projects):
+        connection.execute(
+            sa.update(training_projects)
+            .where(training_projects.c.id.in_(batch), training_projects.c.deleted_at.is_(None))
+            .values(deleted_at=now)
+        )
+    held = sa.select(training_jobs.c.id).where(
+        training_jobs.c.training_project_id.in_(projects), training_jobs.c.deleted_at.is_(None)
+    )
+    jobs = [*jobs, *(job_id for (job_id,) in connection.execute(held))] if projects else list(jobs)
+    marked = 0
+    for batch in chunked(jobs):
+        connection.execute(
+            sa.update(training_jobs)
+            .where(training_jobs.c.id.in_(batch), training_jobs.c.deleted_at.is_(None))
+            .values(deleted_at=now)
+        )
+        marked += _mark_checkpoints_deleted(connection, checkpoints.c.training_job_id.in_(batch), now)
+    return marked
+
+
+def _mark_checkpoints_deleted(connection: Connection, which: sa.ColumnElement[bool], now: datetime) -> int:
     """Mark live checkpoints deleted; return how many.
 
     A live checkpoint's `last_seen_at` is only written when its row is; it was also seen at
-    every read of its job's checkpoints since. Retiring it settles that: `last_seen_at`
+    every read of its job's checkpoints since. Marking it deleted settles that: `last_seen_at`
     becomes the job's last full read, which preceded this one.
     """
     last_read = (
@@ -297,16 +307,3 @@ def retire_checkpoints(connection: Connection, which: sa.ColumnElement[bool], no
         .values(deleted_at=now, last_seen_at=sa.func.coalesce(last_read, checkpoints.c.last_seen_at))
     )
     return result.rowcount or 0
-
-
-def mark_jobs_gone(connection: Connection, job_ids: Sequence[str], now: datetime) -> int:
-    """Mark jobs deleted, with their checkpoints; return checkpoints marked."""
-    marked = 0
-    for batch in chunked(job_ids):
-        connection.execute(
-            sa.update(training_jobs)
-            .where(training_jobs.c.id.in_(batch), training_jobs.c.deleted_at.is_(None))
-            .values(deleted_at=now)
-        )
-        marked += retire_checkpoints(connection, checkpoints.c.training_job_id.in_(batch), now)
-    return marked

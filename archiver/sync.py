@@ -9,23 +9,27 @@ as deleted, but only where it read a complete listing.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import ledger, migrate, store
-from archiver.client import BasetenClient, unreachable
+from archiver import db, ledger, migrate, normalize, store
+from archiver.client import BasetenClient, RetryPolicy, unreachable
 from archiver.db import describe_db_error
 from archiver.errors import ArchiverError, DatabaseUnavailable, Interrupted, JobError, NotFound
 from archiver.lock import sync_lock
-from archiver.normalize import CheckpointPage, JobRecord, Row, Where, checkpoint_page, job_record, project_row
+from archiver.normalize import CheckpointListing, JobListing
+from archiver.schema import RunCounts
 
 log = logging.getLogger("archiver.sync")
 
@@ -89,14 +93,9 @@ class SyncReport:
     """What a run did."""
 
     run_id: int | None = None
-    projects: int = 0
-    jobs: int = 0
-    jobs_fetched: int = 0
-    jobs_skipped: int = 0
-    counts: store.WriteCounts = field(default_factory=store.WriteCounts)
+    counts: RunCounts = field(default_factory=RunCounts)
     gone: list[Failure] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
-    requests: int = 0
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -112,33 +111,26 @@ class SyncReport:
             ledger.INTERRUPTED if self.interrupted else ledger.PARTIAL if self.failures else ledger.SUCCEEDED
         )
 
-    def counters(self) -> dict[str, int]:
-        """The run's counters, named as in `sync_runs`."""
-        return {
-            "projects": self.projects,
-            "jobs": self.jobs,
-            "jobs_fetched": self.jobs_fetched,
-            "jobs_skipped": self.jobs_skipped,
-            "jobs_failed": len(self.failures),
-            "checkpoints_inserted": self.counts.inserted,
-            "checkpoints_updated": self.counts.updated,
-            "checkpoints_unchanged": self.counts.unchanged,
-            "checkpoints_deleted": self.counts.deleted,
-            "requests": self.requests,
-        }
+    def add_writes(self, writes: store.WriteCounts) -> None:
+        """Count what a write did to the checkpoints table."""
+        self.counts.checkpoints_inserted += writes.inserted
+        self.counts.checkpoints_updated += writes.updated
+        self.counts.checkpoints_unchanged += writes.unchanged
+        self.counts.checkpoints_deleted += writes.deleted
 
     def summary(self) -> str:
         """One paragraph for people and cron mail."""
         c = self.counts
         text = (
-            f"Archived {self.projects} projects and {self.jobs} jobs "
-            f"({self.jobs_fetched} fetched, {self.jobs_skipped} skipped as unchanged): "
-            f"checkpoints {c.inserted} inserted, {c.updated} updated, {c.unchanged} unchanged, "
-            f"{c.deleted} marked deleted; {len(self.failures)} failed"
+            f"Archived {c.projects} projects and {c.jobs} jobs "
+            f"({c.jobs_fetched} fetched, {c.jobs_skipped} skipped as unchanged): "
+            f"checkpoints {c.checkpoints_inserted} inserted, {c.checkpoints_updated} updated, "
+            f"{c.checkpoints_unchanged} unchanged, {c.checkpoints_deleted} marked deleted; "
+            f"{len(self.failures)} failed"
         )
         if self.gone:
             text += f", {len(self.gone)} gone (404)"
-        text += f"; {self.requests} requests in {self.seconds:.1f}s."
+        text += f"; {c.requests} requests in {self.seconds:.1f}s."
         if self.interrupted:
             text += " Interrupted before the end: what is complete was committed; rerun to finish."
         return text
@@ -166,13 +158,6 @@ def bounded(
             item = running.pop(future)
             submit_next()
             yield item, future
-
-
-@dataclass
-class _Listing:
-    project: Row
-    jobs: list[JobRecord]
-    failures: list[Failure]
 
 
 class Sync:
@@ -214,7 +199,7 @@ class Sync:
                 summary = f"{type(exc).__name__}: the run stopped unexpectedly"
                 raise
             finally:
-                self.report.requests = self.client.requests_made
+                self.report.counts.requests = self.client.requests_made
                 self.report.seconds = time.monotonic() - started
                 self.report.interrupted = self.options.stop.is_set()
                 if self.report.interrupted:
@@ -249,7 +234,7 @@ class Sync:
                 run_id,
                 status=status,
                 finished_at=utc_now(),
-                counts=report.counters(),
+                counts=report.counts.as_dict(),
                 errors=errors,
                 error_summary=summary,
             )
@@ -267,20 +252,15 @@ class Sync:
         scope = self.options.scope
         if scope.everything:
             try:
-                listed = self.client.list_projects()
+                listing = normalize.project_listing(self.client.list_projects())
             except JobError as exc:  # malformed too: without the listing there is no run
                 raise unreachable(exc) from None
-            targets: dict[str, set[str] | None] = {}
-            complete = True
-            for index, raw in enumerate(listed):
-                try:
-                    targets[project_row(raw, Where(path=f"training_projects[{index}]"))["id"]] = None
-                except JobError as exc:
-                    complete = False
-                    self._fail(exc)
-            if complete:
-                self._note_deleted(self._write(store.mark_projects_deleted, set(targets), self.now))
-            return targets
+            for rejected in listing.rejected:
+                self._fail(rejected)
+            listed = {project["id"] for project in listing.projects}
+            if listing.complete:
+                self._write(self._mark_missing_projects, listed)
+            return dict.fromkeys(listed)
         targets = dict.fromkeys(scope.project_ids)
         for job_id in scope.job_ids:
             project_id = self._project_of(job_id)
@@ -291,19 +271,22 @@ class Sync:
                 wanted.add(job_id)
         return targets
 
+    def _mark_missing_projects(self, connection: sa.Connection, listed: set[str]) -> None:
+        missing = store.missing_projects(connection, listed)
+        self.report.counts.checkpoints_deleted += store.mark_deleted(connection, self.now, projects=missing)
+
     def _project_of(self, job_id: str) -> str | None:
         """Resolve a bare job id to its project with the search endpoint."""
         try:
-            found = self.client.search_jobs(job_id=job_id)
-            for index, raw in enumerate(found):
-                record = job_record(raw, Where(job_id=job_id, path=f"training_jobs[{index}]"))
-                if record.row["id"] == job_id:
-                    return str(record.row["training_project_id"])
+            project_id = normalize.project_of_job(self.client.search_jobs(job_id=job_id), job_id)
         except JobError as exc:
             self._fail(exc.located(project_id=None, job_id=job_id))
             return None
-        self._fail(JobError("no such job in this organisation (the job search found nothing)", job_id=job_id))
-        return None
+        if project_id is None:
+            self._fail(
+                JobError("no such job in this organisation (the job search found nothing)", job_id=job_id)
+            )
+        return project_id
 
     def _archive_listings(
         self, pool: ThreadPoolExecutor, targets: dict[str, set[str] | None]
@@ -325,23 +308,27 @@ class Sync:
                     )
                     continue
                 self._fail(exc.located(project_id=project_id, job_id=None))
-                self._note_deleted(self._write(store.mark_project_gone, [project_id], self.now))
+                self._write(self._mark_gone, projects=[project_id])
                 continue
             except JobError as exc:
                 self._fail(exc.located(project_id=project_id, job_id=None))
                 continue
             wanted = targets[project_id]
-            jobs = [job for job in listing.jobs if wanted is None or job.row["id"] in wanted]
-            for job_id in sorted((wanted or set()) - {job.row["id"] for job in jobs}):
-                self._fail(
-                    JobError("the job is not in its project's job list", project_id=project_id, job_id=job_id)
-                )
-            self.report.failures.extend(listing.failures)
-            complete = wanted is None and not listing.failures
-            skip = self._write(self._save_listing, listing.project, jobs, complete)
-            self.report.projects += 1
-            self.report.jobs += len(jobs)
-            self.report.jobs_skipped += len(skip)
+            if wanted is not None:
+                listing.jobs = [job for job in listing.jobs if job.row["id"] in wanted]
+                for job_id in sorted(wanted - {job.row["id"] for job in listing.jobs}):
+                    self._fail(
+                        JobError(
+                            "the job is not in its project's job list", project_id=project_id, job_id=job_id
+                        )
+                    )
+            for rejected in listing.rejected:
+                self._fail(rejected)
+            skip = self._write(self._save_listing, listing, wanted is None and listing.complete)
+            jobs = listing.jobs
+            self.report.counts.projects += 1
+            self.report.counts.jobs += len(jobs)
+            self.report.counts.jobs_skipped += len(skip)
             self._progress(len(skip))
             to_fetch.extend((project_id, job.row["id"]) for job in jobs if job.row["id"] not in skip)
             log.info(
@@ -358,115 +345,109 @@ class Sync:
             )
         return to_fetch
 
-    def _save_listing(
-        self, connection: sa.Connection, project: Row, jobs: list[JobRecord], complete: bool
-    ) -> set[str]:
-        """Write a project's listing; return the ids of jobs whose checkpoints need no read."""
+    def _save_listing(self, connection: sa.Connection, listing: JobListing, complete: bool) -> set[str]:
+        """Write a project's listing; return the ids of jobs whose checkpoints need no read.
+
+        Only a complete listing of the whole project says which jobs are gone.
+        """
+        jobs = listing.jobs
         states = {} if self.options.full else store.fetch_states(connection, [job.row["id"] for job in jobs])
         skip = {job.row["id"] for job in jobs if store.can_skip(job, states.get(job.row["id"]))}
-        store.save_listing(connection, project, jobs, self.now, self.report.run_id)
+        store.save_listing(connection, listing.project, jobs, self.now, self.report.run_id)
         if complete:
             listed = {job.row["id"] for job in jobs}
-            self.report.counts.deleted += store.mark_jobs_deleted(connection, project["id"], listed, self.now)
+            missing = store.missing_jobs(connection, listing.project["id"], listed)
+            self.report.counts.checkpoints_deleted += store.mark_deleted(connection, self.now, jobs=missing)
         self._record_progress(connection)
         return skip
 
-    def _fetch_listing(self, project_id: str) -> _Listing:
-        raw_project, raw_jobs = self.client.list_jobs(project_id)
-        where = Where(project_id)
-        project = project_row(raw_project, where / "training_project")
-        if project["id"] != project_id:
-            # Archiving it would overwrite that other project and mark its jobs deleted.
-            raise (where / "training_project.id").fail(
-                f"expected project {project_id!r}, got {project['id']!r}"
-            )
-        jobs: dict[str, JobRecord] = {}  # a job listed twice: the later entry wins, as for checkpoints
-        failures: list[Failure] = []
-        for index, raw in enumerate(raw_jobs):
-            try:
-                record = job_record(raw, where / "training_jobs" / index)
-            except JobError as exc:
-                failures.append(_failure(exc))
-                continue
-            jobs.pop(record.row["id"], None)
-            jobs[record.row["id"]] = record
-        return _Listing(project, list(jobs.values()), failures)
+    def _fetch_listing(self, project_id: str) -> JobListing:
+        return normalize.job_listing(self.client.list_jobs(project_id), project_id)
 
     def _archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         """Fetch every job's checkpoints; write whole jobs in batches."""
-        batch: list[CheckpointPage] = []
+        batch: list[CheckpointListing] = []
         rows = 0
         window = self.options.concurrency * 2
-        for (project_id, job_id), future in bounded(pool, self._fetch_page, jobs, window, self.options.stop):
+        for (project_id, job_id), future in bounded(
+            pool, self._fetch_checkpoints, jobs, window, self.options.stop
+        ):
             try:
-                page = future.result()
+                listing = future.result()
             except NotFound as exc:
                 self._fail(exc.located(project_id=project_id, job_id=job_id))
-                self._note_deleted(self._write(store.mark_jobs_gone, [job_id], self.now))
+                self._write(self._mark_gone, jobs=[job_id])
                 self._progress(1)
                 continue
             except JobError as exc:
                 self._fail(exc.located(project_id=project_id, job_id=job_id))
                 self._progress(1)
                 continue
-            if page.duplicates:
+            if listing.duplicates:
                 log.warning(
                     "project %s, job %s: checkpoint ids listed twice, the later entry kept: %s",
                     project_id,
                     job_id,
-                    ", ".join(sorted(set(page.duplicates))),
+                    ", ".join(sorted(set(listing.duplicates))),
                 )
-            batch.append(page)
-            rows += len(page.checkpoints) + 1
+            batch.append(listing)
+            rows += len(listing.checkpoints) + 1
             if rows >= self.options.batch_rows:
                 self._flush(batch)
                 batch, rows = [], 0
         self._flush(batch)
 
-    def _fetch_page(self, target: tuple[str, str]) -> CheckpointPage:
+    def _fetch_checkpoints(self, target: tuple[str, str]) -> CheckpointListing:
         project_id, job_id = target
-        return checkpoint_page(self.client.get_checkpoints(project_id, job_id), project_id, job_id)
+        payload = self.client.get_checkpoints(project_id, job_id)
+        return normalize.checkpoint_listing(payload, project_id, job_id)
 
-    def _flush(self, pages: list[CheckpointPage]) -> None:
-        if not pages:
+    def _mark_gone(
+        self, connection: sa.Connection, *, projects: list[str] | None = None, jobs: list[str] | None = None
+    ) -> None:
+        """Record a 404: what was listed a moment ago is gone, with everything it held."""
+        self.report.counts.checkpoints_deleted += store.mark_deleted(
+            connection, self.now, projects=projects or (), jobs=jobs or ()
+        )
+
+    def _flush(self, listings: list[CheckpointListing]) -> None:
+        if not listings:
             return
-        self._write(self._save_pages, pages)
-        for page in pages:
-            job = page.job.row
+        self._write(self._save_checkpoints, listings)
+        for listing in listings:
+            job = listing.job.row
             log.info(
                 "project %s, job %s: %d checkpoints",
-                page.project_id,
+                listing.project_id,
                 job["id"],
-                len(page.checkpoints),
+                len(listing.checkpoints),
                 extra={
                     "event": "job",
-                    "project_id": page.project_id,
+                    "project_id": listing.project_id,
                     "job_id": job["id"],
                     "status": job["current_status"],
-                    "checkpoints": len(page.checkpoints),
+                    "checkpoints": len(listing.checkpoints),
                 },
             )
-        self._progress(len(pages))
+        self._progress(len(listings))
 
-    def _save_pages(self, connection: sa.Connection, pages: list[CheckpointPage]) -> None:
-        counts = store.save_checkpoint_pages(connection, pages, self.now, self.report.run_id)
-        self.report.counts += counts
-        self.report.jobs_fetched += len(pages)
+    def _save_checkpoints(self, connection: sa.Connection, listings: list[CheckpointListing]) -> None:
+        self.report.add_writes(
+            store.save_checkpoint_listings(connection, listings, self.now, self.report.run_id)
+        )
+        self.report.counts.jobs_fetched += len(listings)
         self._record_progress(connection)
 
     def _record_progress(self, connection: sa.Connection) -> None:
         # In the same transaction as the work it counts: a killed run's row stays truthful.
         if self.report.run_id is not None:
-            self.report.requests = self.client.requests_made
-            ledger.record_progress(connection, self.report.run_id, self.report.counters())
-
-    def _note_deleted(self, checkpoints_marked: int) -> None:
-        self.report.counts.deleted += checkpoints_marked
+            self.report.counts.requests = self.client.requests_made
+            ledger.record_progress(connection, self.report.run_id, self.report.counts.as_dict())
 
     def _progress(self, done: int) -> None:
         self._jobs_done += done
         if self.options.progress is not None:
-            self.options.progress(self._jobs_done, self.report.jobs)
+            self.options.progress(self._jobs_done, self.report.counts.jobs)
 
     def _write(
         self, work: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -482,18 +463,15 @@ class Sync:
             ) from None
 
     def _fail(self, exc: JobError) -> None:
-        failure = _failure(exc)
+        failure = Failure(exc.project_id, exc.job_id, exc.kind, exc.message)
         fields = {"event": failure.kind, "project_id": failure.project_id, "job_id": failure.job_id}
         if isinstance(exc, NotFound):
             self.report.gone.append(failure)
             log.warning("%s", failure, extra=fields)
         else:
             self.report.failures.append(failure)
+            self.report.counts.jobs_failed = len(self.report.failures)
             log.error("%s", failure, extra=fields)
-
-
-def _failure(exc: JobError) -> Failure:
-    return Failure(exc.project_id, exc.job_id, exc.kind, exc.message)
 
 
 def run_sync(
@@ -504,3 +482,58 @@ def run_sync(
 ) -> SyncReport:
     """Run one sync and return its report."""
     return Sync(engine, client, options or SyncOptions(), clock).run()
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """How to reach the Baseten API: key, base URL, pacing and retries."""
+
+    key: str
+    url: str
+    max_rps: float
+    concurrency: int
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def sync_archive(database_url: str, api: ApiSettings, options: SyncOptions) -> SyncReport:
+    """Run one sync as the command line does: check the database, take signals, archive, close.
+
+    The database is checked before any API traffic. SIGINT or SIGTERM stop the run cleanly (it
+    commits what is complete and records itself as interrupted); a second signal stops it at once.
+    """
+    engine = db.make_engine(database_url)
+    try:
+        db.check_connection(engine)
+        with (
+            BasetenClient(
+                api.key, api.url, max_rps=api.max_rps, concurrency=api.concurrency, retry=api.retry
+            ) as client,
+            _stop_on_signals(options.stop, client),
+        ):
+            try:
+                return run_sync(engine, client, options)
+            except KeyboardInterrupt:  # a second signal: the run has recorded itself as interrupted
+                raise Interrupted(
+                    "stopped at once by a second signal; what was complete is committed, rerun to finish"
+                ) from None
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event, client: BasetenClient) -> Iterator[None]:
+    """On SIGINT or SIGTERM, stop fetching; the run commits what is complete and says so."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():  # a second signal: stop now
+            raise KeyboardInterrupt
+        log.warning("received %s: finishing what is complete, then stopping", signal.Signals(signum).name)
+        stop.set()
+        client.stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

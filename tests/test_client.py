@@ -56,7 +56,7 @@ def test_sends_the_documented_auth_header() -> None:
         seen.append(request)
         return httpx.Response(200, json=PROJECTS)
 
-    assert client_for(handler).list_projects() == []
+    assert client_for(handler).list_projects() == {"training_projects": []}
     assert seen[0].headers["Authorization"] == f"Api-Key {KEY}"
     assert seen[0].url.path == "/v1/training_projects"
     assert seen[0].headers["User-Agent"].startswith("archiver/")
@@ -72,7 +72,7 @@ def test_429_waits_as_told_then_retries() -> None:
         ),
         waits,
     )
-    assert client.list_projects() == []
+    assert client.list_projects() == {"training_projects": []}
     assert waits == [7.0, 3.0]
     assert client.rate_limited == 2
 
@@ -88,7 +88,7 @@ def test_5xx_and_resets_back_off_with_jitter_then_succeed() -> None:
         ),
         waits,
     )
-    assert client.list_projects() == []
+    assert client.list_projects() == {"training_projects": []}
     assert len(waits) == 3
     assert 0.25 <= waits[0] <= 0.5 and 0.5 <= waits[1] <= 1.0 and 1.0 <= waits[2] <= 2.0
 
@@ -139,7 +139,7 @@ def test_search_posts_the_job_id() -> None:
         bodies.append(json.loads(request.content))
         return httpx.Response(200, json={"training_jobs": []})
 
-    assert client_for(handler).search_jobs(job_id="p7qr9qv") == []
+    assert client_for(handler).search_jobs(job_id="p7qr9qv") == {"training_jobs": []}
     assert bodies == [{"job_id": "p7qr9qv", "project_id": None}]
 
 
@@ -166,7 +166,7 @@ def test_429_without_retry_after_backs_off_and_an_http_date_is_honoured() -> Non
         ),
         waits,
     )
-    assert client.list_projects() == []
+    assert client.list_projects() == {"training_projects": []}
     assert 0.25 <= waits[0] <= 0.5 and 0.5 <= waits[1] <= 1.0
     assert 20 <= waits[2] <= 30
 
@@ -176,7 +176,7 @@ def test_retry_after_zero_means_now_not_backoff() -> None:
     client = client_for(
         sequence(httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200, json=PROJECTS)), waits
     )
-    assert client.list_projects() == []
+    assert client.list_projects() == {"training_projects": []}
     assert waits == [0.0]
 
 
@@ -204,7 +204,7 @@ def test_a_body_garbled_in_transit_is_retried() -> None:
         ),
         waits,
     )
-    assert client.list_projects() == [] and len(waits) == 1
+    assert client.list_projects() == {"training_projects": []} and len(waits) == 1
 
 
 def test_a_stopping_client_does_not_retry() -> None:

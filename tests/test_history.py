@@ -65,7 +65,7 @@ def test_three_nights_leave_exactly_the_expected_history(
 
     # Night 1: everything is new.
     one = nightly(archive, api_url, NIGHT[0])
-    assert one.exit_code == 0 and one.counts.inserted == fake.total_checkpoints()
+    assert one.exit_code == 0 and one.counts.checkpoints_inserted == fake.total_checkpoints()
 
     # During day 2: a checkpoint is added, one deleted, a job finishes, a project is deleted.
     added = fake.add_checkpoint(growing)["checkpoint_id"]
@@ -75,12 +75,16 @@ def test_three_nights_leave_exactly_the_expected_history(
     fake.delete_project(doomed_project)
     two = nightly(archive, api_url, NIGHT[1])
     assert two.exit_code == 0
-    assert (two.counts.inserted, two.counts.deleted) == (1, 1 + doomed_checkpoints)
+    assert (two.counts.checkpoints_inserted, two.counts.checkpoints_deleted) == (1, 1 + doomed_checkpoints)
 
     # During day 3: the deleted checkpoint comes back; nothing else changes.
     fake.add_checkpoint(shrinking, checkpoint_id=removed)
     three = nightly(archive, api_url, NIGHT[2])
-    assert three.exit_code == 0 and three.counts.deleted == 0 and three.counts.updated == 1
+    assert (
+        three.exit_code == 0
+        and three.counts.checkpoints_deleted == 0
+        and three.counts.checkpoints_updated == 1
+    )
 
     deleted = {
         (job, checkpoint): utc(at)
@@ -155,20 +159,20 @@ def test_an_unchanged_organisation_costs_one_request_per_project(archive: Engine
     )
     with serve(fake) as url:
         first = nightly(archive, url, NIGHT[0])
-        assert first.jobs_fetched == len(fake.job_ids())
+        assert first.counts.jobs_fetched == len(fake.job_ids())
         fake.reset_metrics()
         second = nightly(archive, url, NIGHT[1])
         assert fake.request_count() == 1 + len(fake.project_ids())
-        assert (second.jobs_skipped, second.jobs_fetched) == (len(fake.job_ids()), 0)
+        assert (second.counts.jobs_skipped, second.counts.jobs_fetched) == (len(fake.job_ids()), 0)
         # A job that changes is read again; --full reads them all.
         changed = fake.job_ids()[2]
         fake.set_job(changed, error_message="re-run by the platform team")
         fake.reset_metrics()
         third = nightly(archive, url, NIGHT[2])
-        assert third.jobs_fetched == 1 and fake.request_count() == 2 + len(fake.project_ids())
+        assert third.counts.jobs_fetched == 1 and fake.request_count() == 2 + len(fake.project_ids())
         fake.reset_metrics()
         full = nightly(archive, url, NIGHT[2] + timedelta(hours=1), full=True)
-        assert full.jobs_fetched == len(fake.job_ids()) and full.jobs_skipped == 0
+        assert full.counts.jobs_fetched == len(fake.job_ids()) and full.counts.jobs_skipped == 0
     assert scalar(archive, "SELECT jobs_skipped FROM sync_runs WHERE id = :r", r=second.run_id) == len(
         fake.job_ids()
     )

@@ -158,7 +158,7 @@ def test_an_empty_checkpoint_list_archives_the_job_and_no_checkpoints(archive: E
     report = sync_served(
         archive, serve_org(project_for("n4q95w5", "p"), job, {"training_job": job, "checkpoints": []})
     )
-    assert not report.failures and report.jobs_fetched == 1
+    assert not report.failures and report.counts.jobs_fetched == 1
     assert len(select(archive, training_jobs)) == 1 and select(archive, checkpoints) == []
 
 
@@ -183,7 +183,7 @@ def test_a_malformed_listing_fails_its_job_by_name_and_writes_none_of_it(
     report = sync_served(archive, serve_org(project_for("n4q95w5", "p"), job, body))
     (failure,) = report.failures
     assert (failure.project_id, failure.job_id) == ("n4q95w5", "p7qr9qv") and field in failure.message
-    assert select(archive, checkpoints) == [] and report.jobs_fetched == 0
+    assert select(archive, checkpoints) == [] and report.counts.jobs_fetched == 0
 
 
 # ------------------------------------------------------------------------------------------------

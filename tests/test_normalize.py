@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from archiver.errors import MalformedResponse
-from archiver.normalize import Where, checkpoint_page, lora_config_row, parse_timestamp
+from archiver.normalize import (
+    Where,
+    checkpoint_listing,
+    job_listing,
+    lora_config_row,
+    parse_timestamp,
+    project_listing,
+    project_of_job,
+)
 
 JOB: dict[str, Any] = {
     "id": "p7qr9qv",
@@ -77,7 +85,7 @@ def payload(**changes: Any) -> dict[str, Any]:
 
 
 def test_sample_response_becomes_rows() -> None:
-    page = checkpoint_page(payload(), "n4q95w5", "p7qr9qv")
+    page = checkpoint_listing(payload(), "n4q95w5", "p7qr9qv")
     job = page.job.row
     assert job["training_project_id"] == "n4q95w5"
     assert job["instance_type_id"] == "H100:8x208x1800"
@@ -100,7 +108,7 @@ def test_missing_optional_keys_are_null() -> None:
         del checkpoint["sync_status"], checkpoint["lora_adapter_config"], checkpoint["base_model"]
     for key in ("name", "error_message", "checkpoint_sync_status", "priority", "user", "availability_model"):
         del body["training_job"][key]
-    page = checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    page = checkpoint_listing(body, "n4q95w5", "p7qr9qv")
     assert [c["sync_status"] for c in page.checkpoints] == [None, None]
     assert page.lora_configs == {}
     assert page.job.row["user_email"] is None and page.job.row["priority"] is None
@@ -111,7 +119,7 @@ def test_unknown_values_are_stored_as_received() -> None:
     body["training_job"]["current_status"] = "TRAINING_JOB_HIBERNATING"
     body["checkpoints"][0]["checkpoint_type"] = "qlora-4bit"
     body["checkpoints"][1]["checkpoint_type"] = "FULL"
-    page = checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    page = checkpoint_listing(body, "n4q95w5", "p7qr9qv")
     assert page.job.row["current_status"] == "TRAINING_JOB_HIBERNATING"
     assert [c["checkpoint_type"] for c in page.checkpoints] == ["qlora-4bit", "full"]
 
@@ -133,7 +141,7 @@ def test_broken_responses_name_project_job_and_field(breakage: Any, field: str) 
     body = payload()
     breakage(body)
     with pytest.raises(MalformedResponse) as raised:
-        checkpoint_page(body, "n4q95w5", "p7qr9qv")
+        checkpoint_listing(body, "n4q95w5", "p7qr9qv")
     message = str(raised.value)
     assert "project n4q95w5" in message and "job p7qr9qv" in message and repr(field) in message
 
@@ -142,7 +150,7 @@ def test_duplicate_checkpoint_ids_keep_the_last_entry() -> None:
     body = payload()
     later = {**CHECKPOINTS[0], "size_bytes": 999, "sync_status": "COMPLETE"}
     body["checkpoints"].append(later)
-    page = checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    page = checkpoint_listing(body, "n4q95w5", "p7qr9qv")
     assert [c["checkpoint_id"] for c in page.checkpoints] == ["checkpoint-1000", "checkpoint-500"]
     assert page.checkpoints[-1]["size_bytes"] == 999
     assert page.duplicates == ["checkpoint-500"]
@@ -220,7 +228,7 @@ def test_values_no_database_can_hold_fail_the_job_by_name(breakage: Any, field: 
     body = payload()
     breakage(body)
     with pytest.raises(MalformedResponse) as raised:
-        checkpoint_page(body, "n4q95w5", "p7qr9qv")
+        checkpoint_listing(body, "n4q95w5", "p7qr9qv")
     message = str(raised.value)
     assert "project n4q95w5" in message and "job p7qr9qv" in message
     assert field in message and problem in message
@@ -231,3 +239,60 @@ def test_huge_numbers_in_a_lora_config_stay_exact_in_the_document() -> None:
     row = lora_config_row({"r": 2**70, "lora_alpha": 10**400, "lora_dropout": 2**60 + 1})
     assert row["r"] is None and row["lora_alpha"] is None and row["lora_dropout"] == float(2**60)
     assert row["config"] == {"r": 2**70, "lora_alpha": 10**400, "lora_dropout": 2**60 + 1}
+
+
+PROJECT: dict[str, Any] = {
+    "id": "n4q95w5",
+    "name": "qwen3-8b-support-sft",
+    "created_at": "2026-05-02T09:14:07Z",
+    "updated_at": "2026-05-14T13:02:51Z",
+    "team_name": "ml-platform",
+    "latest_job": None,
+}
+
+
+def test_a_project_listing_keeps_good_entries_and_rejects_broken_ones_by_name() -> None:
+    broken = {**PROJECT, "id": "w2m81xk", "created_at": "yesterday"}
+    later = {**PROJECT, "name": "renamed"}
+    listing = project_listing({"training_projects": [PROJECT, broken, later]})
+    assert [(p["id"], p["name"]) for p in listing.projects] == [("n4q95w5", "renamed")]
+    (rejected,) = listing.rejected
+    assert "training_projects[1].created_at" in str(rejected) and not listing.complete
+    assert project_listing({"training_projects": [PROJECT]}).complete
+
+
+@pytest.mark.parametrize(
+    "body", [[], {"projects": []}, {"training_projects": {"n4q95w5": PROJECT}}, {"training_projects": None}]
+)
+def test_a_project_listing_without_its_list_is_malformed(body: Any) -> None:
+    with pytest.raises(MalformedResponse, match="training_projects"):
+        project_listing(body)
+
+
+def test_a_job_listing_normalizes_the_project_and_each_job_once() -> None:
+    later = {**copy.deepcopy(JOB), "current_status": "TRAINING_JOB_FAILED"}
+    broken = {**copy.deepcopy(JOB), "id": "prwny3y", "updated_at": "yesterday"}
+    listing = job_listing({"training_project": PROJECT, "training_jobs": [JOB, broken, later]}, "n4q95w5")
+    assert listing.project["name"] == "qwen3-8b-support-sft"
+    assert [(j.row["id"], j.row["current_status"]) for j in listing.jobs] == [
+        ("p7qr9qv", "TRAINING_JOB_FAILED")
+    ]
+    (rejected,) = listing.rejected
+    assert (rejected.project_id, rejected.job_id) == ("n4q95w5", "prwny3y") and not listing.complete
+
+
+def test_a_job_listing_of_another_project_is_malformed() -> None:
+    other = {**PROJECT, "id": "w2m81xk"}
+    with pytest.raises(MalformedResponse, match=r"expected project 'n4q95w5', got 'w2m81xk'"):
+        job_listing({"training_project": other, "training_jobs": []}, "n4q95w5")
+    elsewhere = {**copy.deepcopy(JOB), "training_project_id": "w2m81xk"}
+    listing = job_listing({"training_project": PROJECT, "training_jobs": [elsewhere]}, "n4q95w5")
+    assert listing.jobs == [] and "expected project 'n4q95w5'" in str(listing.rejected[0])
+
+
+def test_the_job_search_names_the_project_of_exactly_that_job() -> None:
+    other = {**copy.deepcopy(JOB), "id": "p7qr9qvx", "training_project_id": "w2m81xk"}
+    assert project_of_job({"training_jobs": [other, JOB]}, "p7qr9qv") == "n4q95w5"
+    assert project_of_job({"training_jobs": [other]}, "p7qr9qv") is None
+    with pytest.raises(MalformedResponse):
+        project_of_job({"training_jobs": [{"id": "p7qr9qv"}]}, "p7qr9qv")

@@ -164,7 +164,7 @@ def test_a_finished_job_whose_uploader_is_still_syncing_is_read_again(archive: E
     org.checkpoints["jobaaaa"] = uploaded
     report = org.sync(archive)
 
-    assert report.jobs_skipped == 0 and report.counts.inserted == 1
+    assert report.counts.jobs_skipped == 0 and report.counts.checkpoints_inserted == 1
     assert live_checkpoints(archive, "jobaaaa") == 1
 
 
@@ -177,7 +177,7 @@ def test_a_finished_job_whose_uploader_is_still_syncing_is_not_skipped_with_comp
     later = {**copy.deepcopy(CHECKPOINTS[0]), "training_job_id": "jobaaaa", "checkpoint_id": "late"}
     org.checkpoints["jobaaaa"].append(later)
     report = org.sync(archive)
-    assert report.jobs_skipped == 0 and report.counts.inserted == 1
+    assert report.counts.jobs_skipped == 0 and report.counts.checkpoints_inserted == 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -303,7 +303,7 @@ def test_a_job_listed_twice_is_fetched_and_counted_once(archive: Engine) -> None
     org.jobs["aaaaaaa"].append(copy.deepcopy(job))
     report = org.sync(archive)
     assert report.exit_code == 0
-    assert (report.jobs, report.jobs_fetched, report.counts.inserted) == (1, 1, 1)
+    assert (report.counts.jobs, report.counts.jobs_fetched, report.counts.checkpoints_inserted) == (1, 1, 1)
 
 
 def test_a_mistyped_project_is_an_error_not_a_deletion(archive: Engine) -> None:

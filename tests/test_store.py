@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from archiver import store
-from archiver.normalize import Where, checkpoint_page, project_row
+from archiver.normalize import Where, checkpoint_listing, project_row
 
 from .conftest import rows, scalar
 from .test_normalize import payload
@@ -18,11 +18,11 @@ NIGHT_2 = NIGHT_1 + timedelta(days=1)
 
 
 def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.WriteCounts:
-    page = checkpoint_page(body, "n4q95w5", "p7qr9qv")
+    page = checkpoint_listing(body, "n4q95w5", "p7qr9qv")
     project = project_row({"id": "n4q95w5", "name": "qwen3 — ünïcødé '; DROP TABLE checkpoints; --"}, Where())
     with engine.begin() as connection:
         store.save_listing(connection, project, [page.job], now, None)
-        return store.save_checkpoint_pages(connection, [page], now, None)
+        return store.save_checkpoint_listings(connection, [page], now, None)
 
 
 def test_second_write_of_the_same_data_rewrites_no_checkpoint_row(archive: Engine) -> None:

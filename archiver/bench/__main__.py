@@ -126,7 +126,7 @@ def main(
         tempfile.TemporaryDirectory(prefix="archiver-bench-") as workdir,
         scratch_databases(postgres_url, Path(workdir)) as new_database,
     ):
-        say("\n1. Write path: store.save_checkpoint_pages (batches of whole jobs) vs the raw driver")
+        say("\n1. Write path: store.save_checkpoint_listings (batches of whole jobs) vs the raw driver")
         say(
             f"   {'database':<11}{'pass':<22}{'ours rows/s':>12}{'raw rows/s':>12}{'ratio':>7}  target >= 0.5x"
         )

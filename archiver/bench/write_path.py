@@ -1,7 +1,7 @@
 """Time the write path alone: our checkpoint upsert beside a raw-driver baseline on the same rows.
 
 Both sides start from the same normalized rows and end with the same table contents. Ours is
-`store.save_checkpoint_pages`, exactly as the sync's writer calls it (batches of whole jobs, one
+`store.save_checkpoint_listings`, exactly as the sync's writer calls it (batches of whole jobs, one
 transaction each); the baseline is the fastest plain use of the driver: `sqlite3` executemany
 with `ON CONFLICT`, or psycopg `COPY` into a temporary table then `INSERT ... SELECT ... ON CONFLICT`,
 in one transaction. Pass 2 re-writes the same keys a day later with every tenth row changed.
@@ -20,24 +20,13 @@ from sqlalchemy.engine import Engine
 
 from archiver import db, migrate, store
 from archiver.fake_api import FakeBaseten, OrgSpec
-from archiver.normalize import CheckpointPage, Row, checkpoint_page
+from archiver.normalize import CheckpointListing, Row, checkpoint_listing
 from archiver.sync import DEFAULT_BATCH_ROWS
 
 FIRST_NIGHT = datetime(2026, 2, 1, 3, 0, tzinfo=UTC)
-COLUMNS = (
-    "training_job_id",
-    "checkpoint_id",
-    "created_at",
-    "checkpoint_type",
-    "base_model",
-    "lora_adapter_config_id",
-    "size_bytes",
-    "sync_status",
-    "extra",
-    "first_seen_at",
-    "last_seen_at",
-)
-VALUES = COLUMNS[2:9]
+# The baseline writes what ours writes: the archive's checkpoint values (a fresh load has no deletions).
+VALUES = tuple(name for name in store.CHECKPOINT_VALUES if name != "deleted_at")
+COLUMNS = ("training_job_id", "checkpoint_id", *VALUES, "first_seen_at", "last_seen_at")
 
 
 @dataclass(frozen=True)
@@ -60,11 +49,11 @@ class WritePathResult:
     raw: tuple[PassTimes, PassTimes]
 
 
-def pages_for(spec: OrgSpec) -> list[CheckpointPage]:
+def pages_for(spec: OrgSpec) -> list[CheckpointListing]:
     """Normalize every job of a generated organisation, as the fetchers would."""
     fake = FakeBaseten(spec)
     return [
-        checkpoint_page(
+        checkpoint_listing(
             {"training_job": fake.job(job_id), "checkpoints": fake.checkpoints(job_id)}, p, job_id
         )
         for p in fake.project_ids()
@@ -72,7 +61,7 @@ def pages_for(spec: OrgSpec) -> list[CheckpointPage]:
     ]
 
 
-def changed(pages: Sequence[CheckpointPage], every: int = 10) -> list[CheckpointPage]:
+def changed(pages: Sequence[CheckpointListing], every: int = 10) -> list[CheckpointListing]:
     """The same pages with every `every`-th checkpoint grown by a byte."""
     result, index = [], 0
     for page in pages:
@@ -87,10 +76,10 @@ def changed(pages: Sequence[CheckpointPage], every: int = 10) -> list[Checkpoint
 
 
 def batches(
-    pages: Sequence[CheckpointPage], rows: int = DEFAULT_BATCH_ROWS
-) -> Iterator[list[CheckpointPage]]:
+    pages: Sequence[CheckpointListing], rows: int = DEFAULT_BATCH_ROWS
+) -> Iterator[list[CheckpointListing]]:
     """Group whole jobs the way the sync's writer does."""
-    batch: list[CheckpointPage] = []
+    batch: list[CheckpointListing] = []
     count = 0
     for page in pages:
         batch.append(page)
@@ -102,7 +91,7 @@ def batches(
         yield batch
 
 
-def prepare(engine: Engine, pages: Sequence[CheckpointPage]) -> dict[str, int]:
+def prepare(engine: Engine, pages: Sequence[CheckpointListing]) -> dict[str, int]:
     """Migrate an empty database and archive what checkpoints refer to; return LoRA config ids."""
     migrate.upgrade(engine)
     with engine.begin() as connection:
@@ -115,16 +104,16 @@ def prepare(engine: Engine, pages: Sequence[CheckpointPage]) -> dict[str, int]:
         return store.save_lora_configs(connection, configs, FIRST_NIGHT)
 
 
-def ours(engine: Engine, pages: Sequence[CheckpointPage], now: datetime) -> PassTimes:
-    """Time `store.save_checkpoint_pages` over batches of whole jobs."""
+def ours(engine: Engine, pages: Sequence[CheckpointListing], now: datetime) -> PassTimes:
+    """Time `store.save_checkpoint_listings` over batches of whole jobs."""
     started = time.perf_counter()
     for batch in batches(pages):
         with engine.begin() as connection:
-            store.save_checkpoint_pages(connection, batch, now, None)
+            store.save_checkpoint_listings(connection, batch, now, None)
     return PassTimes(sum(len(p.checkpoints) for p in pages), time.perf_counter() - started)
 
 
-def _records(pages: Sequence[CheckpointPage], config_ids: dict[str, int]) -> Iterator[Row]:
+def _records(pages: Sequence[CheckpointListing], config_ids: dict[str, int]) -> Iterator[Row]:
     for page in pages:
         for listed in page.checkpoints:
             row = {key: value for key, value in listed.items() if key != "lora_config_sha256"}
@@ -139,7 +128,7 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 
 def raw_sqlite(
-    path: str, pages: Sequence[CheckpointPage], config_ids: dict[str, int], now: datetime
+    path: str, pages: Sequence[CheckpointListing], config_ids: dict[str, int], now: datetime
 ) -> PassTimes:
     """Time plain `sqlite3` executemany `INSERT ... ON CONFLICT DO UPDATE`, one transaction."""
     names = ", ".join(COLUMNS)
@@ -180,7 +169,7 @@ def raw_sqlite(
 
 
 def raw_postgresql(
-    url: str, pages: Sequence[CheckpointPage], config_ids: dict[str, int], now: datetime
+    url: str, pages: Sequence[CheckpointListing], config_ids: dict[str, int], now: datetime
 ) -> PassTimes:
     """Time psycopg `COPY` into a temporary table, then one `INSERT ... SELECT ... ON CONFLICT`."""
     import psycopg
@@ -223,7 +212,7 @@ def raw_postgresql(
     return PassTimes(count, seconds)
 
 
-def measure(url: str, raw_url: str, pages: Sequence[CheckpointPage]) -> WritePathResult:
+def measure(url: str, raw_url: str, pages: Sequence[CheckpointListing]) -> WritePathResult:
     """Run both passes of ours on `url` and of the baseline on `raw_url` (two empty databases)."""
     second = changed(pages)
     later = FIRST_NIGHT + timedelta(days=1)
@@ -237,13 +226,13 @@ def measure(url: str, raw_url: str, pages: Sequence[CheckpointPage]) -> WritePat
             assert path is not None
             raw_engine.dispose()
 
-            def raw(pages: Sequence[CheckpointPage], now: datetime) -> PassTimes:
+            def raw(pages: Sequence[CheckpointListing], now: datetime) -> PassTimes:
                 return raw_sqlite(path, pages, config_ids, now)
 
         else:
             raw_engine.dispose()
 
-            def raw(pages: Sequence[CheckpointPage], now: datetime) -> PassTimes:
+            def raw(pages: Sequence[CheckpointListing], now: datetime) -> PassTimes:
                 return raw_postgresql(raw_url, pages, config_ids, now)
 
         first = (ours(engine, pages, FIRST_NIGHT), raw(pages, FIRST_NIGHT))
