@@ -16,7 +16,7 @@ metadata = sa.MetaData()
 
 # On SQLite a view's columns carry no types: these restore them (timestamps become aware UTC
 # datetimes, days become dates, JSON is decoded) so results read the same on both databases.
-Text, BigInt, Float, Time = sa.Text(), sa.BigInteger(), sa.Float(), UTCDateTime()
+Text, Int, BigInt, Float, Time = sa.Text(), sa.Integer(), sa.BigInteger(), sa.Double(), UTCDateTime()
 
 checkpoint_facts = sa.Table(
     "checkpoint_facts",
@@ -42,7 +42,7 @@ checkpoint_facts = sa.Table(
     sa.Column("job_created_at", Time),
     sa.Column("instance_type_name", Text),
     sa.Column("gpu_type", Text),
-    sa.Column("gpu_count", BigInt),
+    sa.Column("gpu_count", Int),
     sa.Column("first_seen_at", Time),
     sa.Column("last_seen_at", Time),
     sa.Column("deleted_at", Time),
@@ -65,8 +65,8 @@ job_facts = sa.Table(
     sa.Column("creator_email", Text),
     sa.Column("instance_type_name", Text),
     sa.Column("gpu_type", Text),
-    sa.Column("gpu_count", BigInt),
-    sa.Column("node_count", BigInt),
+    sa.Column("gpu_count", Int),
+    sa.Column("node_count", Int),
     sa.Column("created_at", Time),
     sa.Column("updated_at", Time),
     sa.Column("hours_since_update", Float),

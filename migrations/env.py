@@ -21,6 +21,7 @@ def run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=True,  # SQLite can only ALTER by copying tables
         compare_type=True,
+        compare_server_default=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -60,10 +61,43 @@ def test_each_revision_steps_down_and_up(engine: Engine) -> None:
         assert migrate.current_revision(engine) == revision
 
 
+def schema_differences(engine: Engine, target: sa.MetaData) -> list[object]:
+    """What Alembic's autogenerate finds between the database and `target`: types and server defaults too."""
+    with engine.connect() as connection:
+        options = {"compare_type": True, "compare_server_default": True}
+        return list(compare_metadata(MigrationContext.configure(connection, opts=options), target))
+
+
 def test_models_match_migrations(archive: Engine) -> None:
-    with archive.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert compare_metadata(context, metadata) == []
+    assert schema_differences(archive, metadata) == []
+
+
+def test_a_changed_server_default_is_a_difference(archive: Engine) -> None:
+    changed = sa.MetaData(naming_convention=metadata.naming_convention)
+    for table in metadata.sorted_tables:
+        table.to_metadata(changed)
+    changed.tables["sync_runs"].c.requests.server_default = sa.DefaultClause("1")
+    differences = schema_differences(archive, changed)
+    assert len(differences) == 1 and "modify_default" in repr(differences), differences
+
+
+def test_released_revisions_are_frozen() -> None:
+    """A revision that has landed never changes: an archive already at it would never see the edit."""
+    migrations = REPO / "migrations"
+    released = {}
+    for line in (migrations / "released.sha256").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        released[name] = digest
+    for path in sorted((migrations / "versions").glob("*.py")):
+        name = path.relative_to(migrations).as_posix()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert name in released, (
+            f"{name} is not in migrations/released.sha256; when it lands, record it: "
+            f"(cd migrations && sha256sum {name} >> released.sha256)"
+        )
+        assert released[name] == digest, (
+            f"{name} changed after it was released; a change to a released schema is a new revision"
+        )
 
 
 def test_empty_database_gets_the_schema(engine: Engine) -> None:
@@ -74,8 +108,6 @@ def test_empty_database_gets_the_schema(engine: Engine) -> None:
 def test_older_schema_is_refused_with_the_fix(engine: Engine) -> None:
     scripts = ScriptDirectory.from_config(migrate.alembic_config())
     revisions = [s.revision for s in reversed(list(scripts.walk_revisions()))]
-    if len(revisions) < 2:
-        pytest.skip("only one revision exists")
     migrate.upgrade(engine, revisions[-2])
     with pytest.raises(SchemaOutOfDate, match="archiver db upgrade"):
         migrate.ensure_current(engine)
