@@ -16,7 +16,8 @@ metadata = sa.MetaData()
 
 # On SQLite a view's columns carry no types: these restore them (timestamps become aware UTC
 # datetimes, days become dates, JSON is decoded) so results read the same on both databases.
-Text, Int, BigInt, Float, Time = sa.Text(), sa.Integer(), sa.BigInteger(), sa.Double(), UTCDateTime()
+Text, Int, BigInt, Time = sa.Text(), sa.Integer(), sa.BigInteger(), UTCDateTime()
+Float: sa.Double[float] = sa.Double()
 
 checkpoint_facts = sa.Table(
     "checkpoint_facts",
