@@ -40,6 +40,35 @@ DEFAULT_MAX_RPS = 95.0
 DEFAULT_CONCURRENCY = 16
 
 
+REDACTED_KEY = "<api key>"
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """One answer the archiver used: the request, the status and the body as received (the key masked)."""
+
+    method: str
+    path: str
+    status: int
+    body: bytes
+    request_body: bytes
+    where: Where
+    content_type: str = ""
+
+    def json(self) -> Any:
+        """The body as JSON; raise MalformedResponse, naming where, when it is not."""
+        try:
+            # NaN and Infinity are Python's extensions, not JSON; PostgreSQL's jsonb refuses them.
+            return json.loads(self.body, parse_constant=_not_json)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            kind = self.content_type or "no content type"
+            raise MalformedResponse(
+                f"response is not valid JSON ({kind}, {len(self.body)} bytes): {exc}",
+                project_id=self.where.project_id,
+                job_id=self.where.job_id,
+            ) from None
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard to try before a request fails its job."""
@@ -146,29 +175,25 @@ class BasetenClient:
         """Make waiting requests give up (used on SIGINT/SIGTERM)."""
         self._stopping.set()
 
-    def list_projects(self) -> Any:
-        """GET /v1/training_projects, as parsed JSON."""
-        return self._get_json("/v1/training_projects", Where(path="GET /v1/training_projects"))
+    def list_projects(self) -> ApiResponse:
+        """GET /v1/training_projects."""
+        return self._request("GET", "/v1/training_projects", Where(path="GET /v1/training_projects"))
 
-    def list_jobs(self, project_id: str) -> Any:
-        """GET /v1/training_projects/{id}/jobs, as parsed JSON."""
-        return self._get_json(f"/v1/training_projects/{project_id}/jobs", Where(project_id))
+    def list_jobs(self, project_id: str) -> ApiResponse:
+        """GET /v1/training_projects/{id}/jobs."""
+        return self._request("GET", f"/v1/training_projects/{project_id}/jobs", Where(project_id))
 
-    def get_checkpoints(self, project_id: str, job_id: str) -> Any:
-        """GET /v1/training_projects/{pid}/jobs/{jid}/checkpoints, as parsed JSON."""
+    def get_checkpoints(self, project_id: str, job_id: str) -> ApiResponse:
+        """GET /v1/training_projects/{pid}/jobs/{jid}/checkpoints."""
         where = Where(project_id, job_id)
-        return self._get_json(f"/v1/training_projects/{project_id}/jobs/{job_id}/checkpoints", where)
+        return self._request("GET", f"/v1/training_projects/{project_id}/jobs/{job_id}/checkpoints", where)
 
-    def search_jobs(self, *, job_id: str | None = None, project_id: str | None = None) -> Any:
-        """POST /v1/training_jobs/search, as parsed JSON."""
-        where = Where(project_id, job_id)
+    def search_jobs(self, *, job_id: str | None = None, project_id: str | None = None) -> ApiResponse:
+        """POST /v1/training_jobs/search."""
         body = {"job_id": job_id, "project_id": project_id}
-        return _parse_json(self._request("POST", "/v1/training_jobs/search", where, json_body=body), where)
+        return self._request("POST", "/v1/training_jobs/search", Where(project_id, job_id), json_body=body)
 
-    def _get_json(self, path: str, where: Where) -> Any:
-        return _parse_json(self._request("GET", path, where), where)
-
-    def _request(self, method: str, path: str, where: Where, json_body: Any = None) -> httpx.Response:
+    def _request(self, method: str, path: str, where: Where, json_body: Any = None) -> ApiResponse:
         policy = self.retry
         started = time.monotonic()
         attempt = 0
@@ -190,7 +215,7 @@ class BasetenClient:
             else:
                 status = response.status_code
                 if status < 300:
-                    return response
+                    return self._answer(response, where)
                 if status < 400:
                     location = self._redact(response.headers.get("Location", "nowhere"))[:200]
                     raise ApiError(
@@ -211,6 +236,7 @@ class BasetenClient:
                         status=404,
                         project_id=where.project_id,
                         job_id=where.job_id,
+                        response=self._answer(response, where),
                     )
                 if status == 429:
                     with self._counting:
@@ -242,9 +268,21 @@ class BasetenClient:
                     job_id=where.job_id,
                 )
 
+    def _answer(self, response: httpx.Response, where: Where) -> ApiResponse:
+        request = response.request
+        return ApiResponse(
+            request.method,
+            request.url.raw_path.decode("ascii"),
+            response.status_code,
+            response.content.replace(self._api_key.encode(), REDACTED_KEY.encode()),
+            request.content,
+            where,
+            response.headers.get("Content-Type", ""),
+        )
+
     def _redact(self, text: str) -> str:
         """Mask the API key in text the server sent back, should it ever echo it."""
-        return text.replace(self._api_key, "<api key>")
+        return text.replace(self._api_key, REDACTED_KEY)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
@@ -295,19 +333,6 @@ def _error_text(response: httpx.Response) -> str:
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
-
-
-def _parse_json(response: httpx.Response, where: Where) -> Any:
-    try:
-        # NaN and Infinity are Python's extensions, not JSON; PostgreSQL's jsonb refuses them.
-        return json.loads(response.content, parse_constant=_not_json)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        kind = response.headers.get("Content-Type", "no content type")
-        raise MalformedResponse(
-            f"response is not valid JSON ({kind}, {len(response.content)} bytes): {exc}",
-            project_id=where.project_id,
-            job_id=where.job_id,
-        ) from None
 
 
 def unreachable(exc: JobError) -> ApiUnavailable:

@@ -21,6 +21,8 @@ the API key or a database password.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ArchiverError(Exception):
     """Base of every error the archiver raises on purpose."""
@@ -120,3 +122,7 @@ class NotFound(ApiError):
     """The API answered 404 for a project or job."""
 
     kind = "gone"
+
+    def __init__(self, message: str, *, response: object = None, **where: Any) -> None:
+        super().__init__(message, **where)
+        self.response = response  # the client's ApiResponse: the archive keeps what it acted on

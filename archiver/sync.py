@@ -252,7 +252,7 @@ class Sync:
         scope = self.options.scope
         if scope.everything:
             try:
-                listing = normalize.project_listing(self.client.list_projects())
+                listing = normalize.project_listing(self.client.list_projects().json())
             except JobError as exc:  # malformed too: without the listing there is no run
                 raise unreachable(exc) from None
             for rejected in listing.rejected:
@@ -278,7 +278,7 @@ class Sync:
     def _project_of(self, job_id: str) -> str | None:
         """Resolve a bare job id to its project with the search endpoint."""
         try:
-            project_id = normalize.project_of_job(self.client.search_jobs(job_id=job_id), job_id)
+            project_id = normalize.project_of_job(self.client.search_jobs(job_id=job_id).json(), job_id)
         except JobError as exc:
             self._fail(exc.located(project_id=None, job_id=job_id))
             return None
@@ -362,7 +362,7 @@ class Sync:
         return skip
 
     def _fetch_listing(self, project_id: str) -> JobListing:
-        return normalize.job_listing(self.client.list_jobs(project_id), project_id)
+        return normalize.job_listing(self.client.list_jobs(project_id).json(), project_id)
 
     def _archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         """Fetch every job's checkpoints; write whole jobs in batches."""
@@ -399,7 +399,7 @@ class Sync:
 
     def _fetch_checkpoints(self, target: tuple[str, str]) -> CheckpointListing:
         project_id, job_id = target
-        payload = self.client.get_checkpoints(project_id, job_id)
+        payload = self.client.get_checkpoints(project_id, job_id).json()
         return normalize.checkpoint_listing(payload, project_id, job_id)
 
     def _mark_gone(

@@ -56,7 +56,7 @@ def test_sends_the_documented_auth_header() -> None:
         seen.append(request)
         return httpx.Response(200, json=PROJECTS)
 
-    assert client_for(handler).list_projects() == {"training_projects": []}
+    assert client_for(handler).list_projects().json() == {"training_projects": []}
     assert seen[0].headers["Authorization"] == f"Api-Key {KEY}"
     assert seen[0].url.path == "/v1/training_projects"
     assert seen[0].headers["User-Agent"].startswith("archiver/")
@@ -72,7 +72,7 @@ def test_429_waits_as_told_then_retries() -> None:
         ),
         waits,
     )
-    assert client.list_projects() == {"training_projects": []}
+    assert client.list_projects().json() == {"training_projects": []}
     assert waits == [7.0, 3.0]
     assert client.rate_limited == 2
 
@@ -88,7 +88,7 @@ def test_5xx_and_resets_back_off_with_jitter_then_succeed() -> None:
         ),
         waits,
     )
-    assert client.list_projects() == {"training_projects": []}
+    assert client.list_projects().json() == {"training_projects": []}
     assert len(waits) == 3
     assert 0.25 <= waits[0] <= 0.5 and 0.5 <= waits[1] <= 1.0 and 1.0 <= waits[2] <= 2.0
 
@@ -127,9 +127,10 @@ def test_non_json_body_is_malformed_not_retried() -> None:
         calls.append(1)
         return httpx.Response(200, text="<html>maintenance</html>", headers={"Content-Type": "text/html"})
 
+    response = client_for(handler).get_checkpoints("n4q95w5", "p7qr9qv")
     with pytest.raises(MalformedResponse, match="not valid JSON"):
-        client_for(handler).get_checkpoints("n4q95w5", "p7qr9qv")
-    assert calls == [1]
+        response.json()
+    assert calls == [1] and response.body == b"<html>maintenance</html>"
 
 
 def test_search_posts_the_job_id() -> None:
@@ -139,7 +140,7 @@ def test_search_posts_the_job_id() -> None:
         bodies.append(json.loads(request.content))
         return httpx.Response(200, json={"training_jobs": []})
 
-    assert client_for(handler).search_jobs(job_id="p7qr9qv") == {"training_jobs": []}
+    assert client_for(handler).search_jobs(job_id="p7qr9qv").json() == {"training_jobs": []}
     assert bodies == [{"job_id": "p7qr9qv", "project_id": None}]
 
 
@@ -166,7 +167,7 @@ def test_429_without_retry_after_backs_off_and_an_http_date_is_honoured() -> Non
         ),
         waits,
     )
-    assert client.list_projects() == {"training_projects": []}
+    assert client.list_projects().json() == {"training_projects": []}
     assert 0.25 <= waits[0] <= 0.5 and 0.5 <= waits[1] <= 1.0
     assert 20 <= waits[2] <= 30
 
@@ -176,7 +177,7 @@ def test_retry_after_zero_means_now_not_backoff() -> None:
     client = client_for(
         sequence(httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200, json=PROJECTS)), waits
     )
-    assert client.list_projects() == {"training_projects": []}
+    assert client.list_projects().json() == {"training_projects": []}
     assert waits == [0.0]
 
 
@@ -204,7 +205,7 @@ def test_a_body_garbled_in_transit_is_retried() -> None:
         ),
         waits,
     )
-    assert client.list_projects() == {"training_projects": []} and len(waits) == 1
+    assert client.list_projects().json() == {"training_projects": []} and len(waits) == 1
 
 
 def test_a_stopping_client_does_not_retry() -> None:
@@ -237,7 +238,7 @@ def test_an_error_body_echoing_the_key_is_redacted() -> None:
 def test_json_extensions_and_absurd_nesting_are_malformed(body: bytes) -> None:
     client = client_for(lambda r: httpx.Response(200, content=body))
     with pytest.raises(MalformedResponse, match="not valid JSON"):
-        client.get_checkpoints("n4q95w5", "p7qr9qv")
+        client.get_checkpoints("n4q95w5", "p7qr9qv").json()
 
 
 @pytest.mark.parametrize("key", ["", "   ", "sk-\u00e9t\u00e9", "sk-1\nsk-2", "Api-Key sk-1"])
@@ -262,3 +263,12 @@ def test_a_trailing_newline_on_the_key_is_ignored() -> None:
 def test_an_api_url_without_scheme_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="BASETEN_API_URL"):
         BasetenClient(KEY, "api.baseten.co")
+
+
+def test_a_body_echoing_the_key_is_kept_with_the_key_masked() -> None:
+    client = client_for(lambda r: httpx.Response(200, json={"training_projects": [{"id": KEY}]}))
+    response = client.list_projects()
+    assert KEY.encode() not in response.body and response.json() == {
+        "training_projects": [{"id": "<api key>"}]
+    }
+    assert (response.method, response.path, response.status) == ("GET", "/v1/training_projects", 200)
