@@ -122,6 +122,13 @@ def check_connection(engine: Engine) -> None:
         ) from None
 
 
+def database_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    """What a failing database raises: SQLAlchemy's wrapper, or the driver's own error where we call the
+    driver directly (the PostgreSQL COPY path)."""
+    driver_error = getattr(engine.dialect.dbapi, "Error", None)
+    return (sa.exc.DBAPIError,) if driver_error is None else (sa.exc.DBAPIError, driver_error)
+
+
 def describe_db_error(exc: BaseException) -> str:
     """Describe a database error in one line, without parameters or the URL's password."""
     original = getattr(exc, "orig", None) or exc

@@ -456,7 +456,7 @@ class Sync:
         try:
             with self.engine.begin() as connection:
                 return work(connection, *args, **kwargs)
-        except sa.exc.DBAPIError as exc:
+        except db.database_errors(self.engine) as exc:
             raise DatabaseUnavailable(
                 f"writing to the database failed: {describe_db_error(exc)}; "
                 "everything committed before this point is intact, rerun to finish"
