@@ -27,7 +27,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 # The Alembic revision these tables (and the views of revision 0003) are at. Every new revision
 # bumps it; `tests/test_migrations.py` checks it is the head of migrations/versions.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -100,6 +100,7 @@ training_projects = sa.Table(
     sa.Column("extra", JSONDocument),
     *_seen_columns(),
     sa.Column("deleted_at", UTCDateTime()),
+    sa.Column("valid_from", UTCDateTime(), nullable=False),
 )
 
 instance_types = sa.Table(
@@ -114,6 +115,7 @@ instance_types = sa.Table(
     sa.Column("gpu_memory_limit_mib", sa.BigInteger()),
     sa.Column("extra", JSONDocument),
     *_seen_columns(),
+    sa.Column("valid_from", UTCDateTime(), nullable=False),
 )
 
 training_jobs = sa.Table(
@@ -139,6 +141,7 @@ training_jobs = sa.Table(
     sa.Column("checkpoints_fetched_at", UTCDateTime()),
     sa.Column("checkpoints_fetched_job_updated_at", UTCDateTime()),
     sa.Column("checkpoints_all_complete", sa.Boolean(create_constraint=False)),
+    sa.Column("valid_from", UTCDateTime(), nullable=False),
     sa.Index(None, "training_project_id"),
 )
 
@@ -173,6 +176,7 @@ checkpoints = sa.Table(
     sa.Column("extra", JSONDocument),
     *_seen_columns(),
     sa.Column("deleted_at", UTCDateTime()),
+    sa.Column("valid_from", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("training_job_id", "checkpoint_id"),
     sa.Index(None, "lora_adapter_config_id"),
 )
@@ -232,13 +236,82 @@ sync_errors = sa.Table(
     sa.Index(None, "sync_run_id"),
 )
 
-training_job_status_history = sa.Table(
-    "training_job_status_history",
-    metadata,
-    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
-    sa.Column("training_job_id", sa.Text(), sa.ForeignKey("training_jobs.id"), nullable=False),
-    sa.Column("status", sa.Text()),
-    sa.Column("observed_at", UTCDateTime(), nullable=False),
-    sa.Column("sync_run_id", sa.BigInteger(), sa.ForeignKey("sync_runs.id")),
-    sa.Index(None, "training_job_id", "observed_at"),
+
+@dataclass(frozen=True)
+class Versioned:
+    """A table whose every state is kept: the current one in `table`, the earlier ones in `history`.
+
+    `valid_from` on the current row is when its state was first seen; a history row is a state
+    that was current from `valid_from` until `valid_to`, when a run saw it change, be deleted
+    (`deleted_at` set) or come back. The `<versions>` view puts the two together.
+    """
+
+    table: sa.Table
+    history: sa.Table
+    versions: str  # the view of every version, current ones with valid_to NULL
+    values: tuple[str, ...]  # the columns whose change is a new version
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """The columns that say which row a history row is a version of."""
+        return tuple(c.name for c in self.history.columns if c.name not in (*self.values, *PERIOD))
+
+
+PERIOD = ("valid_from", "valid_to")
+
+
+def _history(name: str, current: sa.Table, identity: tuple[str, ...], values: tuple[str, ...]) -> sa.Table:
+    """The table of `current`'s earlier states: its identity and value columns, and the period each held."""
+    return sa.Table(
+        name,
+        metadata,
+        *(
+            sa.Column(
+                column,
+                current.c[column].type,
+                *_references(name, current, column),
+                nullable=column in values and current.c[column].nullable,
+            )
+            for column in (*identity, *values)
+        ),
+        sa.Column("valid_from", UTCDateTime(), nullable=False),
+        sa.Column("valid_to", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", "valid_from"),
+    )
+
+
+def _references(history: str, current: sa.Table, column: str) -> list[sa.ForeignKey]:
+    """A history column refers where its current column does; `id` refers to the current row.
+
+    Named `fk_<history>_<column>`: the naming convention's longer names would pass PostgreSQL's
+    63 characters and be cut differently on each database.
+    """
+    targets = (
+        [f"{current.name}.id"]
+        if column == "id"
+        else [k.target_fullname for k in current.c[column].foreign_keys]
+    )
+    return [sa.ForeignKey(target, name=f"fk_{history}_{column}") for target in targets]
+
+
+def _versioned(
+    current: sa.Table, singular: str, identity: tuple[str, ...], bookkeeping: tuple[str, ...]
+) -> Versioned:
+    skip = {*identity, *bookkeeping, "first_seen_at", "last_seen_at", "valid_from"}
+    values = tuple(c.name for c in current.columns if c.name not in skip)
+    history = _history(f"{singular}_history", current, identity, values)
+    return Versioned(current, history, f"{singular}_versions", values)
+
+
+VERSIONED = (
+    _versioned(training_projects, "training_project", ("id",), ()),
+    _versioned(instance_types, "instance_type", ("id",), ()),
+    _versioned(
+        training_jobs,
+        "training_job",
+        ("id",),
+        ("checkpoints_fetched_at", "checkpoints_fetched_job_updated_at", "checkpoints_all_complete"),
+    ),
+    _versioned(checkpoints, "checkpoint", ("id", "training_job_id", "checkpoint_id"), ()),
 )
+VERSIONS = {versioned.table.name: versioned for versioned in VERSIONED}

@@ -1,8 +1,11 @@
 """Write normalized rows into the archive. Helpers take a connection and never commit:
 the orchestrator in `sync.py` owns transactions.
 
-Nothing is ever deleted. A project, job or checkpoint that the API stops listing gets
-`deleted_at` (and so does everything under it); one that comes back has it cleared.
+Nothing is ever deleted or overwritten. A row whose values change keeps its earlier state in its
+history table (see `schema.Versioned`); a project, job or checkpoint that the API stops listing
+gets `deleted_at` (and so does everything under it), and one that comes back has it cleared,
+each a new version too. An unchanged row is not written at all, so an unchanged night adds no
+versions.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -18,26 +21,21 @@ from sqlalchemy.engine import Connection
 from archiver.db import chunked, upsert
 from archiver.normalize import TERMINAL_JOB_STATUSES, CheckpointListing, JobRecord, Row
 from archiver.schema import (
+    VERSIONS,
     UTCDateTime,
+    Versioned,
     checkpoints,
     instance_types,
     lora_adapter_configs,
-    training_job_status_history,
     training_jobs,
     training_projects,
 )
 
-# Checkpoint columns whose change makes a row "updated".
-CHECKPOINT_VALUES = (
-    "created_at",
-    "checkpoint_type",
-    "base_model",
-    "lora_adapter_config_id",
-    "size_bytes",
-    "sync_status",
-    "extra",
-    "deleted_at",
+PROJECTS, INSTANCE_TYPES, JOBS, CHECKPOINTS = (
+    VERSIONS[table.name] for table in (training_projects, instance_types, training_jobs, checkpoints)
 )
+# Checkpoint columns whose change makes a row "updated" (and a new version).
+CHECKPOINT_VALUES = CHECKPOINTS.values
 _DELETED_AT = CHECKPOINT_VALUES.index("deleted_at")
 
 
@@ -50,71 +48,125 @@ class WriteCounts:
     unchanged: int = 0
     deleted: int = 0
 
-    def __iadd__(self, other: WriteCounts) -> WriteCounts:
-        self.inserted += other.inserted
-        self.updated += other.updated
-        self.unchanged += other.unchanged
-        self.deleted += other.deleted
-        return self
+
+class Archived(NamedTuple):
+    """A current row as the archive holds it: its primary key, since when, and its values."""
+
+    id: Any
+    valid_from: datetime
+    values: tuple[Any, ...]
 
 
 def _seen(rows: Iterable[Row], now: datetime) -> list[Row]:
     return [{**row, "first_seen_at": now, "last_seen_at": now, "deleted_at": None} for row in rows]
 
 
-def save_listing(
-    connection: Connection, project: Row, jobs: Sequence[JobRecord], now: datetime, run_id: int | None
+def archived_rows(
+    connection: Connection, versioned: Versioned, where: sa.ColumnElement[bool], key: Sequence[str] = ("id",)
+) -> dict[tuple[Any, ...], Archived]:
+    """The current rows that `where` selects, by `key`."""
+    table = versioned.table
+    query = sa.select(
+        *(table.c[name].label(f"key_{index}") for index, name in enumerate(key)),
+        table.c.id,
+        table.c.valid_from,
+        *(table.c[name] for name in versioned.values),
+    ).where(where)
+    width = len(key)
+    return {
+        tuple(row[:width]): Archived(row[width], row[width + 1], tuple(row[width + 2 :]))
+        for row in connection.execute(query)
+    }
+
+
+def save_versions(
+    connection: Connection,
+    versioned: Versioned,
+    rows: Sequence[Row],
+    now: datetime,
+    archived: dict[tuple[Any, ...], Archived],
+    *,
+    key: Sequence[str] = ("id",),
+    touch: bool = True,
+) -> WriteCounts:
+    """Write what `rows` says of a versioned table: insert new rows, version changed ones, skip the rest.
+
+    `archived` holds the current rows for these keys (see `archived_rows`); rows found there are
+    removed from it, so what is left afterwards was not in `rows`. A changed row's earlier state
+    moves to the history table, unless this same run wrote it (one run, one version). With `touch`,
+    an unchanged row's `last_seen_at` still moves to `now`.
+    """
+    counts = WriteCounts()
+    changed: list[Row] = []
+    superseded: list[Any] = []
+    unchanged: list[Any] = []
+    for row in rows:
+        before = archived.pop(tuple(row[name] for name in key), None)
+        if before is None:
+            counts.inserted += 1
+        elif before.values != tuple(row[name] for name in versioned.values):
+            counts.updated += 1
+            if before.valid_from < now:
+                superseded.append(before.id)
+        else:
+            counts.unchanged += 1
+            unchanged.append(before.id)
+            continue
+        changed.append({**row, "valid_from": now})
+    table = versioned.table
+    for batch in chunked(superseded):
+        _close_versions(connection, versioned, table.c.id.in_(batch), now)
+    upsert(connection, table, changed, key=list(key))
+    if touch:
+        for batch in chunked(unchanged):
+            connection.execute(sa.update(table).where(table.c.id.in_(batch)).values(last_seen_at=now))
+    return counts
+
+
+def _close_versions(
+    connection: Connection, versioned: Versioned, which: sa.ColumnElement[bool], now: datetime
 ) -> None:
-    """Upsert a project and the jobs its listing named, recording status changes."""
-    upsert(connection, training_projects, _seen([project], now), key=["id"])
-    save_jobs(connection, jobs, now, run_id)
-
-
-def save_jobs(connection: Connection, jobs: Sequence[JobRecord], now: datetime, run_id: int | None) -> None:
-    """Upsert job rows and the instance types they ran on, recording status changes."""
-    types = {record.instance_type["id"]: record.instance_type for record in jobs if record.instance_type}
-    upsert(
-        connection,
-        instance_types,
-        [{**row, "first_seen_at": now, "last_seen_at": now} for row in types.values()],
-        key=["id"],
-    )
-    upsert(connection, training_jobs, _seen((record.row for record in jobs), now), key=["id"])
-    record_status_changes(connection, [record.row["id"] for record in jobs], now, run_id)
-
-
-def record_status_changes(
-    connection: Connection, job_ids: Sequence[str], now: datetime, run_id: int | None
-) -> None:
-    """Add a history row for each job whose status differs from its last recorded one (or has none)."""
-    if not job_ids:
-        return
-    jobs, history = training_jobs, training_job_status_history
-    latest = history.alias("latest")
-    last_id = (
-        sa.select(sa.func.max(latest.c.id))
-        .where(latest.c.training_job_id == jobs.c.id)
-        .correlate(jobs)
-        .scalar_subquery()
-    )
-    unchanged = (
-        sa.select(history.c.id)
-        .where(history.c.id == last_id, history.c.status.is_not_distinct_from(jobs.c.current_status))
-        .correlate(jobs)
-        .exists()
-    )
-    for batch in chunked(job_ids):
-        changed = sa.select(
-            jobs.c.id,
-            jobs.c.current_status,
-            sa.literal(now, UTCDateTime()),
-            sa.literal(run_id, sa.BigInteger()),
-        ).where(jobs.c.id.in_(batch), ~unchanged)
-        connection.execute(
-            sa.insert(history).from_select(
-                ["training_job_id", "status", "observed_at", "sync_run_id"], changed
-            )
+    """Copy the current state of the rows `which` selects into history, as ending at `now`."""
+    table, history = versioned.table, versioned.history
+    columns = (*versioned.identity, *versioned.values, "valid_from")
+    connection.execute(
+        sa.insert(history).from_select(
+            [*columns, "valid_to"],
+            sa.select(*(table.c[name] for name in columns), sa.literal(now, UTCDateTime())).where(which),
         )
+    )
+
+
+def _retire(
+    connection: Connection, versioned: Versioned, which: sa.ColumnElement[bool], now: datetime, **also: Any
+) -> int:
+    """Mark the live rows `which` selects deleted, as a new version of each; return how many."""
+    table = versioned.table
+    live = sa.and_(which, table.c.deleted_at.is_(None))
+    _close_versions(connection, versioned, sa.and_(live, table.c.valid_from < now), now)
+    result = connection.execute(sa.update(table).where(live).values(deleted_at=now, valid_from=now, **also))
+    return result.rowcount or 0
+
+
+def save_listing(connection: Connection, project: Row, jobs: Sequence[JobRecord], now: datetime) -> None:
+    """Write a project and the jobs its listing named."""
+    projects = archived_rows(connection, PROJECTS, training_projects.c.id == project["id"])
+    save_versions(connection, PROJECTS, _seen([project], now), now, projects)
+    save_jobs(connection, jobs, now)
+
+
+def save_jobs(connection: Connection, jobs: Sequence[JobRecord], now: datetime) -> None:
+    """Write job rows and the instance types they ran on."""
+    types = {record.instance_type["id"]: record.instance_type for record in jobs if record.instance_type}
+    for batch in chunked(list(types.values())):
+        archived = archived_rows(
+            connection, INSTANCE_TYPES, instance_types.c.id.in_([t["id"] for t in batch])
+        )
+        rows = [{**row, "first_seen_at": now, "last_seen_at": now} for row in batch]
+        save_versions(connection, INSTANCE_TYPES, rows, now, archived)
+    for batch in chunked(list(jobs)):
+        archived = archived_rows(connection, JOBS, training_jobs.c.id.in_([j.row["id"] for j in batch]))
+        save_versions(connection, JOBS, _seen((record.row for record in batch), now), now, archived)
 
 
 @dataclass(frozen=True)
@@ -167,9 +219,9 @@ def save_lora_configs(connection: Connection, configs: dict[str, Row], now: date
 
 
 def save_checkpoint_listings(
-    connection: Connection, listings: Sequence[CheckpointListing], now: datetime, run_id: int | None
+    connection: Connection, listings: Sequence[CheckpointListing], now: datetime
 ) -> WriteCounts:
-    """Archive whole jobs' checkpoint listings: insert new rows, update changed ones, skip the rest.
+    """Archive whole jobs' checkpoint listings: insert new rows, version changed ones, skip the rest.
 
     One read of the jobs' archived checkpoints decides which rows changed; only those go to
     the database, in batched native upserts; unchanged rows are not written at all. Their
@@ -179,49 +231,31 @@ def save_checkpoint_listings(
     """
     if not listings:
         return WriteCounts()
-    save_jobs(connection, [listing.job for listing in listings], now, run_id)
+    save_jobs(connection, [listing.job for listing in listings], now)
     configs: dict[str, Row] = {}
     for listing in listings:
         configs.update(listing.lora_configs)
     config_ids = save_lora_configs(connection, configs, now)
 
     job_ids = [listing.job.row["id"] for listing in listings]
-    archived = _archived_checkpoints(connection, job_ids)
-    counts = WriteCounts()
-    to_write: list[Row] = []
+    key = ("training_job_id", "checkpoint_id")
+    archived = archived_rows(connection, CHECKPOINTS, checkpoints.c.training_job_id.in_(job_ids), key)
     seen = {"deleted_at": None, "first_seen_at": now, "last_seen_at": now}
+    rows: list[Row] = []
     for listing in listings:
         for listed in listing.checkpoints:
             sha = listed["lora_config_sha256"]
             row = {**listed, "lora_adapter_config_id": config_ids[sha] if sha else None, **seen}
             del row["lora_config_sha256"]
-            before = archived.pop((row["training_job_id"], row["checkpoint_id"]), None)
-            if before is None:
-                counts.inserted += 1
-            elif before[1] != tuple(row[name] for name in CHECKPOINT_VALUES):
-                counts.updated += 1
-            else:
-                counts.unchanged += 1
-                continue
-            to_write.append(row)
-    upsert(connection, checkpoints, to_write, key=["training_job_id", "checkpoint_id"])
+            rows.append(row)
+    counts = save_versions(connection, CHECKPOINTS, rows, now, archived, key=key, touch=False)
     # What is left in `archived` was not listed this time.
-    vanished = [id_ for id_, values in archived.values() if values[_DELETED_AT] is None]
+    vanished = [before.id for before in archived.values() if before.values[_DELETED_AT] is None]
     for batch in chunked(vanished):
         _mark_checkpoints_deleted(connection, checkpoints.c.id.in_(batch), now)
     counts.deleted = len(vanished)
     _mark_fetched(connection, listings, now)
     return counts
-
-
-def _archived_checkpoints(
-    connection: Connection, job_ids: Sequence[str]
-) -> dict[tuple[str, str], tuple[int, tuple[Any, ...]]]:
-    """The jobs' archived checkpoints by key: their id and `CHECKPOINT_VALUES`."""
-    values = [checkpoints.c[name] for name in CHECKPOINT_VALUES]
-    query = sa.select(checkpoints.c.training_job_id, checkpoints.c.checkpoint_id, checkpoints.c.id, *values)
-    query = query.where(checkpoints.c.training_job_id.in_(job_ids))
-    return {(row[0], row[1]): (row[2], tuple(row[3:])) for row in connection.execute(query)}
 
 
 def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing], now: datetime) -> None:
@@ -269,22 +303,14 @@ def mark_deleted(
     Baseten deletes a project's jobs and checkpoints with it, so they go together here too.
     """
     for batch in chunked(projects):
-        connection.execute(
-            sa.update(training_projects)
-            .where(training_projects.c.id.in_(batch), training_projects.c.deleted_at.is_(None))
-            .values(deleted_at=now)
-        )
+        _retire(connection, PROJECTS, training_projects.c.id.in_(batch), now)
     held = sa.select(training_jobs.c.id).where(
         training_jobs.c.training_project_id.in_(projects), training_jobs.c.deleted_at.is_(None)
     )
     jobs = [*jobs, *(job_id for (job_id,) in connection.execute(held))] if projects else list(jobs)
     marked = 0
     for batch in chunked(jobs):
-        connection.execute(
-            sa.update(training_jobs)
-            .where(training_jobs.c.id.in_(batch), training_jobs.c.deleted_at.is_(None))
-            .values(deleted_at=now)
-        )
+        _retire(connection, JOBS, training_jobs.c.id.in_(batch), now)
         marked += _mark_checkpoints_deleted(connection, checkpoints.c.training_job_id.in_(batch), now)
     return marked
 
@@ -301,9 +327,10 @@ def _mark_checkpoints_deleted(connection: Connection, which: sa.ColumnElement[bo
         .where(training_jobs.c.id == checkpoints.c.training_job_id)
         .scalar_subquery()
     )
-    result = connection.execute(
-        sa.update(checkpoints)
-        .where(which, checkpoints.c.deleted_at.is_(None))
-        .values(deleted_at=now, last_seen_at=sa.func.coalesce(last_read, checkpoints.c.last_seen_at))
+    return _retire(
+        connection,
+        CHECKPOINTS,
+        which,
+        now,
+        last_seen_at=sa.func.coalesce(last_read, checkpoints.c.last_seen_at),
     )
-    return result.rowcount or 0

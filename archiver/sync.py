@@ -353,7 +353,7 @@ class Sync:
         jobs = listing.jobs
         states = {} if self.options.full else store.fetch_states(connection, [job.row["id"] for job in jobs])
         skip = {job.row["id"] for job in jobs if store.can_skip(job, states.get(job.row["id"]))}
-        store.save_listing(connection, listing.project, jobs, self.now, self.report.run_id)
+        store.save_listing(connection, listing.project, jobs, self.now)
         if complete:
             listed = {job.row["id"] for job in jobs}
             missing = store.missing_jobs(connection, listing.project["id"], listed)
@@ -432,9 +432,7 @@ class Sync:
         self._progress(len(listings))
 
     def _save_checkpoints(self, connection: sa.Connection, listings: list[CheckpointListing]) -> None:
-        self.report.add_writes(
-            store.save_checkpoint_listings(connection, listings, self.now, self.report.run_id)
-        )
+        self.report.add_writes(store.save_checkpoint_listings(connection, listings, self.now))
         self.report.counts.jobs_fetched += len(listings)
         self._record_progress(connection)
 

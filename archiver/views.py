@@ -1,6 +1,7 @@
-"""The BI views, described for reading: names and types of their columns.
+"""The views, described for reading: names and types of their columns.
 
-Alembic revision 0003 creates the views (their SQL lives there, frozen); these `Table` objects
+Alembic revisions create the views (their SQL lives there, frozen: the BI views in 0003, the
+versions views and the job status history in 0004); these `Table` objects
 only let the reports build typed, parameterized queries on them. They sit on their own `MetaData`
 so neither `create_all` nor autogenerate ever mistakes them for tables.
 `tests/test_views.py` checks that these columns are exactly the ones the database reports.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from archiver.schema import JSONDocument, UTCDateTime
+from archiver.schema import VERSIONED, JSONDocument, UTCDateTime, Versioned
 
 metadata = sa.MetaData()
 
@@ -103,4 +104,24 @@ project_storage_daily = sa.Table(
     sa.Column("live_size_gib", Float),
 )
 
-VIEWS = (checkpoint_facts, job_facts, project_storage_daily)
+
+def _versions_view(versioned: Versioned) -> sa.Table:
+    """Every version of a versioned table, earlier and current alike (`valid_to` NULL: current)."""
+    return sa.Table(
+        versioned.versions, metadata, *(sa.Column(c.name, c.type) for c in versioned.history.columns)
+    )
+
+
+VERSION_VIEWS = tuple(_versions_view(versioned) for versioned in VERSIONED)
+
+training_job_status_history = sa.Table(
+    "training_job_status_history",
+    metadata,
+    sa.Column("training_job_id", Text),
+    sa.Column("status", Text),
+    sa.Column("observed_at", Time),
+    sa.Column("sync_run_id", BigInt),
+)
+
+BI_VIEWS = (checkpoint_facts, job_facts, project_storage_daily)
+VIEWS = (*BI_VIEWS, *VERSION_VIEWS, training_job_status_history)

@@ -12,7 +12,15 @@ from archiver.schema import metadata
 # Tables about runs, not about the organisation.
 RUN_TABLES = {"sync_runs", "sync_errors", "alembic_version"}
 # When the archiver saw something, and surrogate keys: they differ between two runs by design.
-BOOKKEEPING = {"first_seen_at", "last_seen_at", "checkpoints_fetched_at", "observed_at", "sync_run_id"}
+BOOKKEEPING = {
+    "first_seen_at",
+    "last_seen_at",
+    "checkpoints_fetched_at",
+    "observed_at",
+    "sync_run_id",
+    "valid_from",
+    "valid_to",
+}
 
 
 def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:

@@ -27,6 +27,7 @@ def instance_type(index: int, now: datetime, **changes: Any) -> dict[str, Any]:
         "extra": None if index % 3 else {"zone": "us-east", "tags": [index, None, True]},
         "first_seen_at": now,
         "last_seen_at": now,
+        "valid_from": NIGHT_1,
     }
     return row | changes
 

@@ -121,7 +121,7 @@ def test_three_nights_leave_exactly_the_expected_history(
     history = rows(
         archive,
         "SELECT training_job_id, status, observed_at, sync_run_id FROM training_job_status_history "
-        "ORDER BY id",
+        "ORDER BY observed_at, training_job_id",
     )
     expected = [(j, first_status[j], NIGHT[0], one.run_id) for j in first_status]
     expected.append((running, "TRAINING_JOB_COMPLETED", NIGHT[1], two.run_id))

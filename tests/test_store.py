@@ -21,8 +21,8 @@ def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.Wr
     page = checkpoint_listing(body, "n4q95w5", "p7qr9qv")
     project = project_row({"id": "n4q95w5", "name": "qwen3 — ünïcødé '; DROP TABLE checkpoints; --"}, Where())
     with engine.begin() as connection:
-        store.save_listing(connection, project, [page.job], now, None)
-        return store.save_checkpoint_listings(connection, [page], now, None)
+        store.save_listing(connection, project, [page.job], now)
+        return store.save_checkpoint_listings(connection, [page], now)
 
 
 def test_second_write_of_the_same_data_rewrites_no_checkpoint_row(archive: Engine) -> None:

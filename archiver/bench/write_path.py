@@ -97,7 +97,8 @@ def prepare(engine: Engine, pages: Sequence[CheckpointListing]) -> dict[str, int
     with engine.begin() as connection:
         for project_id in sorted({page.project_id for page in pages}):
             jobs = [page.job for page in pages if page.project_id == project_id]
-            store.save_listing(connection, {"id": project_id}, jobs, FIRST_NIGHT, None)
+            project = {**dict.fromkeys(store.PROJECTS.values), "id": project_id}
+            store.save_listing(connection, project, jobs, FIRST_NIGHT)
         configs: dict[str, Row] = {}
         for page in pages:
             configs.update(page.lora_configs)
@@ -109,7 +110,7 @@ def ours(engine: Engine, pages: Sequence[CheckpointListing], now: datetime) -> P
     started = time.perf_counter()
     for batch in batches(pages):
         with engine.begin() as connection:
-            store.save_checkpoint_listings(connection, batch, now, None)
+            store.save_checkpoint_listings(connection, batch, now)
     return PassTimes(sum(len(p.checkpoints) for p in pages), time.perf_counter() - started)
 
 
