@@ -9,6 +9,9 @@ Strict where the API makes promises: a required field that is missing or null, a
 is not exact, or a value no column can hold fails by name, so an archive never trades a good
 value for a bad one. Lenient where the API is open: optional keys may be missing, unknown
 statuses and types are kept as received, and every field without a column lands in `extra`.
+
+A listing endpoint has no paging; a response that says there is more (`next_page_token`,
+`has_more`, a `total_count` above what it lists, ...) keeps its entries but is not `complete`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ INT32_MAX = 2**31 - 1
 _EXACT_FLOAT_BOUND = 2**53
 
 _KNOWN_CHECKPOINT_TYPES = frozenset({"lora", "full", "whisper"})
+# Envelope keys with which paging APIs say "there is more"; `total_count` is compared separately.
+_MORE_MARKERS = ("next_page_token", "next_cursor", "next", "has_more")
 
 _MISSING = object()
 _FRACTION = re.compile(r"[.,](\d{1,6})\d*")
@@ -456,25 +461,66 @@ def lora_config_row(config: Mapping[str, Any]) -> Row:
     }
 
 
+def _says_more(value: Any) -> bool:
+    """Whether a paging marker's value says there is more: anything but null, false or empty.
+
+    0 counts: E7's offset tokens start at 0, and a false alarm only fails one unit.
+    """
+    return value is not None and value is not False and value != "" and value != [] and value != {}
+
+
+def _more_than_listed(
+    payload: Mapping[str, Any], listed: list[Any], where: Where
+) -> MalformedResponse | None:
+    """Say what shows a response has more entries than it lists, or None when nothing does.
+
+    Baseten's listings have no paging; if one starts to page, what a response lacks is not
+    gone. Null tokens, `has_more: false` and a `total_count` the list reaches say nothing.
+    """
+    said = [f"{key}={_short(payload[key])}" for key in _MORE_MARKERS if _says_more(payload.get(key))]
+    try:
+        total = _as_integer(payload.get("total_count"))
+    except ValueError:
+        total = None  # not a count: an unknown envelope key like any other
+    if total is not None and total > len(listed):
+        said.append(f"total_count={total} for {len(listed)} listed")
+    if not said:
+        return None
+    return where.fail(
+        f"the response says there is more ({', '.join(said)}); "
+        "this endpoint has no paging the archiver knows, so the listing is incomplete"
+    )
+
+
 @dataclass
 class CheckpointListing:
-    """A job's checkpoint listing, normalized: the job, its checkpoints and their LoRA configs."""
+    """A job's checkpoint listing, normalized: the job, its checkpoints and their LoRA configs.
+
+    `incomplete` says why the listing may lack checkpoints that exist (the response said there
+    is more): nothing may then be inferred from what it lacks.
+    """
 
     project_id: str
     job: JobRecord
     checkpoints: list[Row]  # `lora_config_sha256` stands where the config id will go
     lora_configs: dict[str, Row] = field(default_factory=dict)
     duplicates: list[str] = field(default_factory=list)
+    incomplete: MalformedResponse | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.incomplete is None
 
     @property
     def all_complete(self) -> bool:
         """Whether every checkpoint finished uploading (`COMPLETE` and `COMPLETED` alike).
 
         Never while the job says its uploader is still `SYNCING`: it may list more checkpoints
-        yet, even when those listed so far (or none at all) are complete. Servers that omit a
-        checkpoint's `sync_status` give no per-checkpoint signal: such a checkpoint counts as complete.
+        yet, even when those listed so far (or none at all) are complete. Nor when the listing is
+        incomplete. Servers that omit a checkpoint's `sync_status` give no per-checkpoint signal:
+        such a checkpoint counts as complete.
         """
-        if self.job.row["checkpoint_sync_status"] == "SYNCING":
+        if self.job.row["checkpoint_sync_status"] == "SYNCING" or not self.complete:
             return False
         return all(
             row["sync_status"] in COMPLETE_SYNC_STATUSES or row["sync_status"] is None
@@ -505,7 +551,8 @@ def checkpoint_listing(payload: Any, project_id: str, job_id: str) -> Checkpoint
         by_id[row["checkpoint_id"]] = row
         if config is not None:
             configs[config["config_sha256"]] = config
-    return CheckpointListing(project_id, job, list(by_id.values()), configs, duplicates)
+    incomplete = _more_than_listed(payload, listed, where)
+    return CheckpointListing(project_id, job, list(by_id.values()), configs, duplicates, incomplete)
 
 
 def _required(payload: Mapping[str, Any], key: str, where: Where) -> Any:
@@ -518,16 +565,18 @@ def _required(payload: Mapping[str, Any], key: str, where: Where) -> Any:
 class ProjectListing:
     """The organisation's project listing, normalized.
 
-    An entry that breaks the contract is `rejected` (that project fails) and the rest stand; a
-    listing with rejected entries is incomplete, so nothing may be inferred from what it lacks.
+    An entry that breaks the contract is `rejected` (that project fails) and the rest stand. A
+    response that says there is more is `incomplete`. Either way the listing is not complete, so
+    nothing may be inferred from what it lacks.
     """
 
     projects: list[Row]
     rejected: list[MalformedResponse] = field(default_factory=list)
+    incomplete: MalformedResponse | None = None
 
     @property
     def complete(self) -> bool:
-        return not self.rejected
+        return not self.rejected and self.incomplete is None
 
 
 def project_listing(payload: Any) -> ProjectListing:
@@ -545,23 +594,25 @@ def project_listing(payload: Any) -> ProjectListing:
             continue
         projects.pop(row["id"], None)  # listed twice: the later entry wins, as for checkpoints
         projects[row["id"]] = row
-    return ProjectListing(list(projects.values()), rejected)
+    return ProjectListing(list(projects.values()), rejected, _more_than_listed(payload, listed, where))
 
 
 @dataclass
 class JobListing:
     """A project's job listing, normalized: the project, its jobs, and the entries rejected.
 
-    A listing with rejected entries is incomplete: nothing may be inferred from what it lacks.
+    A listing with rejected entries, or `incomplete` because the response says there is more,
+    is not complete: nothing may be inferred from what it lacks.
     """
 
     project: Row
     jobs: list[JobRecord]
     rejected: list[MalformedResponse] = field(default_factory=list)
+    incomplete: MalformedResponse | None = None
 
     @property
     def complete(self) -> bool:
-        return not self.rejected
+        return not self.rejected and self.incomplete is None
 
 
 def job_listing(payload: Any, project_id: str) -> JobListing:
@@ -587,11 +638,14 @@ def job_listing(payload: Any, project_id: str) -> JobListing:
             continue
         jobs.pop(record.row["id"], None)
         jobs[record.row["id"]] = record
-    return JobListing(project, list(jobs.values()), rejected)
+    return JobListing(project, list(jobs.values()), rejected, _more_than_listed(payload, listed, where))
 
 
 def project_of_job(payload: Any, job_id: str) -> str | None:
-    """The project of `job_id` in a POST /v1/training_jobs/search response; None when not found."""
+    """The project of `job_id` in a POST /v1/training_jobs/search response; None when not found.
+
+    A response that says there is more answers only when it lists the job: its absence proves nothing.
+    """
     where = Where(job_id=job_id, path="POST /v1/training_jobs/search")
     payload = obj(payload, where)
     found = items(_required(payload, "training_jobs", where), where / "training_jobs")
@@ -599,6 +653,8 @@ def project_of_job(payload: Any, job_id: str) -> str | None:
         record = job_record(entry, Where(job_id=job_id, path=f"training_jobs[{index}]"))
         if record.row["id"] == job_id:
             return str(record.row["training_project_id"])
+    if incomplete := _more_than_listed(payload, found, where):
+        raise incomplete
     return None
 
 

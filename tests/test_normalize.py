@@ -580,3 +580,90 @@ def test_keys_the_api_adds_to_a_jobs_project_summary_are_kept() -> None:
         "training_project": {"id": "n4q95w5", "name": "qwen3-8b-support-sft", "team_name": "ml-platform"},
     }
     assert checkpoint_listing(payload(), "n4q95w5", "p7qr9qv").job.row["extra"] == {"node_count": 2}
+
+
+# ------------------------------------------------------------------------------------------------
+# pagination markers: the listings have no paging, so "there is more" makes a listing incomplete
+
+
+def listed(kind: str, envelope: dict[str, Any]) -> Any:
+    """A listing of two entries of `kind`, its response carrying `envelope` keys too."""
+    if kind == "projects":
+        return project_listing({"training_projects": [PROJECT, {**PROJECT, "id": "w2m81xk"}], **envelope})
+    if kind == "jobs":
+        jobs = [JOB, {**JOB, "id": "prwny3y"}]
+        return job_listing({"training_project": PROJECT, "training_jobs": jobs, **envelope}, "n4q95w5")
+    return checkpoint_listing(payload(**envelope), "n4q95w5", "p7qr9qv")
+
+
+def entries(listing: Any) -> int:
+    return len(getattr(listing, "projects", None) or getattr(listing, "jobs", None) or listing.checkpoints)
+
+
+KINDS = ["projects", "jobs", "checkpoints"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("envelope", "said"),
+    [
+        ({"next_page_token": 1}, "next_page_token=1"),
+        ({"next_page_token": 0}, "next_page_token=0"),  # an offset token: 0 is a page too
+        ({"next_cursor": "abc"}, "next_cursor='abc'"),
+        ({"next": "https://api.baseten.co/v1/training_projects?page=2"}, "next='https://api.baseten.co"),
+        ({"has_more": True}, "has_more=True"),
+        ({"total_count": 3}, "total_count=3 for 2 listed"),
+        ({"total_count": 3.0, "has_more": None}, "(total_count=3 for 2 listed)"),
+        ({"total_count": 2**70}, f"total_count={2**70} for 2 listed"),
+    ],
+)
+def test_a_response_that_says_there_is_more_is_incomplete_and_keeps_its_entries(
+    kind: str, envelope: dict[str, Any], said: str
+) -> None:
+    listing = listed(kind, envelope)
+    assert not listing.complete and entries(listing) == 2
+    assert said in str(listing.incomplete) and "so the listing is incomplete" in str(listing.incomplete)
+    assert getattr(listing, "rejected", []) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {},
+        {"next_page_token": None, "next_cursor": None, "next": None},
+        {"next_page_token": "", "next_cursor": "", "next": ""},
+        {"has_more": False},
+        {"total_count": 2},
+        {"total_count": 1},
+        {"total_count": "3"},  # not a count: an unknown envelope key
+        {"total_count": True},
+        {"request_id": "r-1", "page": 1, "links": {"self": "/v1/training_projects"}},
+    ],
+)
+def test_a_response_that_says_nothing_more_is_complete(kind: str, envelope: dict[str, Any]) -> None:
+    listing = listed(kind, envelope)
+    assert listing.complete and listing.incomplete is None and entries(listing) == 2
+
+
+def test_the_incomplete_listing_names_the_marker_and_the_counts() -> None:
+    body = payload(next_page_token=1, total_count=3)
+    del body["checkpoints"][1]
+    assert str(checkpoint_listing(body, "n4q95w5", "p7qr9qv").incomplete) == (
+        "project n4q95w5, job p7qr9qv: the response says there is more (next_page_token=1, total_count=3"
+        " for 1 listed); this endpoint has no paging the archiver knows, so the listing is incomplete"
+    )
+
+
+def test_an_incomplete_checkpoint_listing_is_never_all_complete() -> None:
+    body = payload()
+    body["checkpoints"][1]["sync_status"] = "COMPLETE"
+    assert checkpoint_listing(body, "n4q95w5", "p7qr9qv").all_complete
+    body["has_more"] = True
+    assert not checkpoint_listing(body, "n4q95w5", "p7qr9qv").all_complete
+
+
+def test_a_job_search_that_says_there_is_more_answers_only_when_it_lists_the_job() -> None:
+    assert project_of_job({"training_jobs": [JOB], "next_page_token": 1}, "p7qr9qv") == "n4q95w5"
+    with pytest.raises(MalformedResponse, match=r"there is more \(next_page_token=1\)"):
+        project_of_job({"training_jobs": [], "next_page_token": 1}, "p7qr9qv")
