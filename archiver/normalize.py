@@ -1,8 +1,17 @@
 """Turn Baseten API JSON into row dicts: validation and lenient parsing, no I/O.
 
-Strict where it matters (ids, keys and the types the schema stores), lenient where the API
-is loose: optional keys may be missing, unknown statuses and types are kept as received,
-and every field without a column of its own lands in the row's `extra` document.
+Each API object has a contract below (`TRAINING_PROJECT`, `TRAINING_JOB`, ...): one `Key` per
+field it knows, with how the value is read and whether the API promises it (`required`: the key
+is always sent; `nullable`: its value may be null). The row builders and the known-key sets
+derive from those tables, and a test holds them against the vendored OpenAPI schemas.
+
+Strict where the API makes promises: a required field that is missing or null, an integer that
+is not exact, or a value no column can hold fails by name, so an archive never trades a good
+value for a bad one. Lenient where the API is open: optional keys may be missing, unknown
+statuses and types are kept as received, and every field without a column lands in `extra`.
+
+A listing endpoint has no paging; a response that says there is more (`next_page_token`,
+`has_more`, a `total_count` above what it lists, ...) keeps its entries but is not `complete`.
 """
 
 from __future__ import annotations
@@ -10,14 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from archiver.errors import MalformedResponse
 
 Row = dict[str, Any]
+Reader = Callable[[Any, "Where"], Any]
 
 COMPLETE_SYNC_STATUSES = frozenset({"COMPLETE", "COMPLETED"})
 TERMINAL_JOB_STATUSES = frozenset(
@@ -25,47 +36,18 @@ TERMINAL_JOB_STATUSES = frozenset(
 )
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
+# A JSON number written with a fraction or exponent arrives as a double. Below 2^53 a whole one is
+# the integer its text named; from 2^53 on, neighbouring integers share one double
+# (9007199254740993.0 parses as 2^53 itself), so no such float says which integer was meant.
+_EXACT_FLOAT_BOUND = 2**53
 
-# Keys that become columns (or foreign keys); anything else the API sends goes to `extra`.
-_PROJECT_KEYS = {"id", "name", "team_name", "created_at", "updated_at", "latest_job"}
-_INSTANCE_TYPE_KEYS = {
-    "id",
-    "name",
-    "memory_limit_mib",
-    "millicpu_limit",
-    "gpu_count",
-    "gpu_type",
-    "gpu_memory_limit_mib",
-}
-_JOB_KEYS = {
-    "id",
-    "training_project_id",
-    "training_project",
-    "instance_type",
-    "name",
-    "current_status",
-    "error_message",
-    "checkpoint_sync_status",
-    "priority",
-    "user",
-    "availability_model",
-    "created_at",
-    "updated_at",
-}
-_CHECKPOINT_KEYS = {
-    "checkpoint_id",
-    "training_job_id",
-    "created_at",
-    "checkpoint_type",
-    "base_model",
-    "lora_adapter_config",
-    "size_bytes",
-    "sync_status",
-}
-_LORA_COLUMNS = ("r", "lora_alpha", "lora_dropout", "target_modules", "task_type", "peft_type")
+_KNOWN_CHECKPOINT_TYPES = frozenset({"lora", "full", "whisper"})
+# Envelope keys with which paging APIs say "there is more"; `total_count` is compared separately.
+_MORE_MARKERS = ("next_page_token", "next_cursor", "next", "has_more")
 
 _MISSING = object()
 _FRACTION = re.compile(r"[.,](\d{1,6})\d*")
+_LEAP_SECOND = re.compile(r"(\d\d:\d\d):60(?:[.,]\d+)?(?=[Z+-]|$)")
 
 
 class Where:
@@ -85,9 +67,13 @@ class Where:
         return MalformedResponse(f"{field_}{problem}", project_id=self.project_id, job_id=self.job_id)
 
 
-def _describe(value: Any) -> str:
+def _short(value: Any) -> str:
     text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+    return f"{text[:60]}..." if len(text) > 60 else text
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {_short(value)}"
 
 
 def obj(value: Any, where: Where) -> Mapping[str, Any]:
@@ -145,64 +131,226 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _strings(item, f"{path}[{index}]")
 
 
-def _get(data: Mapping[str, Any], key: str, where: Where, *, required: bool) -> Any:
-    value = data.get(key, _MISSING)
-    if value is _MISSING:
-        if required:
-            raise (where / key).fail("required field is missing")
-        return None
+def _as_integer(value: Any) -> int:
+    """Return value as an int if it names one exactly; raise ValueError saying why not."""
+    if isinstance(value, float) and value.is_integer():
+        # JSON Schema counts 1.0 as an integer; a double only names one exactly below 2^53.
+        if abs(value) >= _EXACT_FLOAT_BOUND:
+            raise ValueError(f"not an exact integer: floats beyond 2^53 lose digits, got {_describe(value)}")
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_describe(value)}")
+    return int(value)
+
+
+def _exact_integer(value: Any, bits: int) -> int:
+    """Return value as an int if it is exactly an integer of `bits` bits; raise ValueError saying why not."""
+    exact = _as_integer(value)
+    if not -(2 ** (bits - 1)) <= exact < 2 ** (bits - 1):
+        raise ValueError(f"integer {exact} does not fit in {bits} bits")
+    return exact
+
+
+# Readers: each takes a value that is present and not null, and returns what the row stores.
+
+
+def _string(value: Any, where: Where) -> str:
+    if not isinstance(value, str):
+        raise where.fail(f"expected a string, got {_describe(value)}")
+    if problem := _unstorable(value):
+        raise where.fail(problem)
     return value
+
+
+def _identifier(value: Any, where: Where) -> str:
+    identifier = _string(value, where)
+    if not identifier:
+        raise where.fail("an identifier must not be empty")
+    return identifier
+
+
+def _int64(value: Any, where: Where) -> int:
+    try:
+        return _exact_integer(value, 64)
+    except ValueError as exc:
+        raise where.fail(str(exc)) from None
+
+
+def _int32(value: Any, where: Where) -> int:
+    try:
+        return _exact_integer(value, 32)  # an INTEGER column
+    except ValueError as exc:
+        raise where.fail(str(exc)) from None
+
+
+def _instant(value: Any, where: Where) -> datetime:
+    return parse_timestamp(_string(value, where), where)
+
+
+def _lowercase(value: Any, where: Where) -> str:
+    # The spec says lowercase, a fixture sends "DEDICATED": store one spelling.
+    return _string(value, where).lower()
+
+
+def _checkpoint_type(value: Any, where: Where) -> str:
+    # truss lowercases before comparing; store one spelling of the known ones, others as received.
+    kind = _string(value, where)
+    return kind.lower() if kind.lower() in _KNOWN_CHECKPOINT_TYPES else kind
+
+
+def _unread_object(value: Any, where: Where) -> Mapping[str, Any]:
+    return obj(value, where)
+
+
+def _lora_config(value: Any, where: Where) -> Row:
+    return lora_config_row(document(obj(value, where), where))
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of an API object: how its value is read, and what the API promises about it."""
+
+    name: str
+    read: Reader
+    required: bool  # the API always sends the key
+    nullable: bool  # its value may be null
+
+    def take(self, data: Mapping[str, Any], where: Where) -> Any:
+        """Read this key of `data`; None where the contract allows it to be absent or null."""
+        value = data.get(self.name, _MISSING)
+        if value is _MISSING:
+            if self.required:
+                raise (where / self.name).fail("required field is missing")
+            return None
+        if value is None:
+            if not self.nullable:
+                raise (where / self.name).fail("must not be null")
+            return None
+        return self.read(value, where / self.name)
+
+
+@dataclass(frozen=True)
+class ApiObject:
+    """The contract of one API object, named as its OpenAPI schema."""
+
+    schema: str
+    keys: tuple[Key, ...]
+
+    @cached_property
+    def known(self) -> frozenset[str]:
+        """The keys with a reader; every other key of the object goes to `extra`."""
+        return frozenset(key.name for key in self.keys)
+
+    def key(self, name: str) -> Key:
+        """Return the contract of one key."""
+        return next(key for key in self.keys if key.name == name)
+
+    def read(self, data: Any, where: Where) -> Row:
+        """Read every known key by its contract, and the unknown ones into `extra`."""
+        data = obj(data, where)
+        row = {key.name: key.take(data, where) for key in self.keys}
+        row["extra"] = _extra(data, self.known, where)
+        return row
+
+
+# The contracts. Where they depart from the OpenAPI schema, a comment says why; the test
+# `test_the_contract_matches_the_openapi_schemas` lists the departures, so a spec change is noticed.
+
+INSTANCE_TYPE = ApiObject(
+    "InstanceTypeV1",
+    (
+        Key("id", _identifier, required=True, nullable=False),
+        Key("name", _string, required=True, nullable=False),
+        Key("memory_limit_mib", _int64, required=True, nullable=False),
+        Key("millicpu_limit", _int64, required=True, nullable=False),
+        Key("gpu_count", _int32, required=True, nullable=False),
+        Key("gpu_type", _string, required=True, nullable=True),
+        Key("gpu_memory_limit_mib", _int64, required=True, nullable=True),
+    ),
+)
+PROJECT_SUMMARY = ApiObject(
+    "TrainingProjectSummaryV1",
+    (
+        Key("id", _identifier, required=True, nullable=False),
+        Key("name", _string, required=True, nullable=False),
+    ),
+)
+USER = ApiObject("UserV1", (Key("email", _string, required=False, nullable=True),))
+TRAINING_JOB = ApiObject(
+    "TrainingJobV1",
+    (
+        Key("id", _identifier, required=True, nullable=False),
+        Key("created_at", _instant, required=True, nullable=False),
+        Key("updated_at", _instant, required=True, nullable=False),
+        Key("current_status", _string, required=True, nullable=False),
+        Key("instance_type", INSTANCE_TYPE.read, required=True, nullable=False),
+        Key("training_project_id", _identifier, required=True, nullable=False),
+        Key("training_project", PROJECT_SUMMARY.read, required=True, nullable=False),
+        Key("name", _string, required=False, nullable=True),
+        Key("error_message", _string, required=False, nullable=True),
+        Key("checkpoint_sync_status", _string, required=False, nullable=True),
+        # Not nullable in the spec, whose own description says "NULL is treated as 0": so null
+        # is sent. It is stored as received (null), not turned into a 0 the API never said.
+        Key("priority", _int64, required=False, nullable=True),
+        # Not in the vendored spec; baseten-api.md §2.2: optional, old jobs lack it. Null as received.
+        Key("availability_model", _lowercase, required=False, nullable=True),
+        Key("user", USER.read, required=False, nullable=True),
+    ),
+)
+TRAINING_PROJECT = ApiObject(
+    # Not in the vendored file: baseten-api.md §2.2 gives it from the full management spec.
+    "TrainingProjectV1",
+    (
+        Key("id", _identifier, required=True, nullable=False),
+        Key("name", _string, required=True, nullable=False),
+        Key("created_at", _instant, required=True, nullable=False),
+        Key("updated_at", _instant, required=True, nullable=False),
+        # Must be there, but its contents are not read here: the job is read, and checked, in its
+        # project's job listing, and a broken latest job must not fail the whole project.
+        Key("latest_job", _unread_object, required=True, nullable=True),
+        Key("team_name", _string, required=False, nullable=True),
+    ),
+)
+CHECKPOINT = ApiObject(
+    "TrainingJobCheckpointV1",
+    (
+        # Any string, the empty one included: it is a directory name, unique within its job.
+        Key("checkpoint_id", _string, required=True, nullable=False),
+        Key("training_job_id", _string, required=True, nullable=False),
+        Key("created_at", _instant, required=True, nullable=False),
+        Key("checkpoint_type", _checkpoint_type, required=True, nullable=False),
+        # Required by the spec, but the older docs and truss's fixtures leave both out of full
+        # checkpoints (baseten-api.md §2.2): absent reads as null.
+        Key("base_model", _string, required=False, nullable=True),
+        Key("lora_adapter_config", _lora_config, required=False, nullable=True),
+        Key("size_bytes", _int64, required=True, nullable=False),
+        # Optional in the spec, and missing from the older docs page.
+        Key("sync_status", _string, required=False, nullable=True),
+    ),
+)
+CONTRACT = (TRAINING_PROJECT, PROJECT_SUMMARY, TRAINING_JOB, USER, INSTANCE_TYPE, CHECKPOINT)
 
 
 def text(
     data: Mapping[str, Any], key: str, where: Where, *, required: bool = False, nullable: bool = True
-) -> Any:
+) -> str | None:
     """Read a string field; a missing optional key is null."""
-    value = _get(data, key, where, required=required)
-    if value is None:
-        if not nullable and key in data:
-            raise (where / key).fail("must not be null")
-        return None
-    if not isinstance(value, str):
-        raise (where / key).fail(f"expected a string, got {_describe(value)}")
-    if problem := _unstorable(value):
-        raise (where / key).fail(problem)
+    value: str | None = Key(key, _string, required, nullable).take(data, where)
     return value
-
-
-def key_text(data: Mapping[str, Any], key: str, where: Where) -> str:
-    """Read a required, non-empty string used as an identifier."""
-    value = text(data, key, where, required=True, nullable=False)
-    if value is None or value == "":
-        raise (where / key).fail("required identifier is null or empty")
-    return str(value)
 
 
 def integer(
     data: Mapping[str, Any], key: str, where: Where, *, required: bool = False, bits: int = 64
 ) -> int | None:
-    """Read an integer field that must fit a column of `bits` bits (64, or 32 for INTEGER)."""
-    value = _get(data, key, where, required=required)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        # 1.0 is an integer in JSON Schema, but nothing else with a fraction is.
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise (where / key).fail(f"expected an integer, got {_describe(value)}")
-    bound = INT64_MAX if bits == 64 else INT32_MAX
-    if not -bound - 1 <= value <= bound:
-        raise (where / key).fail(f"integer {value} does not fit in {bits} bits")
+    """Read an exact integer field that must fit a column of `bits` bits (64, or 32 for INTEGER)."""
+    value: int | None = Key(key, _int64 if bits == 64 else _int32, required, True).take(data, where)
     return value
 
 
 def timestamp(data: Mapping[str, Any], key: str, where: Where, *, required: bool = False) -> datetime | None:
     """Read an ISO 8601 timestamp as an aware UTC datetime (naive input is taken as UTC)."""
-    value = text(data, key, where, required=required)
-    if value is None:
-        return None
-    return parse_timestamp(value, where / key)
+    value: datetime | None = Key(key, _instant, required, True).take(data, where)
+    return value
 
 
 def parse_timestamp(value: str, where: Where) -> datetime:
@@ -211,7 +359,12 @@ def parse_timestamp(value: str, where: Where) -> datetime:
     RFC 3339 allows a lowercase `t` and `z`; an instant outside years 1-9999 once moved to UTC
     (e.g. `0001-01-01T00:00:00+01:00`) cannot be stored and fails like any malformed value.
     """
-    cleaned = _FRACTION.sub(lambda m: "." + m.group(1).ljust(6, "0"), value.strip().upper())
+    cleaned = value.strip().upper()
+    # RFC 3339 allows second 60 for a leap second, which datetime cannot hold. Its last
+    # microsecond of the minute before is within a second of the truth and still sorts after
+    # :59 and before the next minute, as the leap second did.
+    cleaned = _LEAP_SECOND.sub(r"\1:59.999999", cleaned)
+    cleaned = _FRACTION.sub(lambda m: "." + m.group(1).ljust(6, "0"), cleaned)
     try:
         parsed = datetime.fromisoformat(cleaned)
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
@@ -219,37 +372,21 @@ def parse_timestamp(value: str, where: Where) -> datetime:
         raise where.fail(f"expected an ISO 8601 timestamp in years 1-9999 UTC, got {value[:60]!r}") from None
 
 
-def _extra(data: Mapping[str, Any], known: set[str], where: Where) -> dict[str, Any] | None:
+def _extra(data: Mapping[str, Any], known: frozenset[str], where: Where) -> dict[str, Any] | None:
     extra = {k: v for k, v in data.items() if k not in known}
     return document(extra, where) if extra else None
 
 
 def project_row(data: Any, where: Where) -> Row:
-    """Normalize a TrainingProjectV1 (or its `{id, name}` summary)."""
-    data = obj(data, where)
-    return {
-        "id": key_text(data, "id", where),
-        "name": text(data, "name", where),
-        "team_name": text(data, "team_name", where),
-        "created_at": timestamp(data, "created_at", where),
-        "updated_at": timestamp(data, "updated_at", where),
-        "extra": _extra(data, _PROJECT_KEYS, where),
-    }
+    """Normalize a TrainingProjectV1."""
+    row = TRAINING_PROJECT.read(data, where)
+    del row["latest_job"]
+    return row
 
 
 def instance_type_row(data: Any, where: Where) -> Row:
     """Normalize an InstanceTypeV1."""
-    data = obj(data, where)
-    return {
-        "id": key_text(data, "id", where),
-        "name": text(data, "name", where),
-        "memory_limit_mib": integer(data, "memory_limit_mib", where),
-        "millicpu_limit": integer(data, "millicpu_limit", where),
-        "gpu_count": integer(data, "gpu_count", where, bits=32),  # an INTEGER column
-        "gpu_type": text(data, "gpu_type", where),
-        "gpu_memory_limit_mib": integer(data, "gpu_memory_limit_mib", where),
-        "extra": _extra(data, _INSTANCE_TYPE_KEYS, where),
-    }
+    return INSTANCE_TYPE.read(data, where)
 
 
 @dataclass
@@ -263,40 +400,22 @@ class JobRecord:
 def job_record(data: Any, where: Where) -> JobRecord:
     """Normalize a TrainingJobV1."""
     data = obj(data, where)
-    job_id = key_text(data, "id", where)
-    where = Where(where.project_id, job_id, where.path)
-    project_id = text(data, "training_project_id", where)
-    if project_id is None:
-        summary = obj(_get(data, "training_project", where, required=True), where / "training_project")
-        project_id = key_text(summary, "id", where / "training_project")
-    if where.project_id is not None and project_id != where.project_id:
+    where = Where(where.project_id, TRAINING_JOB.key("id").take(data, where), where.path)
+    row = TRAINING_JOB.read(data, where)
+    if where.project_id is not None and row["training_project_id"] != where.project_id:
         # Archiving it would move the job to another project, or break the foreign key.
         raise (where / "training_project_id").fail(
-            f"expected project {where.project_id!r}, got {project_id!r}"
+            f"expected project {where.project_id!r}, got {row['training_project_id']!r}"
         )
-    raw_type = data.get("instance_type")
-    instance_type = None if raw_type is None else instance_type_row(raw_type, where / "instance_type")
-    user = data.get("user")
-    extra = _extra(data, _JOB_KEYS, where) or {}
-    if user is not None:
-        user = obj(user, where / "user")
-        if set(user) - {"email"}:
-            extra["user"] = document(dict(user), where / "user")
-    availability = text(data, "availability_model", where)
-    row: Row = {
-        "id": job_id,
-        "training_project_id": project_id,
-        "instance_type_id": instance_type["id"] if instance_type else None,
-        "name": text(data, "name", where),
-        "current_status": text(data, "current_status", where, required=True),
-        "error_message": text(data, "error_message", where),
-        "checkpoint_sync_status": text(data, "checkpoint_sync_status", where),
-        "priority": integer(data, "priority", where),
-        "user_email": text(user, "email", where / "user") if user else None,
-        # The spec says lowercase, a fixture sends "DEDICATED": store one spelling.
-        "availability_model": availability.lower() if availability else None,
-        "created_at": timestamp(data, "created_at", where, required=True),
-        "updated_at": timestamp(data, "updated_at", where, required=True),
+    instance_type = row.pop("instance_type")
+    user = row.pop("user")
+    extra = row["extra"] or {}
+    for key, nested in (("training_project", row.pop("training_project")), ("user", user)):
+        if nested is not None and nested["extra"] is not None:
+            extra[key] = dict(data[key])  # the API added keys to it: keep the whole object as received
+    row |= {
+        "instance_type_id": instance_type["id"],
+        "user_email": user["email"] if user else None,
         "extra": extra or None,
     }
     return JobRecord(row=row, instance_type=instance_type)
@@ -323,10 +442,15 @@ def lora_config_row(config: Mapping[str, Any]) -> Row:
         except OverflowError:
             return None
 
-    r = typed("r", (int,))
+    def exact(key: str) -> int | None:
+        try:
+            return _exact_integer(config.get(key), 64)
+        except ValueError:
+            return None  # kept as received in `config`; the column stays null
+
     return {
         "config_sha256": hashlib.sha256(canonical_json(config).encode()).hexdigest(),
-        "r": r if r is None or abs(r) <= INT64_MAX else None,
+        "r": exact("r"),
         "lora_alpha": real("lora_alpha"),
         "lora_dropout": real("lora_dropout"),
         "target_modules": config.get("target_modules"),
@@ -337,25 +461,66 @@ def lora_config_row(config: Mapping[str, Any]) -> Row:
     }
 
 
+def _says_more(value: Any) -> bool:
+    """Whether a paging marker's value says there is more: anything but null, false or empty.
+
+    0 counts: E7's offset tokens start at 0, and a false alarm only fails one unit.
+    """
+    return value is not None and value is not False and value != "" and value != [] and value != {}
+
+
+def _more_than_listed(
+    payload: Mapping[str, Any], listed: list[Any], where: Where
+) -> MalformedResponse | None:
+    """Say what shows a response has more entries than it lists, or None when nothing does.
+
+    Baseten's listings have no paging; if one starts to page, what a response lacks is not
+    gone. Null tokens, `has_more: false` and a `total_count` the list reaches say nothing.
+    """
+    said = [f"{key}={_short(payload[key])}" for key in _MORE_MARKERS if _says_more(payload.get(key))]
+    try:
+        total = _as_integer(payload.get("total_count"))
+    except ValueError:
+        total = None  # not a count: an unknown envelope key like any other
+    if total is not None and total > len(listed):
+        said.append(f"total_count={total} for {len(listed)} listed")
+    if not said:
+        return None
+    return where.fail(
+        f"the response says there is more ({', '.join(said)}); "
+        "this endpoint has no paging the archiver knows, so the listing is incomplete"
+    )
+
+
 @dataclass
 class CheckpointListing:
-    """A job's checkpoint listing, normalized: the job, its checkpoints and their LoRA configs."""
+    """A job's checkpoint listing, normalized: the job, its checkpoints and their LoRA configs.
+
+    `incomplete` says why the listing may lack checkpoints that exist (the response said there
+    is more): nothing may then be inferred from what it lacks.
+    """
 
     project_id: str
     job: JobRecord
     checkpoints: list[Row]  # `lora_config_sha256` stands where the config id will go
     lora_configs: dict[str, Row] = field(default_factory=dict)
     duplicates: list[str] = field(default_factory=list)
+    incomplete: MalformedResponse | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.incomplete is None
 
     @property
     def all_complete(self) -> bool:
         """Whether every checkpoint finished uploading (`COMPLETE` and `COMPLETED` alike).
 
         Never while the job says its uploader is still `SYNCING`: it may list more checkpoints
-        yet, even when those listed so far (or none at all) are complete. Servers that omit a
-        checkpoint's `sync_status` give no per-checkpoint signal: such a checkpoint counts as complete.
+        yet, even when those listed so far (or none at all) are complete. Nor when the listing is
+        incomplete. Servers that omit a checkpoint's `sync_status` give no per-checkpoint signal:
+        such a checkpoint counts as complete.
         """
-        if self.job.row["checkpoint_sync_status"] == "SYNCING":
+        if self.job.row["checkpoint_sync_status"] == "SYNCING" or not self.complete:
             return False
         return all(
             row["sync_status"] in COMPLETE_SYNC_STATUSES or row["sync_status"] is None
@@ -371,10 +536,10 @@ def checkpoint_listing(payload: Any, project_id: str, job_id: str) -> Checkpoint
     """
     where = Where(project_id, job_id)
     payload = obj(payload, where)
-    job = job_record(_get(payload, "training_job", where, required=True), where / "training_job")
+    job = job_record(_required(payload, "training_job", where), where / "training_job")
     if job.row["id"] != job_id:
         raise (where / "training_job.id").fail(f"expected job {job_id!r}, got {job.row['id']!r}")
-    listed = items(_get(payload, "checkpoints", where, required=True), where / "checkpoints")
+    listed = items(_required(payload, "checkpoints", where), where / "checkpoints")
     by_id: dict[str, Row] = {}
     configs: dict[str, Row] = {}
     duplicates: list[str] = []
@@ -386,30 +551,39 @@ def checkpoint_listing(payload: Any, project_id: str, job_id: str) -> Checkpoint
         by_id[row["checkpoint_id"]] = row
         if config is not None:
             configs[config["config_sha256"]] = config
-    return CheckpointListing(project_id, job, list(by_id.values()), configs, duplicates)
+    incomplete = _more_than_listed(payload, listed, where)
+    return CheckpointListing(project_id, job, list(by_id.values()), configs, duplicates, incomplete)
+
+
+def _required(payload: Mapping[str, Any], key: str, where: Where) -> Any:
+    if key not in payload:
+        raise (where / key).fail("required field is missing")
+    return payload[key]
 
 
 @dataclass
 class ProjectListing:
     """The organisation's project listing, normalized.
 
-    An entry that breaks the contract is `rejected` (that project fails) and the rest stand; a
-    listing with rejected entries is incomplete, so nothing may be inferred from what it lacks.
+    An entry that breaks the contract is `rejected` (that project fails) and the rest stand. A
+    response that says there is more is `incomplete`. Either way the listing is not complete, so
+    nothing may be inferred from what it lacks.
     """
 
     projects: list[Row]
     rejected: list[MalformedResponse] = field(default_factory=list)
+    incomplete: MalformedResponse | None = None
 
     @property
     def complete(self) -> bool:
-        return not self.rejected
+        return not self.rejected and self.incomplete is None
 
 
 def project_listing(payload: Any) -> ProjectListing:
     """Normalize a GET /v1/training_projects response."""
     where = Where(path="GET /v1/training_projects")
     payload = obj(payload, where)
-    listed = items(_get(payload, "training_projects", where, required=True), where / "training_projects")
+    listed = items(_required(payload, "training_projects", where), where / "training_projects")
     projects: dict[str, Row] = {}
     rejected: list[MalformedResponse] = []
     for index, entry in enumerate(listed):
@@ -420,23 +594,25 @@ def project_listing(payload: Any) -> ProjectListing:
             continue
         projects.pop(row["id"], None)  # listed twice: the later entry wins, as for checkpoints
         projects[row["id"]] = row
-    return ProjectListing(list(projects.values()), rejected)
+    return ProjectListing(list(projects.values()), rejected, _more_than_listed(payload, listed, where))
 
 
 @dataclass
 class JobListing:
     """A project's job listing, normalized: the project, its jobs, and the entries rejected.
 
-    A listing with rejected entries is incomplete: nothing may be inferred from what it lacks.
+    A listing with rejected entries, or `incomplete` because the response says there is more,
+    is not complete: nothing may be inferred from what it lacks.
     """
 
     project: Row
     jobs: list[JobRecord]
     rejected: list[MalformedResponse] = field(default_factory=list)
+    incomplete: MalformedResponse | None = None
 
     @property
     def complete(self) -> bool:
-        return not self.rejected
+        return not self.rejected and self.incomplete is None
 
 
 def job_listing(payload: Any, project_id: str) -> JobListing:
@@ -448,10 +624,10 @@ def job_listing(payload: Any, project_id: str) -> JobListing:
     where = Where(project_id)
     payload = obj(payload, where)
     project_where = where / "training_project"
-    project = project_row(_get(payload, "training_project", where, required=True), project_where)
+    project = project_row(_required(payload, "training_project", where), project_where)
     if project["id"] != project_id:
         raise (project_where / "id").fail(f"expected project {project_id!r}, got {project['id']!r}")
-    listed = items(_get(payload, "training_jobs", where, required=True), where / "training_jobs")
+    listed = items(_required(payload, "training_jobs", where), where / "training_jobs")
     jobs: dict[str, JobRecord] = {}
     rejected: list[MalformedResponse] = []
     for index, entry in enumerate(listed):
@@ -462,46 +638,31 @@ def job_listing(payload: Any, project_id: str) -> JobListing:
             continue
         jobs.pop(record.row["id"], None)
         jobs[record.row["id"]] = record
-    return JobListing(project, list(jobs.values()), rejected)
+    return JobListing(project, list(jobs.values()), rejected, _more_than_listed(payload, listed, where))
 
 
 def project_of_job(payload: Any, job_id: str) -> str | None:
-    """The project of `job_id` in a POST /v1/training_jobs/search response; None when not found."""
+    """The project of `job_id` in a POST /v1/training_jobs/search response; None when not found.
+
+    A response that says there is more answers only when it lists the job: its absence proves nothing.
+    """
     where = Where(job_id=job_id, path="POST /v1/training_jobs/search")
     payload = obj(payload, where)
-    found = items(_get(payload, "training_jobs", where, required=True), where / "training_jobs")
+    found = items(_required(payload, "training_jobs", where), where / "training_jobs")
     for index, entry in enumerate(found):
         record = job_record(entry, Where(job_id=job_id, path=f"training_jobs[{index}]"))
         if record.row["id"] == job_id:
             return str(record.row["training_project_id"])
+    if incomplete := _more_than_listed(payload, found, where):
+        raise incomplete
     return None
 
 
 def checkpoint_row(data: Any, where: Where, job_id: str) -> tuple[Row, Row | None]:
     """Normalize one TrainingJobCheckpointV1 and its LoRA config, if any."""
-    data = obj(data, where)
-    listed_job = text(data, "training_job_id", where)
-    if listed_job is not None and listed_job != job_id:
-        raise (where / "training_job_id").fail(f"expected job {job_id!r}, got {listed_job!r}")
-    raw_config = data.get("lora_adapter_config")
-    config = None
-    if raw_config is not None:
-        config_where = where / "lora_adapter_config"
-        config = lora_config_row(document(obj(raw_config, config_where), config_where))
-    checkpoint_type = text(data, "checkpoint_type", where, required=True)
-    row: Row = {
-        "training_job_id": job_id,
-        # The schema allows any string here, the empty one included.
-        "checkpoint_id": text(data, "checkpoint_id", where, required=True, nullable=False),
-        "created_at": timestamp(data, "created_at", where, required=True),
-        # truss lowercases before comparing; store one spelling of the known ones, others as received.
-        "checkpoint_type": checkpoint_type.lower()
-        if checkpoint_type and checkpoint_type.lower() in {"lora", "full", "whisper"}
-        else checkpoint_type,
-        "base_model": text(data, "base_model", where),
-        "lora_config_sha256": config["config_sha256"] if config else None,
-        "size_bytes": integer(data, "size_bytes", where, required=True),
-        "sync_status": text(data, "sync_status", where),
-        "extra": _extra(data, _CHECKPOINT_KEYS, where),
-    }
+    row = CHECKPOINT.read(data, where)
+    if row["training_job_id"] != job_id:
+        raise (where / "training_job_id").fail(f"expected job {job_id!r}, got {row['training_job_id']!r}")
+    config = row.pop("lora_adapter_config")
+    row["lora_config_sha256"] = config["config_sha256"] if config else None
     return row, config

@@ -74,6 +74,7 @@ def project_for(pid: str, name: str) -> dict[str, Any]:
         "name": name,
         "created_at": "2026-05-02T09:14:07Z",
         "updated_at": "2026-05-02T09:14:07Z",
+        "latest_job": None,
     }
 
 

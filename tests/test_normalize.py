@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from archiver.errors import MalformedResponse
 from archiver.normalize import (
+    CONTRACT,
     Where,
     checkpoint_listing,
     job_listing,
@@ -296,3 +301,369 @@ def test_the_job_search_names_the_project_of_exactly_that_job() -> None:
     assert project_of_job({"training_jobs": [other]}, "p7qr9qv") is None
     with pytest.raises(MalformedResponse):
         project_of_job({"training_jobs": [{"id": "p7qr9qv"}]}, "p7qr9qv")
+
+
+# ------------------------------------------------------------------------------------------------
+# the contract: what the API promises, held against its OpenAPI schemas
+
+SCHEMAS: dict[str, Any] = {
+    **json.loads((Path(__file__).parent / "data" / "checkpoints-openapi-schemas.json").read_text())[
+        "components"
+    ]["schemas"],
+    # Not in the vendored file: baseten-api.md §2.2, from the full management spec.
+    "TrainingProjectV1": {
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "latest_job": {"anyOf": [{"$ref": "#/components/schemas/TrainingJobV1"}, {"type": "null"}]},
+            "team_name": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+        },
+        "required": ["id", "name", "created_at", "updated_at", "latest_job"],
+        "type": "object",
+    },
+}
+# Where the archiver departs from the spec on purpose; normalize says why at each key.
+DEPARTURES = {
+    ("TrainingJobCheckpointV1", "base_model", "optional"),
+    ("TrainingJobCheckpointV1", "lora_adapter_config", "optional"),
+    ("TrainingJobV1", "priority", "nullable"),
+    ("TrainingJobV1", "availability_model", "not in the spec"),
+}
+
+
+def nullable(schema: dict[str, Any]) -> bool:
+    return any(option.get("type") == "null" for option in schema.get("anyOf", []))
+
+
+def test_the_contract_matches_the_openapi_schemas() -> None:
+    objects = {name for name, schema in SCHEMAS.items() if "properties" in schema}
+    assert {contract.schema for contract in CONTRACT} == objects - {"GetTrainingJobCheckpointsResponseV1"}
+    departures = set()
+    for contract in CONTRACT:
+        properties = SCHEMAS[contract.schema]["properties"]
+        required = set(SCHEMAS[contract.schema].get("required", []))
+        assert set(properties) <= contract.known, contract.schema
+        for key in contract.keys:
+            if key.name not in properties:
+                departures.add((contract.schema, key.name, "not in the spec"))
+                continue
+            if key.required != (key.name in required):
+                departures.add((contract.schema, key.name, "required" if key.required else "optional"))
+            if key.nullable != nullable(properties[key.name]):
+                departures.add((contract.schema, key.name, "nullable" if key.nullable else "not nullable"))
+    assert departures == DEPARTURES
+
+
+PATHS = {
+    "TrainingProjectV1": "training_project",
+    "TrainingJobV1": "training_job",
+    "InstanceTypeV1": "training_job.instance_type",
+    "TrainingProjectSummaryV1": "training_job.training_project",
+    "UserV1": "training_job.user",
+    "TrainingJobCheckpointV1": "checkpoints[0]",
+}
+
+
+def sample(schema: str) -> tuple[dict[str, Any], dict[str, Any], Callable[[dict[str, Any]], Any]]:
+    """A response holding a `schema` object, that object, and the call that normalizes the response."""
+    if schema == "TrainingProjectV1":
+        body = {"training_project": copy.deepcopy(PROJECT), "training_jobs": []}
+        return body, body["training_project"], lambda b: job_listing(b, "n4q95w5")
+    body = payload()
+    job = body["training_job"]
+    target = {
+        "TrainingJobV1": job,
+        "InstanceTypeV1": job["instance_type"],
+        "TrainingProjectSummaryV1": job["training_project"],
+        "UserV1": job["user"],
+        "TrainingJobCheckpointV1": body["checkpoints"][0],
+    }[schema]
+    return body, target, lambda b: checkpoint_listing(b, "n4q95w5", "p7qr9qv")
+
+
+def promised(kind: str) -> list[tuple[str, str]]:
+    """(schema, key) of every key the spec requires (`missing`) or forbids to be null (`null`)."""
+    lenient = {(schema, key) for schema, key, how in DEPARTURES if how in ("optional", "nullable")}
+    return [
+        (name, key)
+        for name in PATHS
+        for key, prop in SCHEMAS[name]["properties"].items()
+        if key in SCHEMAS[name].get("required", [])
+        and (kind == "missing" or not nullable(prop))
+        and (name, key) not in lenient
+    ]
+
+
+@pytest.mark.parametrize(("schema", "key"), promised("missing"))
+def test_a_missing_required_field_fails_by_name(schema: str, key: str) -> None:
+    body, target, normalize = sample(schema)
+    del target[key]
+    with pytest.raises(MalformedResponse, match=re.escape(f"field '{PATHS[schema]}.{key}': required")):
+        normalize(body)
+
+
+@pytest.mark.parametrize(("schema", "key"), promised("null"))
+def test_a_null_in_a_non_nullable_field_fails_by_name(schema: str, key: str) -> None:
+    body, target, normalize = sample(schema)
+    target[key] = None
+    with pytest.raises(
+        MalformedResponse, match=re.escape(f"field '{PATHS[schema]}.{key}': must not be null")
+    ):
+        normalize(body)
+
+
+@pytest.mark.parametrize(
+    ("schema", "key", "absent"),
+    [
+        (contract.schema, key.name, absent)
+        for contract in CONTRACT
+        for key in contract.keys
+        for absent in (["missing"] if not key.required else []) + (["null"] if key.nullable else [])
+    ],
+)
+def test_what_the_contract_lets_be_absent_or_null_may_be(schema: str, key: str, absent: str) -> None:
+    body, target, normalize = sample(schema)
+    if absent == "missing":
+        del target[key]
+    else:
+        target[key] = None
+    normalize(body)
+
+
+def test_the_lenient_keys_read_as_null() -> None:
+    body = payload()
+    body["training_job"] |= {"priority": None, "availability_model": None}
+    for checkpoint in body["checkpoints"]:
+        del checkpoint["base_model"], checkpoint["lora_adapter_config"]
+    page = checkpoint_listing(body, "n4q95w5", "p7qr9qv")
+    assert page.job.row["priority"] is None and page.job.row["availability_model"] is None
+    assert [(c["base_model"], c["lora_config_sha256"]) for c in page.checkpoints] == [(None, None)] * 2
+
+
+@pytest.mark.parametrize(
+    ("key", "absent"),
+    [(key, "missing") for schema, key in promised("missing") if schema == "TrainingProjectV1"]
+    + [(key, "null") for schema, key in promised("null") if schema == "TrainingProjectV1"],
+)
+def test_a_project_listing_rejects_an_entry_that_breaks_a_promise_and_keeps_the_rest(
+    key: str, absent: str
+) -> None:
+    broken = {**PROJECT, "id": "w2m81xk"}
+    if absent == "missing":
+        del broken[key]
+    else:
+        broken[key] = None
+    listing = project_listing({"training_projects": [PROJECT, broken]})
+    assert [p["id"] for p in listing.projects] == ["n4q95w5"] and not listing.complete
+    (rejected,) = listing.rejected
+    assert f"field 'training_projects[1].{key}'" in str(rejected)
+
+
+# ------------------------------------------------------------------------------------------------
+# exact integers
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("9007199254740993", 2**53 + 1),  # a JSON integer is exact at any size that fits
+        ("1.0e10", 10_000_000_000),
+        ("16.0", 16),
+        ("-9007199254740991.0", -(2**53) + 1),
+        (str(2**63 - 1), 2**63 - 1),
+        (str(-(2**63)), -(2**63)),
+    ],
+)
+def test_exact_integers_are_stored(sent: str, stored: int) -> None:
+    body = payload()
+    body["checkpoints"][0]["size_bytes"] = json.loads(sent)
+    value = checkpoint_listing(body, "n4q95w5", "p7qr9qv").checkpoints[0]["size_bytes"]
+    assert value == stored and type(value) is int
+
+
+@pytest.mark.parametrize(
+    ("sent", "problem"),
+    [
+        ("9007199254740993.0", "not an exact integer: floats beyond 2^53 lose digits"),
+        ("9007199254740992.0", "not an exact integer: floats beyond 2^53 lose digits"),
+        ("-1e300", "not an exact integer: floats beyond 2^53 lose digits"),
+        ("1.5", "expected an integer, got float 1.5"),
+        ("true", "expected an integer, got bool True"),
+        ('"12"', "expected an integer, got str '12'"),
+        (str(2**63), "does not fit in 64 bits"),
+        (str(-(2**63) - 1), "does not fit in 64 bits"),
+    ],
+)
+def test_inexact_integers_fail_by_name_saying_why(sent: str, problem: str) -> None:
+    body = payload()
+    body["checkpoints"][0]["size_bytes"] = json.loads(sent)
+    with pytest.raises(MalformedResponse) as raised:
+        checkpoint_listing(body, "n4q95w5", "p7qr9qv")
+    assert "field 'checkpoints[0].size_bytes'" in str(raised.value) and problem in str(raised.value)
+
+
+@pytest.mark.parametrize(("sent", "stored"), [("8.0", 8), (str(2**31 - 1), 2**31 - 1)])
+def test_a_32_bit_column_takes_exact_integers_that_fit(sent: str, stored: int) -> None:
+    body = payload()
+    body["training_job"]["instance_type"]["gpu_count"] = json.loads(sent)
+    assert checkpoint_listing(body, "n4q95w5", "p7qr9qv").job.instance_type == {
+        **JOB["instance_type"],
+        "gpu_count": stored,
+        "extra": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("sent", "column"),
+    [
+        ("16", 16),
+        ("16.0", 16),
+        ("1.0e3", 1000),
+        (str(2**63 - 1), 2**63 - 1),
+        ("9007199254740993.0", None),
+        ("1.5", None),
+        ("true", None),
+        ('"16"', None),
+        (str(2**63), None),
+    ],
+)
+def test_the_lora_rank_column_is_exact_and_the_document_as_received(sent: str, column: int | None) -> None:
+    received = json.loads(sent)
+    row = lora_config_row({**LORA, "r": received})
+    assert row["r"] == column and type(row["r"]) is type(column)
+    assert row["config"]["r"] == received and type(row["config"]["r"]) is type(received)
+
+
+# ------------------------------------------------------------------------------------------------
+# leap seconds, and keys the API adds
+
+
+LEAP = datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2016-12-31T23:59:60Z",
+        "2016-12-31t23:59:60z",
+        "2016-12-31T23:59:60.5Z",
+        "2016-12-31T23:59:60",
+        "2017-01-01T08:59:60+09:00",
+    ],
+)
+def test_a_leap_second_is_the_last_microsecond_of_its_minute(text: str) -> None:
+    assert parse_timestamp(text, Where()) == LEAP
+    before, after = (parse_timestamp(t, Where()) for t in ("2016-12-31T23:59:59.5Z", "2017-01-01T00:00:00Z"))
+    assert before < LEAP < after
+
+
+def test_a_checkpoint_made_in_a_leap_second_is_archived() -> None:
+    body = payload()
+    body["checkpoints"][0]["created_at"] = "2016-12-31T23:59:60Z"
+    assert checkpoint_listing(body, "n4q95w5", "p7qr9qv").checkpoints[0]["created_at"] == LEAP
+
+
+@pytest.mark.parametrize("text", ["2016-12-31T23:59:61Z", "2016-12-31T23:60:00Z", "2016-12-31T24:59:60Z"])
+def test_only_second_60_is_a_leap_second(text: str) -> None:
+    with pytest.raises(MalformedResponse, match="years 1-9999"):
+        parse_timestamp(text, Where())
+
+
+def test_keys_the_api_adds_to_a_jobs_project_summary_are_kept() -> None:
+    body = payload()
+    body["training_job"]["training_project"]["team_name"] = "ml-platform"
+    job = checkpoint_listing(body, "n4q95w5", "p7qr9qv").job.row
+    assert job["extra"] == {
+        "node_count": 2,
+        "training_project": {"id": "n4q95w5", "name": "qwen3-8b-support-sft", "team_name": "ml-platform"},
+    }
+    assert checkpoint_listing(payload(), "n4q95w5", "p7qr9qv").job.row["extra"] == {"node_count": 2}
+
+
+# ------------------------------------------------------------------------------------------------
+# pagination markers: the listings have no paging, so "there is more" makes a listing incomplete
+
+
+def listed(kind: str, envelope: dict[str, Any]) -> Any:
+    """A listing of two entries of `kind`, its response carrying `envelope` keys too."""
+    if kind == "projects":
+        return project_listing({"training_projects": [PROJECT, {**PROJECT, "id": "w2m81xk"}], **envelope})
+    if kind == "jobs":
+        jobs = [JOB, {**JOB, "id": "prwny3y"}]
+        return job_listing({"training_project": PROJECT, "training_jobs": jobs, **envelope}, "n4q95w5")
+    return checkpoint_listing(payload(**envelope), "n4q95w5", "p7qr9qv")
+
+
+def entries(listing: Any) -> int:
+    return len(getattr(listing, "projects", None) or getattr(listing, "jobs", None) or listing.checkpoints)
+
+
+KINDS = ["projects", "jobs", "checkpoints"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("envelope", "said"),
+    [
+        ({"next_page_token": 1}, "next_page_token=1"),
+        ({"next_page_token": 0}, "next_page_token=0"),  # an offset token: 0 is a page too
+        ({"next_cursor": "abc"}, "next_cursor='abc'"),
+        ({"next": "https://api.baseten.co/v1/training_projects?page=2"}, "next='https://api.baseten.co"),
+        ({"has_more": True}, "has_more=True"),
+        ({"total_count": 3}, "total_count=3 for 2 listed"),
+        ({"total_count": 3.0, "has_more": None}, "(total_count=3 for 2 listed)"),
+        ({"total_count": 2**70}, f"total_count={2**70} for 2 listed"),
+    ],
+)
+def test_a_response_that_says_there_is_more_is_incomplete_and_keeps_its_entries(
+    kind: str, envelope: dict[str, Any], said: str
+) -> None:
+    listing = listed(kind, envelope)
+    assert not listing.complete and entries(listing) == 2
+    assert said in str(listing.incomplete) and "so the listing is incomplete" in str(listing.incomplete)
+    assert getattr(listing, "rejected", []) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        {},
+        {"next_page_token": None, "next_cursor": None, "next": None},
+        {"next_page_token": "", "next_cursor": "", "next": ""},
+        {"has_more": False},
+        {"total_count": 2},
+        {"total_count": 1},
+        {"total_count": "3"},  # not a count: an unknown envelope key
+        {"total_count": True},
+        {"request_id": "r-1", "page": 1, "links": {"self": "/v1/training_projects"}},
+    ],
+)
+def test_a_response_that_says_nothing_more_is_complete(kind: str, envelope: dict[str, Any]) -> None:
+    listing = listed(kind, envelope)
+    assert listing.complete and listing.incomplete is None and entries(listing) == 2
+
+
+def test_the_incomplete_listing_names_the_marker_and_the_counts() -> None:
+    body = payload(next_page_token=1, total_count=3)
+    del body["checkpoints"][1]
+    assert str(checkpoint_listing(body, "n4q95w5", "p7qr9qv").incomplete) == (
+        "project n4q95w5, job p7qr9qv: the response says there is more (next_page_token=1, total_count=3"
+        " for 1 listed); this endpoint has no paging the archiver knows, so the listing is incomplete"
+    )
+
+
+def test_an_incomplete_checkpoint_listing_is_never_all_complete() -> None:
+    body = payload()
+    body["checkpoints"][1]["sync_status"] = "COMPLETE"
+    assert checkpoint_listing(body, "n4q95w5", "p7qr9qv").all_complete
+    body["has_more"] = True
+    assert not checkpoint_listing(body, "n4q95w5", "p7qr9qv").all_complete
+
+
+def test_a_job_search_that_says_there_is_more_answers_only_when_it_lists_the_job() -> None:
+    assert project_of_job({"training_jobs": [JOB], "next_page_token": 1}, "p7qr9qv") == "n4q95w5"
+    with pytest.raises(MalformedResponse, match=r"there is more \(next_page_token=1\)"):
+        project_of_job({"training_jobs": [], "next_page_token": 1}, "p7qr9qv")

@@ -47,6 +47,7 @@ class Org:
                 "name": f"project {pid}",
                 "created_at": "2026-05-02T09:14:07Z",
                 "updated_at": "2026-05-02T09:14:07Z",
+                "latest_job": None,
             },
         )
         job = {
@@ -282,14 +283,18 @@ def test_a_password_in_the_url_query_string_is_masked_too(tmp_path: Path) -> Non
 def test_job_facts_latest_checkpoint_is_the_same_on_both_databases_when_a_created_at_is_null(
     archive: Engine,
 ) -> None:
-    """The API may send `created_at: null` (the archive stores it as null). NULL sorts first in
-    ORDER BY ... DESC on PostgreSQL but last on SQLite; `job_facts` puts undated checkpoints last
-    on both, so the same archive names the same latest checkpoint."""
+    """An archive written before the API contract was enforced may hold `created_at` null. NULL sorts
+    first in ORDER BY ... DESC on PostgreSQL but last on SQLite; `job_facts` puts undated checkpoints
+    last on both, so the same archive names the same latest checkpoint."""
     org = Org()
     org.add("aaaaaaa", "jobaaaa")
-    undated = {**copy.deepcopy(CHECKPOINTS[1]), "training_job_id": "jobaaaa", "created_at": None}
+    undated = {**copy.deepcopy(CHECKPOINTS[1]), "training_job_id": "jobaaaa"}
     org.checkpoints["jobaaaa"].append(undated)
     assert org.sync(archive).exit_code == 0
+    with archive.begin() as connection:  # a null the API can no longer bring in
+        connection.exec_driver_sql(
+            "UPDATE checkpoints SET created_at = NULL WHERE checkpoint_id = 'checkpoint-1000'"
+        )
     assert rows(archive, "SELECT latest_checkpoint_id FROM job_facts") == [("jobaaaa-1",)]
 
 

@@ -11,7 +11,7 @@ from archiver import store
 from archiver.normalize import Where, checkpoint_listing, project_row
 
 from .conftest import rows, scalar
-from .test_normalize import payload
+from .test_normalize import PROJECT, payload
 
 NIGHT_1 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
 NIGHT_2 = NIGHT_1 + timedelta(days=1)
@@ -19,7 +19,7 @@ NIGHT_2 = NIGHT_1 + timedelta(days=1)
 
 def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.WriteCounts:
     page = checkpoint_listing(body, "n4q95w5", "p7qr9qv")
-    project = project_row({"id": "n4q95w5", "name": "qwen3 — ünïcødé '; DROP TABLE checkpoints; --"}, Where())
+    project = project_row({**PROJECT, "name": "qwen3 — ünïcødé '; DROP TABLE checkpoints; --"}, Where())
     with engine.begin() as connection:
         store.save_listing(connection, project, [page.job], now)
         return store.save_checkpoint_listings(connection, [page], now)
