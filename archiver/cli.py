@@ -162,6 +162,12 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str:
     "--migrate", "migrate_schema", is_flag=True, help="Upgrade an out-of-date schema before syncing."
 )
 @click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="Accept, for this run, listings that would mark more than half of what they cover deleted "
+    "(refused by default as a likely bad response).",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
     default=DEFAULT_CONCURRENCY,
@@ -205,6 +211,7 @@ def sync(
     jobs: tuple[str, ...],
     full: bool,
     migrate_schema: bool,
+    allow_mass_delete: bool,
     concurrency: int,
     max_rps: float,
     max_attempts: int,
@@ -232,6 +239,7 @@ def sync(
     options = SyncOptions(
         Scope(projects, jobs),
         full=full,
+        allow_mass_delete=allow_mass_delete,
         concurrency=concurrency,
         migrate=migrate_schema,
         progress=progress_line(),

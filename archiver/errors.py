@@ -13,6 +13,7 @@
     └── JobError                  one project or job could not be archived; the run goes on (3)
         ├── ApiError              an HTTP error that retries did not cure
         ├── MalformedResponse     a response that is not JSON or breaks the schema
+        ├── SuspectListing        a listing that would mark a mass of rows deleted; nothing marked
         └── NotFound              404: the project or job is gone (recorded, not a failure)
 
 Every message says what went wrong, where, and what to do next. None of them carries
@@ -116,6 +117,12 @@ class MalformedResponse(JobError):
     """A response was not JSON, or lacked a field, or had one of the wrong type."""
 
     kind = "malformed"
+
+
+class SuspectListing(JobError):
+    """A listing that looks like a bad response (it would "delete" much of the archive): nothing is marked."""
+
+    kind = "suspect"
 
 
 class NotFound(ApiError):

@@ -10,7 +10,8 @@ versions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -218,19 +219,66 @@ def save_lora_configs(connection: Connection, configs: dict[str, Row], now: date
     return ids
 
 
+def live_projects(connection: Connection) -> set[str]:
+    """The archived projects not marked deleted."""
+    query = sa.select(training_projects.c.id).where(training_projects.c.deleted_at.is_(None))
+    return set(connection.scalars(query))
+
+
+def live_jobs(connection: Connection, project_id: str) -> set[str]:
+    """A project's archived jobs not marked deleted."""
+    query = sa.select(training_jobs.c.id).where(
+        training_jobs.c.training_project_id == project_id, training_jobs.c.deleted_at.is_(None)
+    )
+    return set(connection.scalars(query))
+
+
+@dataclass(frozen=True)
+class DeletionGuard:
+    """When a listing may mark what it lacks deleted: not when that looks like a bad response.
+
+    A listing that would mark more than half of its scope's live rows deleted (at least
+    `MASS` rows), or an empty one where rows are live, is suspect: one bad night must not
+    "delete" history. `allow_mass_delete` accepts it, for one run.
+    """
+
+    allow_mass_delete: bool = False
+    MASS = 10
+
+    def refuses(self, what: str, live: int, missing: int, listed: int) -> str | None:
+        """Why marking `missing` of `live` archived `what` deleted is suspect; None when it is not."""
+        if self.allow_mass_delete or not missing:
+            return None
+        if not listed:
+            problem = f"the listing is empty, but the archive holds {live} live {what} for it"
+        elif missing * 2 > live and missing >= self.MASS:
+            problem = f"the listing would mark {missing} of {live} live {what} deleted (more than half)"
+        else:
+            return None
+        return (
+            f"{problem}; suspecting a bad response, nothing was marked deleted. If they really are gone, "
+            "rerun with --allow-mass-delete"
+        )
+
+
 def save_checkpoint_listings(
-    connection: Connection, listings: Sequence[CheckpointListing], now: datetime
-) -> WriteCounts:
+    connection: Connection,
+    listings: Sequence[CheckpointListing],
+    now: datetime,
+    guard: DeletionGuard | None = None,
+) -> tuple[WriteCounts, dict[str, str]]:
     """Archive whole jobs' checkpoint listings: insert new rows, version changed ones, skip the rest.
 
     One read of the jobs' archived checkpoints decides which rows changed; only those go to
     the database, in batched native upserts; unchanged rows are not written at all. Their
     sighting is recorded once per job, in `training_jobs.checkpoints_fetched_at`: bumping a
     per-row `last_seen_at` every night would rewrite the whole table (see `_mark_checkpoints_deleted`).
-    Rows the listing no longer has get `deleted_at`.
+    Rows a complete listing no longer has get `deleted_at`, unless `guard` refuses: then nothing
+    of that job is marked, and it is returned with the reason (job id -> why), to fail.
     """
     if not listings:
-        return WriteCounts()
+        return WriteCounts(), {}
+    guard = guard or DeletionGuard()
     save_jobs(connection, [listing.job for listing in listings], now)
     configs: dict[str, Row] = {}
     for listing in listings:
@@ -248,14 +296,45 @@ def save_checkpoint_listings(
             row = {**listed, "lora_adapter_config_id": config_ids[sha] if sha else None, **seen}
             del row["lora_config_sha256"]
             rows.append(row)
+    live_before = Counter(
+        job_id for (job_id, _), before in archived.items() if before.values[_DELETED_AT] is None
+    )
     counts = save_versions(connection, CHECKPOINTS, rows, now, archived, key=key, touch=False)
-    # What is left in `archived` was not listed this time.
-    vanished = [before.id for before in archived.values() if before.values[_DELETED_AT] is None]
-    for batch in chunked(vanished):
-        _mark_checkpoints_deleted(connection, checkpoints.c.id.in_(batch), now)
-    counts.deleted = len(vanished)
-    _mark_fetched(connection, listings, now)
-    return counts
+    # What is left in `archived` was not listed this time: gone, unless the listing cannot say so.
+    vanished: dict[str, list[Any]] = {listing.job.row["id"]: [] for listing in listings}
+    for (job_id, _), before in archived.items():
+        if before.values[_DELETED_AT] is None:
+            vanished[job_id].append(before.id)
+    refused: dict[str, str] = {}
+    unsettled: list[str] = []
+    for listing in listings:
+        job_id = listing.job.row["id"]
+        if not listing.complete:
+            unsettled.append(job_id)
+            continue
+        missing = vanished[job_id]
+        reason = guard.refuses("checkpoints", live_before[job_id], len(missing), len(listing.checkpoints))
+        if reason:
+            refused[job_id] = reason
+            unsettled.append(job_id)
+            continue
+        for batch in chunked(missing):
+            counts.deleted += _mark_checkpoints_deleted(connection, checkpoints.c.id.in_(batch), now)
+    _mark_fetched(
+        connection, [listing for listing in listings if listing.job.row["id"] not in unsettled], now
+    )
+    _forget_reads(connection, unsettled)
+    return counts, refused
+
+
+def _forget_reads(connection: Connection, job_ids: Sequence[str]) -> None:
+    """Make the next run read these jobs' checkpoints again: their last read did not settle them."""
+    for batch in chunked(job_ids):
+        connection.execute(
+            sa.update(training_jobs)
+            .where(training_jobs.c.id.in_(batch))
+            .values(checkpoints_all_complete=None)
+        )
 
 
 def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing], now: datetime) -> None:
@@ -279,20 +358,6 @@ def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing],
             for listing in listings
         ],
     )
-
-
-def missing_projects(connection: Connection, listed: Collection[str]) -> list[str]:
-    """Live archived projects that a complete project listing does not name."""
-    query = sa.select(training_projects.c.id).where(training_projects.c.deleted_at.is_(None))
-    return [project_id for (project_id,) in connection.execute(query) if project_id not in listed]
-
-
-def missing_jobs(connection: Connection, project_id: str, listed: Collection[str]) -> list[str]:
-    """A project's live archived jobs that its complete job listing does not name."""
-    query = sa.select(training_jobs.c.id).where(
-        training_jobs.c.training_project_id == project_id, training_jobs.c.deleted_at.is_(None)
-    )
-    return [job_id for (job_id,) in connection.execute(query) if job_id not in listed]
 
 
 def mark_deleted(

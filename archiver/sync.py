@@ -26,7 +26,15 @@ from sqlalchemy.engine import Engine
 from archiver import db, ledger, migrate, normalize, store
 from archiver.client import BasetenClient, RetryPolicy, unreachable
 from archiver.db import describe_db_error
-from archiver.errors import ArchiverError, DatabaseUnavailable, Interrupted, JobError, NotFound
+from archiver.errors import (
+    ArchiverError,
+    DatabaseUnavailable,
+    Interrupted,
+    JobError,
+    MalformedResponse,
+    NotFound,
+    SuspectListing,
+)
 from archiver.lock import sync_lock
 from archiver.normalize import CheckpointListing, JobListing
 from archiver.schema import RunCounts
@@ -68,6 +76,7 @@ class SyncOptions:
 
     scope: Scope = field(default_factory=Scope)
     full: bool = False
+    allow_mass_delete: bool = False  # accept, this once, a listing that marks a mass of rows deleted
     concurrency: int = 8
     batch_rows: int = DEFAULT_BATCH_ROWS
     migrate: bool = False  # upgrade an out-of-date schema instead of refusing to run
@@ -175,6 +184,7 @@ class Sync:
         self.options = options
         self.now = clock()  # one timestamp for the whole run's sightings
         self.report = SyncReport()
+        self.guard = store.DeletionGuard(options.allow_mass_delete)
         self._jobs_done = 0
 
     def run(self) -> SyncReport:
@@ -255,8 +265,7 @@ class Sync:
                 listing = normalize.project_listing(self.client.list_projects().json())
             except JobError as exc:  # malformed too: without the listing there is no run
                 raise unreachable(exc) from None
-            for rejected in listing.rejected:
-                self._fail(rejected)
+            self._fail_incomplete(listing.rejected, listing.incomplete)
             listed = {project["id"] for project in listing.projects}
             if listing.complete:
                 self._write(self._mark_missing_projects, listed)
@@ -272,7 +281,11 @@ class Sync:
         return targets
 
     def _mark_missing_projects(self, connection: sa.Connection, listed: set[str]) -> None:
-        missing = store.missing_projects(connection, listed)
+        live = store.live_projects(connection)
+        missing = sorted(live - listed)
+        if reason := self.guard.refuses("projects", len(live), len(missing), len(listed)):
+            self._fail(SuspectListing(f"the organisation's project listing: {reason}"))
+            return
         self.report.counts.checkpoints_deleted += store.mark_deleted(connection, self.now, projects=missing)
 
     def _project_of(self, job_id: str) -> str | None:
@@ -322,8 +335,7 @@ class Sync:
                             "the job is not in its project's job list", project_id=project_id, job_id=job_id
                         )
                     )
-            for rejected in listing.rejected:
-                self._fail(rejected)
+            self._fail_incomplete(listing.rejected, listing.incomplete)
             skip = self._write(self._save_listing, listing, wanted is None and listing.complete)
             jobs = listing.jobs
             self.report.counts.projects += 1
@@ -355,9 +367,16 @@ class Sync:
         skip = {job.row["id"] for job in jobs if store.can_skip(job, states.get(job.row["id"]))}
         store.save_listing(connection, listing.project, jobs, self.now)
         if complete:
+            project_id = listing.project["id"]
+            live = store.live_jobs(connection, project_id)
             listed = {job.row["id"] for job in jobs}
-            missing = store.missing_jobs(connection, listing.project["id"], listed)
-            self.report.counts.checkpoints_deleted += store.mark_deleted(connection, self.now, jobs=missing)
+            missing = sorted(live - listed)
+            if reason := self.guard.refuses("jobs", len(live), len(missing), len(listed)):
+                self._fail(SuspectListing(f"the job listing: {reason}", project_id=project_id))
+            else:
+                self.report.counts.checkpoints_deleted += store.mark_deleted(
+                    connection, self.now, jobs=missing
+                )
         self._record_progress(connection)
         return skip
 
@@ -383,6 +402,8 @@ class Sync:
                 self._fail(exc.located(project_id=project_id, job_id=job_id))
                 self._progress(1)
                 continue
+            if listing.incomplete is not None:
+                self._fail(listing.incomplete.located(project_id=project_id, job_id=job_id))
             if listing.duplicates:
                 log.warning(
                     "project %s, job %s: checkpoint ids listed twice, the later entry kept: %s",
@@ -432,7 +453,15 @@ class Sync:
         self._progress(len(listings))
 
     def _save_checkpoints(self, connection: sa.Connection, listings: list[CheckpointListing]) -> None:
-        self.report.add_writes(store.save_checkpoint_listings(connection, listings, self.now))
+        writes, refused = store.save_checkpoint_listings(connection, listings, self.now, self.guard)
+        self.report.add_writes(writes)
+        projects = {listing.job.row["id"]: listing.project_id for listing in listings}
+        for job_id, reason in refused.items():
+            self._fail(
+                SuspectListing(
+                    f"the checkpoint listing: {reason}", project_id=projects[job_id], job_id=job_id
+                )
+            )
         self.report.counts.jobs_fetched += len(listings)
         self._record_progress(connection)
 
@@ -459,6 +488,13 @@ class Sync:
                 f"writing to the database failed: {describe_db_error(exc)}; "
                 "everything committed before this point is intact, rerun to finish"
             ) from None
+
+    def _fail_incomplete(
+        self, rejected: list[MalformedResponse], incomplete: MalformedResponse | None
+    ) -> None:
+        """Fail the entries a listing rejected, and the listing's unit if the response said there is more."""
+        for exc in [*rejected, *([incomplete] if incomplete else [])]:
+            self._fail(exc)
 
     def _fail(self, exc: JobError) -> None:
         failure = Failure(exc.project_id, exc.job_id, exc.kind, exc.message)

@@ -302,8 +302,9 @@ def test_every_value_the_schema_allows_round_trips(archive: Engine, body: dict[s
         checkpoint["training_job_id"] = jid
     report = sync_served(archive, serve_org(project_for(pid, f"p {n}"), job, body))
 
-    if any("\x00" in text for text in strings_of(body)):
+    if any("\x00" in text for text in strings_of([body["training_job"], body["checkpoints"]])):
         # hypothesis-jsonschema's allow_x00=False does not reach additional properties' values.
+        # (The envelope's unknown keys are not archived as values: only in the stored response.)
         (failure,) = report.failures  # PostgreSQL cannot store NUL: the job fails, by name
         assert failure.job_id == jid and "NUL" in failure.message
         assert select(archive, checkpoints, checkpoints.c.training_job_id == jid) == []

@@ -22,7 +22,7 @@ def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.Wr
     project = project_row({**PROJECT, "name": "qwen3 — ünïcødé '; DROP TABLE checkpoints; --"}, Where())
     with engine.begin() as connection:
         store.save_listing(connection, project, [page.job], now)
-        return store.save_checkpoint_listings(connection, [page], now)
+        return store.save_checkpoint_listings(connection, [page], now)[0]
 
 
 def test_second_write_of_the_same_data_rewrites_no_checkpoint_row(archive: Engine) -> None:
