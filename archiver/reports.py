@@ -5,7 +5,6 @@ They answer the questions people ask at a terminal; anything else is one `archiv
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,14 +14,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from archiver import durations
 from archiver.errors import UsageError
 from archiver.query import read_only
 from archiver.schema import sync_errors, sync_runs
 from archiver.views import checkpoint_facts, job_facts
 
 STATUS_PREFIX = "TRAINING_JOB_"
-_DURATION = re.compile(r"(\d+)\s*([wdhm])")
-_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
 
 
 def storage() -> sa.Select[Any]:
@@ -112,11 +110,14 @@ def status_name(text: str) -> str:
 def parse_since(text: str, now: datetime | None = None) -> datetime:
     """Read --since: a duration back from now (7d, 24h, 30m, 2w, 1d12h) or an ISO date or time (UTC)."""
     now = now or datetime.now(UTC)
-    spec = text.strip().lower()
     try:
-        if spec and _DURATION.sub("", spec).strip() == "":
-            parts = {_UNITS[unit]: int(amount) for amount, unit in _DURATION.findall(spec)}
-            return now - timedelta(**parts)
+        # A bare number is no duration here: `--since 2026` more likely means a year than seconds.
+        seconds: float | None = durations.parse_seconds(text, plain=False)
+    except ValueError:
+        seconds = None
+    try:
+        if seconds is not None:
+            return now - timedelta(seconds=seconds)
         moment = datetime.fromisoformat(text.strip())
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except (ValueError, OverflowError):
