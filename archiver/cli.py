@@ -6,13 +6,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 import sqlalchemy as sa
 
-from archiver import __version__, db, migrate, query, reports
+from archiver import __version__, db, durations, migrate, query, reports
 from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, RetryPolicy
 from archiver.errors import ArchiverError, UsageError
 from archiver.logs import configure_logging
@@ -41,6 +42,20 @@ format_option = click.option(
     show_default=True,
     help="table for people (aligned, sizes like 1.5 GiB); csv, json or jsonl for programs (raw numbers).",
 )
+
+
+def _duration(value: str, option: str) -> timedelta:
+    """Read a duration option (90s, 15m, 6h, 7d or plain seconds)."""
+    try:
+        seconds = durations.parse_seconds(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise click.BadParameter(
+            f"expected a duration longer than zero, such as {durations.EXAMPLES} (or plain seconds); got {value!r}",
+            param_hint=option,
+        )
+    return timedelta(seconds=seconds)
 
 
 def _echo_rows(rows: query.Rows, fmt: str) -> None:
@@ -162,6 +177,15 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str:
     "--migrate", "migrate_schema", is_flag=True, help="Upgrade an out-of-date schema before syncing."
 )
 @click.option(
+    "--recheck-after",
+    default="7d",
+    show_default=True,
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: _duration(value, "--recheck-after"),
+    help="Re-read each job the incremental sync skips at least this often (90s, 15m, 6h, 7d or seconds); "
+    "the re-reads are spread over the nights.",
+)
+@click.option(
     "--allow-mass-delete",
     is_flag=True,
     help="Accept, for this run, listings that would mark more than half of what they cover deleted "
@@ -211,6 +235,7 @@ def sync(
     jobs: tuple[str, ...],
     full: bool,
     migrate_schema: bool,
+    recheck_after: timedelta,
     allow_mass_delete: bool,
     concurrency: int,
     max_rps: float,
@@ -240,6 +265,7 @@ def sync(
         Scope(projects, jobs),
         full=full,
         allow_mass_delete=allow_mass_delete,
+        recheck_after=recheck_after,
         concurrency=concurrency,
         migrate=migrate_schema,
         progress=progress_line(),

@@ -27,7 +27,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 # The Alembic revision these tables (and the views of revision 0003) are at. Every new revision
 # bumps it; `tests/test_migrations.py` checks it is the head of migrations/versions.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -137,11 +137,12 @@ training_jobs = sa.Table(
     *_seen_columns(),
     sa.Column("deleted_at", UTCDateTime()),
     # What the last full read of the job's checkpoints saw: the incremental sync skips a terminal
-    # job whose `updated_at` has not moved since and whose checkpoints were all complete.
+    # job whose `updated_at` and status have not moved since and whose checkpoints were all complete.
     sa.Column("checkpoints_fetched_at", UTCDateTime()),
     sa.Column("checkpoints_fetched_job_updated_at", UTCDateTime()),
     sa.Column("checkpoints_all_complete", sa.Boolean(create_constraint=False)),
     sa.Column("valid_from", UTCDateTime(), nullable=False),
+    sa.Column("checkpoints_fetched_job_status", sa.Text()),
     sa.Index(None, "training_project_id"),
 )
 
@@ -310,7 +311,12 @@ VERSIONED = (
         training_jobs,
         "training_job",
         ("id",),
-        ("checkpoints_fetched_at", "checkpoints_fetched_job_updated_at", "checkpoints_all_complete"),
+        (
+            "checkpoints_fetched_at",
+            "checkpoints_fetched_job_updated_at",
+            "checkpoints_all_complete",
+            "checkpoints_fetched_job_status",
+        ),
     ),
     _versioned(checkpoints, "checkpoint", ("id", "training_job_id", "checkpoint_id"), ()),
 )

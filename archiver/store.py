@@ -10,10 +10,11 @@ versions.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -172,37 +173,64 @@ def save_jobs(connection: Connection, jobs: Sequence[JobRecord], now: datetime) 
 
 @dataclass(frozen=True)
 class FetchState:
-    """What the last full read of a job's checkpoints saw."""
+    """What the last full read of a job's checkpoints saw, and when."""
 
+    fetched_at: datetime
     job_updated_at: datetime | None
+    job_status: str | None
     all_complete: bool | None
 
 
 def fetch_states(connection: Connection, job_ids: Sequence[str]) -> dict[str, FetchState]:
-    """The archived fetch state of these jobs (absent: never fetched)."""
+    """The archived fetch state of these jobs (absent: never fetched, or gone since)."""
     jobs = training_jobs
     states: dict[str, FetchState] = {}
     for batch in chunked(job_ids):
         query = sa.select(
-            jobs.c.id, jobs.c.checkpoints_fetched_job_updated_at, jobs.c.checkpoints_all_complete
+            jobs.c.id,
+            jobs.c.checkpoints_fetched_at,
+            jobs.c.checkpoints_fetched_job_updated_at,
+            jobs.c.checkpoints_fetched_job_status,
+            jobs.c.checkpoints_all_complete,
         ).where(jobs.c.id.in_(batch), jobs.c.checkpoints_fetched_at.is_not(None), jobs.c.deleted_at.is_(None))
-        states.update({row.id: FetchState(row[1], row[2]) for row in connection.execute(query)})
+        states.update({row[0]: FetchState(*row[1:]) for row in connection.execute(query)})
     return states
 
 
-def can_skip(record: JobRecord, state: FetchState | None) -> bool:
+def can_skip(
+    record: JobRecord, state: FetchState | None, now: datetime, recheck_after: timedelta | None
+) -> bool:
     """Whether a job's checkpoints cannot have changed since they were last read in full.
 
-    True for a job in a terminal state whose `updated_at` has not moved since a read that
-    found every checkpoint uploaded.
+    True for a job in a terminal state whose `updated_at` and status have not moved since a
+    read that found every checkpoint uploaded, unless the job is due for its periodic re-read
+    (see `due_for_recheck`).
     """
     return (
         state is not None
         and bool(state.all_complete)
         and record.row["current_status"] in TERMINAL_JOB_STATUSES
-        and record.row["updated_at"] is not None
+        and record.row["current_status"] == state.job_status
         and state.job_updated_at == record.row["updated_at"]
+        and not (recheck_after and due_for_recheck(record.row["id"], state.fetched_at, now, recheck_after))
     )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def due_for_recheck(job_id: str, fetched_at: datetime, now: datetime, period: timedelta) -> bool:
+    """Whether a skippable job's checkpoints should be read again anyway, so none goes unverified.
+
+    Every job is re-read at least once per `period`. Each has its own instants, `period` apart,
+    at an offset drawn from its id: it is due at the first run after one of them, so the re-reads
+    of jobs first read together spread evenly over the period instead of all coming due one night.
+    """
+    if now - fetched_at >= period:
+        return True
+    offset = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8]) / 2**64 * period
+    latest_instant = now - (now - _EPOCH - offset) % period
+    return latest_instant > fetched_at
 
 
 def save_lora_configs(connection: Connection, configs: dict[str, Row], now: datetime) -> dict[str, int]:
@@ -344,6 +372,7 @@ def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing],
         .values(
             checkpoints_fetched_at=now,
             checkpoints_fetched_job_updated_at=sa.bindparam("job_updated_at", type_=UTCDateTime()),
+            checkpoints_fetched_job_status=sa.bindparam("job_status"),
             checkpoints_all_complete=sa.bindparam("all_complete"),
         )
     )
@@ -353,6 +382,7 @@ def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing],
             {
                 "job_id": listing.job.row["id"],
                 "job_updated_at": listing.job.row["updated_at"],
+                "job_status": listing.job.row["current_status"],
                 "all_complete": listing.all_complete,
             }
             for listing in listings
@@ -375,7 +405,8 @@ def mark_deleted(
     jobs = [*jobs, *(job_id for (job_id,) in connection.execute(held))] if projects else list(jobs)
     marked = 0
     for batch in chunked(jobs):
-        _retire(connection, JOBS, training_jobs.c.id.in_(batch), now)
+        # A job that comes back must be read before it can be skipped again.
+        _retire(connection, JOBS, training_jobs.c.id.in_(batch), now, checkpoints_all_complete=None)
         marked += _mark_checkpoints_deleted(connection, checkpoints.c.training_job_id.in_(batch), now)
     return marked
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -45,6 +45,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
+DEFAULT_RECHECK_AFTER = timedelta(days=7)
 # Rows per write transaction (whole jobs): fewer, larger transactions halve PostgreSQL's per-row cost.
 DEFAULT_BATCH_ROWS = 10_000
 
@@ -77,6 +78,7 @@ class SyncOptions:
     scope: Scope = field(default_factory=Scope)
     full: bool = False
     allow_mass_delete: bool = False  # accept, this once, a listing that marks a mass of rows deleted
+    recheck_after: timedelta | None = DEFAULT_RECHECK_AFTER  # re-read a skippable job at least this often
     concurrency: int = 8
     batch_rows: int = DEFAULT_BATCH_ROWS
     migrate: bool = False  # upgrade an out-of-date schema instead of refusing to run
@@ -364,7 +366,10 @@ class Sync:
         """
         jobs = listing.jobs
         states = {} if self.options.full else store.fetch_states(connection, [job.row["id"] for job in jobs])
-        skip = {job.row["id"] for job in jobs if store.can_skip(job, states.get(job.row["id"]))}
+        recheck = self.options.recheck_after
+        skip = {
+            job.row["id"] for job in jobs if store.can_skip(job, states.get(job.row["id"]), self.now, recheck)
+        }
         store.save_listing(connection, listing.project, jobs, self.now)
         if complete:
             project_id = listing.project["id"]
