@@ -82,6 +82,7 @@ class FakeBaseten(Organisation):
         rate_limit_rps: float | None = None,
         retry_after_header: bool = True,
         faults: Faults | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate_limit_rps is not None and rate_limit_rps <= 0:
             raise ValueError("rate_limit_rps must be positive or None")
@@ -90,6 +91,7 @@ class FakeBaseten(Organisation):
         self._latency_s = latency_ms / 1000.0
         self._rate_limit = rate_limit_rps
         self._retry_after_header = retry_after_header
+        self._clock = clock  # when requests start and finish, for the rate limit and the metrics
         self._faults = faults or Faults()
         self._fault_rng = random.Random(self._faults.seed)
         self._router = Router(self, self._faults.broken_jobs)
@@ -150,6 +152,12 @@ class FakeBaseten(Organisation):
             return sum(record.path.startswith(path_prefix) for record in self._records)
 
     @property
+    def in_flight(self) -> int:
+        """Return how many requests are being handled right now."""
+        with self._metrics_lock:
+            return self._in_flight
+
+    @property
     def max_in_flight(self) -> int:
         """Return the most requests that were being handled at the same moment."""
         with self._metrics_lock:
@@ -188,7 +196,7 @@ class FakeBaseten(Organisation):
         A client that would stop waiting after `read_timeout_s` gets a "timeout" fault instead of
         an answer that takes longer (latency and delay faults); over a socket its timer does that.
         """
-        started = time.monotonic()
+        started = self._clock()
         with self._metrics_lock:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
@@ -198,7 +206,7 @@ class FakeBaseten(Organisation):
             status = 0 if response.fault in ("reset", "timeout") else response.status
             return response
         finally:
-            record = RequestRecord(method.upper(), path, status, started, time.monotonic())
+            record = RequestRecord(method.upper(), path, status, started, self._clock())
             with self._metrics_lock:
                 self._in_flight -= 1
                 self._records.append(record)
