@@ -6,7 +6,7 @@ import pytest
 
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 
-from .conftest import run_archiver
+from .support.commands import run_archiver
 
 SPEC = OrgSpec(seed=3, projects=4, jobs_per_project=10, checkpoints_per_job=2)
 REQUESTS = 1 + 4 + 40
