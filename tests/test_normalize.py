@@ -279,8 +279,8 @@ PATHS = {
 def sample(schema: str) -> tuple[dict[str, Any], dict[str, Any], Callable[[dict[str, Any]], Any]]:
     """A response holding a `schema` object, that object, and the call that normalizes the response."""
     if schema == "TrainingProjectV1":
-        body = {"training_project": copy.deepcopy(PROJECT), "training_jobs": []}
-        return body, body["training_project"], lambda b: job_listing(b, "n4q95w5")
+        listing: dict[str, Any] = {"training_project": copy.deepcopy(PROJECT), "training_jobs": []}
+        return listing, listing["training_project"], lambda b: job_listing(b, "n4q95w5")
     body = payload()
     job = body["training_job"]
     target = {
