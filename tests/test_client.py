@@ -15,7 +15,7 @@ from archiver.client import BasetenClient, RateLimiter, RetryPolicy
 from archiver.errors import ApiError, AuthError, MalformedResponse, NotFound, UsageError
 
 KEY = "sk-test-3f9a1c"
-PROJECTS = {"training_projects": []}
+PROJECTS: dict[str, list[object]] = {"training_projects": []}
 
 
 def client_for(
@@ -183,13 +183,18 @@ def test_retry_after_zero_means_now_not_backoff() -> None:
 
 def test_a_wait_past_the_deadline_gives_up_at_once() -> None:
     waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return False
+
     client = BasetenClient(
         KEY,
         "https://api.example.test",
         max_rps=1000,
         retry=RetryPolicy(attempts=10, deadline_s=5),
         transport=httpx.MockTransport(lambda r: httpx.Response(429, json={"retry_after": 37})),
-        wait=lambda s: bool(waits.append(s)),
+        wait=wait,
     )
     with pytest.raises(ApiError, match=r"HTTP 429 .* gave up after 1 attempts"):
         client.get_checkpoints("n4q95w5", "p7qr9qv")

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import click
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import query
 from archiver.cli import cli
+from archiver.cli import sync as sync_command
 from archiver.schema import metadata
 from archiver.views import VIEWS
 
-from .conftest import run_archiver
-from .orgs import archive_org
+from .support.commands import run_archiver
+from .support.orgs import archive_org
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -65,13 +67,13 @@ def test_every_command_is_in_the_readme_and_has_help() -> None:
 
 
 @pytest.mark.parametrize("table", [*metadata.tables.values(), *VIEWS], ids=lambda t: t.name)
-def test_every_table_and_view_column_is_described(table: object) -> None:
-    name = table.name  # type: ignore[attr-defined]
+def test_every_table_and_view_column_is_described(table: sa.Table) -> None:
+    name = table.name
     sections = re.split(r"^### ", SCHEMA_DOC.read_text(), flags=re.M)
     section = next((s for s in sections if s.startswith(f"`{name}`\n")), None)
     assert section is not None, f"docs/schema.md has no section for {name}"
     described = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
-    assert described == list(table.columns.keys())  # type: ignore[attr-defined]
+    assert described == list(table.columns.keys())
 
 
 def test_the_quick_start_ends_with_a_query_that_works(tmp_path: Path) -> None:
@@ -83,3 +85,15 @@ def test_the_quick_start_ends_with_a_query_that_works(tmp_path: Path) -> None:
     result = run_archiver(*args[1:], cwd=tmp_path)
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 2 + 5
+
+
+def test_the_readme_states_the_defaults_sync_really_has() -> None:
+    """The README's fault table said requests are paced under `--max-rps` default 50; it is 95."""
+    readme = (ROOT / "README.md").read_text()
+    defaults = {option: param.default for param in sync_command.params for option in param.opts}
+    stated = re.findall(r"`(--[a-z-]+)`[^`|()]{0,30}\((?:default )?(\d+(?:\.\d+)?)[,;)]", readme)
+    assert len(stated) >= 4
+    for option, value in stated:
+        default = defaults[option]
+        assert isinstance(default, int | float), option
+        assert float(value) == float(default), f"README says {option} defaults to {value}"

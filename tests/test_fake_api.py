@@ -1,4 +1,4 @@
-"""Tests for the fake Baseten API: the generated org, the protocol, mutations, and faults over loopback."""
+"""The fake Baseten API: the generated org, the protocol, mutations, in-process and over loopback."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
 
+from archiver.client import BasetenClient
 from archiver.fake_api import (
     DEFAULT_API_KEY,
     TERMINAL_STATUSES,
@@ -27,39 +29,14 @@ from archiver.fake_api import (
     Response,
     serve,
 )
+from archiver.fake_api import org as org_module
+from archiver.sync import run_sync
+
+from .support.schemas import properties, required
+from .support.waiting import wait_for
 
 AUTH = {"Authorization": f"Api-Key {DEFAULT_API_KEY}"}
 MEDIUM = OrgSpec(seed=3, projects=10, jobs_per_project=10, checkpoints_per_job=5, active_fraction=0.3)
-
-# Required fields, straight from the OpenAPI schemas in the reference.
-PROJECT_FIELDS = {"id", "name", "created_at", "updated_at", "latest_job"}
-JOB_FIELDS = {
-    "id",
-    "created_at",
-    "current_status",
-    "instance_type",
-    "updated_at",
-    "training_project_id",
-    "training_project",
-}
-INSTANCE_FIELDS = {
-    "id",
-    "name",
-    "memory_limit_mib",
-    "millicpu_limit",
-    "gpu_count",
-    "gpu_type",
-    "gpu_memory_limit_mib",
-}
-CHECKPOINT_FIELDS = {
-    "checkpoint_id",
-    "created_at",
-    "checkpoint_type",
-    "base_model",
-    "lora_adapter_config",
-    "size_bytes",
-    "training_job_id",
-}
 
 
 def get(fake: FakeBaseten, path: str, headers: dict[str, str] = AUTH) -> Response:
@@ -225,15 +202,15 @@ def test_every_endpoint_has_the_required_fields(medium: FakeBaseten) -> None:
     assert set(cps) == {"training_job", "checkpoints"}
 
     projects = [*listed["training_projects"], shown["training_project"], jobs["training_project"]]
-    assert all(set(p) >= PROJECT_FIELDS for p in projects)
+    assert all(set(p) >= required("TrainingProjectV1") for p in projects)
     assert shown["training_project"]["latest_job"] == job["training_job"]
     for each in [*jobs["training_jobs"], job["training_job"], cps["training_job"]]:
-        assert set(each) >= JOB_FIELDS
-        assert set(each["instance_type"]) == INSTANCE_FIELDS
-        assert set(each["training_project"]) == {"id", "name"}
+        assert set(each) >= required("TrainingJobV1")
+        assert set(each["instance_type"]) == properties("InstanceTypeV1")
+        assert set(each["training_project"]) == properties("TrainingProjectSummaryV1")
         assert each["training_project_id"] == project_id
     for checkpoint in all_checkpoints(medium):
-        assert set(checkpoint) >= CHECKPOINT_FIELDS
+        assert set(checkpoint) >= required("TrainingJobCheckpointV1")
         assert isinstance(checkpoint["size_bytes"], int)
 
 
@@ -273,17 +250,20 @@ def test_lora_configs_repeat_with_different_key_orders(medium: FakeBaseten) -> N
     assert all(isinstance(json.loads(c)["target_modules"], (str, list)) for c in orders)
 
 
-def test_checkpoints_are_generated_on_demand_not_stored() -> None:
+def test_checkpoints_are_generated_on_demand_not_stored(monkeypatch: pytest.MonkeyPatch) -> None:
     tracemalloc.start()
     try:
         fake = FakeBaseten(OrgSpec(projects=20, jobs_per_project=100, checkpoints_per_job=50))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    started = time.perf_counter()
-    assert fake.total_checkpoints() > 90_000
-    assert time.perf_counter() - started < 0.5
     assert peak < 20_000_000  # 100k stored checkpoint dicts would need several times this
+
+    def generate(*args: object) -> list[dict[str, Any]]:
+        raise AssertionError("counting checkpoints generated them")
+
+    monkeypatch.setattr(org_module, "generated_checkpoints", generate)
+    assert fake.total_checkpoints() > 90_000  # from the plans alone
 
 
 # ------------------------------------------------------------------------------------------------
@@ -375,6 +355,103 @@ def test_returned_state_is_a_copy(medium: FakeBaseten) -> None:
     medium.job(job_id)["instance_type"]["name"] = "mangled"
     medium.checkpoints(job_id)[0]["checkpoint_id"] = "mangled"
     assert b"mangled" not in get(medium, checkpoints_path(medium, job_id)).body
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def in_process(fake: FakeBaseten) -> httpx.Client:
+    """An authenticated httpx client that reaches `fake` through its in-process transport."""
+    return httpx.Client(base_url="http://fake.test", headers=AUTH, transport=fake.transport())
+
+
+def test_rate_limit_answers_429_with_retry_after() -> None:
+    clock = Clock()
+    fake = FakeBaseten(OrgSpec(projects=1), rate_limit_rps=5, clock=clock)
+    client = in_process(fake)
+    statuses = [client.get("/v1/training_projects").status_code for _ in range(8)]
+    assert statuses == [200] * 5 + [429] * 3
+    limited = client.get("/v1/training_projects")
+    assert limited.headers["Retry-After"] == "1"
+    assert limited.json() == {"error": "Rate limit exceeded. Please try again later.", "retry_after": 1}
+    assert [r.status for r in fake.requests].count(429) == 4  # rejected requests are still recorded
+
+    clock.now += 1.0
+    assert client.get("/v1/training_projects").status_code == 200
+
+
+def test_rate_limit_can_omit_the_retry_after_header() -> None:
+    fake = FakeBaseten(OrgSpec(projects=1), rate_limit_rps=1, retry_after_header=False, clock=Clock())
+    client = in_process(fake)
+    client.get("/v1/training_projects")
+    limited = client.get("/v1/training_projects")
+    assert limited.status_code == 429 and "retry-after" not in limited.headers
+    assert limited.json()["retry_after"] >= 1
+
+
+def test_max_requests_in_window_counts_starts() -> None:
+    clock = Clock()
+    fake = FakeBaseten(OrgSpec(projects=1), clock=clock)
+    client = in_process(fake)
+    for _ in range(3):
+        client.get("/v1/training_projects")
+    clock.now += 0.4
+    for _ in range(2):
+        client.get("/v1/training_projects")
+    assert fake.max_requests_in_window(0.2) == 3
+    assert fake.max_requests_in_window(1.0) == 5
+
+
+def test_an_override_answers_through_the_protocol_and_counts(medium: FakeBaseten) -> None:
+    project_id = medium.project_ids()[0]
+    path = f"/v1/training_projects/{project_id}/jobs"
+    usual = get(medium, path).body
+    medium.override("GET", path, 200, {"training_project": None, "training_jobs": []})
+    medium.override("GET", "/v1/training_projects", 503, b"<html>busy</html>")
+    medium.reset_metrics()
+
+    assert get(medium, f"{path}?page=2").json() == {"training_project": None, "training_jobs": []}
+    busy = get(medium, "/v1/training_projects")
+    assert (busy.status, busy.body) == (503, b"<html>busy</html>")
+    assert busy.headers["Content-Length"] == str(len(busy.body))
+    assert get(medium, path, headers={}).status == 401  # auth first, as for any request
+    assert medium.handle("POST", path, AUTH, b"").status == 405  # other methods are not overridden
+    assert medium.request_count() == 4
+
+    medium.override("GET", path, 404, {"message": "gone"})  # the newest override wins
+    assert get(medium, path).status == 404
+    medium.clear_overrides()
+    assert get(medium, path).body == usual
+
+
+def test_an_override_meets_faults_like_any_answer() -> None:
+    fake = FakeBaseten(OrgSpec(projects=1), faults=Faults(rate=1.0, kinds=("503",)))
+    fake.override("GET", "/v1/training_projects", 200, {"training_projects": []})
+    assert get(fake, "/v1/training_projects").status == 503
+
+
+def test_a_hook_sees_every_request_and_answers_only_when_it_wants(medium: FakeBaseten) -> None:
+    seen: list[tuple[str, str, bytes]] = []
+
+    def hook(method: str, path: str, body: bytes) -> Response | None:
+        seen.append((method, path, body))
+        return Response.of(418, b"teapot", content_type="text/plain") if "search" in path else None
+
+    medium.intercept(hook)
+    assert get(medium, "/v1/training_projects").json()["training_projects"]
+    answer = search(medium, {"job_id": "x"})
+    assert (answer.status, answer.body, answer.headers["Content-Type"]) == (418, b"teapot", "text/plain")
+    assert seen == [
+        ("GET", "/v1/training_projects", b""),
+        ("POST", "/v1/training_jobs/search", b'{"job_id": "x"}'),
+    ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -496,6 +573,103 @@ def test_concurrent_mutations_are_not_lost(medium: FakeBaseten) -> None:
     assert len(ids) == len(set(ids)) == before + 100
 
 
+def test_set_project_renames_everywhere_and_moves_updated_at(medium: FakeBaseten) -> None:
+    project_id = medium.project_ids()[2]
+    job_id = medium.job_ids(project_id)[0]
+    listing = f"/v1/training_projects/{project_id}/jobs"
+    before = get(medium, listing).json()
+    checkpoints_before = get(medium, checkpoints_path(medium, job_id)).json()  # cached now
+
+    medium.set_project(project_id, name="renamed 🦜", team_name="research")
+
+    after = get(medium, listing).json()
+    assert after["training_project"]["name"] == "renamed 🦜"
+    assert after["training_project"]["team_name"] == "research"
+    assert instant(after["training_project"]["updated_at"]) > instant(
+        before["training_project"]["updated_at"]
+    )
+    assert {j["training_project"]["name"] for j in after["training_jobs"]} == {"renamed 🦜"}
+    assert after["training_jobs"] == [
+        {**j, "training_project": {"id": project_id, "name": "renamed 🦜"}} for j in before["training_jobs"]
+    ]  # the jobs themselves did not change
+    served = get(medium, checkpoints_path(medium, job_id)).json()
+    assert served["training_job"]["training_project"]["name"] == "renamed 🦜"
+    assert served["checkpoints"] == checkpoints_before["checkpoints"]
+    assert medium.project(project_id)["latest_job"]["training_project"]["name"] == "renamed 🦜"
+
+
+def test_set_project_keeps_an_explicit_updated_at_and_refuses_identity_fields(medium: FakeBaseten) -> None:
+    project_id = medium.project_ids()[0]
+    medium.set_project(project_id, team_name=None, updated_at="2027-03-01T00:00:00Z")
+    assert medium.project(project_id)["team_name"] is None
+    assert medium.project(project_id)["updated_at"] == "2027-03-01T00:00:00Z"
+    with pytest.raises(ValueError, match="cannot change"):
+        medium.set_project(project_id, id="other12")
+    with pytest.raises(ValueError, match="cannot change"):
+        medium.set_project(project_id, latest_job=None)
+    with pytest.raises(KeyError):
+        medium.set_project("nosuch1", name="x")
+
+
+# ------------------------------------------------------------------------------------------------
+# in-process, through the httpx transport
+
+
+def test_the_transport_serves_what_handle_answers(medium: FakeBaseten) -> None:
+    client = in_process(medium)
+    for path in every_path(medium)[:12]:
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.content == get(medium, path).body
+        assert response.headers["content-type"] == "application/json"
+    posted = client.post("/v1/training_jobs/search", json={"statuses": ["TRAINING_JOB_RUNNING"]})
+    assert posted.json() == search(medium, {"statuses": ["TRAINING_JOB_RUNNING"]}).json()
+    assert client.get("/v1/training_projects", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.head("/v1/training_projects").content == b""
+    assert medium.request_count("/v1/training_jobs/search") == 2  # one through each way in
+
+
+def test_the_client_syncs_through_the_transport(archive: Engine) -> None:
+    fake = FakeBaseten(OrgSpec(seed=2, projects=2, jobs_per_project=2, checkpoints_per_job=2))
+    with BasetenClient(DEFAULT_API_KEY, "http://fake.test", transport=fake.transport()) as client:
+        report = run_sync(archive, client)
+    assert report.exit_code == 0 and report.counts.checkpoints_inserted == fake.total_checkpoints() > 0
+    assert fake.request_count() == 1 + 2 + 4
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("reset", httpx.ReadError), ("truncate", httpx.RemoteProtocolError)],
+)
+def test_connection_faults_raise_what_httpx_raises_over_a_socket(kind: str, error: type[Exception]) -> None:
+    fake = FakeBaseten(OrgSpec(projects=1), faults=Faults(rate=1.0, kinds=(kind,)))
+    with pytest.raises(error):
+        in_process(fake).get("/v1/training_projects")
+    assert [r.status for r in fake.requests] == [0 if kind == "reset" else 200]
+
+
+def test_truncate_fault_delivers_half_the_promised_body_in_process() -> None:
+    fake = FakeBaseten(OrgSpec(projects=1), faults=Faults(rate=1.0, kinds=("truncate",)))
+    with in_process(fake).stream("GET", "/v1/training_projects") as response:
+        promised = int(response.headers["Content-Length"])
+        received = b""
+        with pytest.raises(httpx.RemoteProtocolError):
+            for chunk in response.iter_raw():
+                received += chunk
+    assert response.status_code == 200 and 0 < len(received) == promised // 2
+
+
+def test_a_delay_past_the_read_timeout_is_a_read_timeout_in_process() -> None:
+    fake = FakeBaseten(OrgSpec(projects=1), faults=Faults(rate=1.0, kinds=("delay",), delay_s=0.2))
+    client = in_process(fake)
+    started = time.perf_counter()
+    assert client.get("/v1/training_projects").status_code == 200  # httpx's default timeout is 5 s
+    assert time.perf_counter() - started >= 0.2
+    with pytest.raises(httpx.ReadTimeout):
+        client.get("/v1/training_projects", timeout=0.05)
+    assert [r.status for r in fake.requests] == [200, 0]
+
+
 # ------------------------------------------------------------------------------------------------
 # over real loopback HTTP
 
@@ -523,59 +697,32 @@ def test_serves_every_endpoint_over_keep_alive_http(client_for: Any, medium: Fak
     connection.close()
 
 
-def test_rate_limit_answers_429_with_retry_after(client_for: Any) -> None:
-    fake = FakeBaseten(OrgSpec(projects=1), rate_limit_rps=5)
-    client = client_for(fake)
-    statuses = [client.get("/v1/training_projects").status_code for _ in range(8)]
-    assert statuses == [200] * 5 + [429] * 3
-    limited = client.get("/v1/training_projects")
-    assert limited.headers["Retry-After"] == "1"
-    assert limited.json() == {"error": "Rate limit exceeded. Please try again later.", "retry_after": 1}
-    assert [r.status for r in fake.requests].count(429) == 4  # rejected requests are still recorded
-
-    time.sleep(1.05)
-    assert client.get("/v1/training_projects").status_code == 200
-
-
-def test_rate_limit_can_omit_the_retry_after_header(client_for: Any) -> None:
-    client = client_for(FakeBaseten(OrgSpec(projects=1), rate_limit_rps=1, retry_after_header=False))
-    client.get("/v1/training_projects")
-    limited = client.get("/v1/training_projects")
-    assert limited.status_code == 429 and "retry-after" not in limited.headers
-    assert limited.json()["retry_after"] >= 1
-
-
 def test_latency_and_concurrency_metrics(client_for: Any) -> None:
     fake = FakeBaseten(OrgSpec(projects=1), latency_ms=150)
     url = str(client_for(fake).base_url)
 
     def one() -> None:
-        httpx.get(f"{url}/v1/training_projects", headers=AUTH, timeout=5.0).raise_for_status()
+        httpx.get(f"{url}/v1/training_projects", headers=AUTH, timeout=60.0).raise_for_status()
 
     started = time.perf_counter()
     one()
     assert time.perf_counter() - started >= 0.15
+    # None of the four answers until all four are being handled: four in flight, however slow the machine.
+    together = threading.Barrier(4, timeout=60)
+
+    def meet(method: str, path: str, body: bytes) -> None:
+        together.wait()
+
+    fake.intercept(meet)
     workers = [threading.Thread(target=one) for _ in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    assert fake.max_in_flight == 4
+    assert fake.max_in_flight == 4 and fake.in_flight == 0
     assert all(r.finished - r.started >= 0.15 for r in fake.requests)
     fake.reset_metrics()
     assert fake.requests == [] and fake.max_in_flight == 0
-
-
-def test_max_requests_in_window_counts_starts(client_for: Any) -> None:
-    fake = FakeBaseten(OrgSpec(projects=1))
-    client = client_for(fake)
-    for _ in range(3):
-        client.get("/v1/training_projects")
-    time.sleep(0.4)
-    for _ in range(2):
-        client.get("/v1/training_projects")
-    assert fake.max_requests_in_window(0.2) == 3
-    assert fake.max_requests_in_window(1.0) == 5
 
 
 @pytest.mark.parametrize(
@@ -665,12 +812,13 @@ def test_truncate_fault_sends_half_the_promised_body(client_for: Any) -> None:
 def test_a_client_hanging_up_mid_request_does_not_hurt_the_server(
     client_for: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    client = client_for(FakeBaseten(OrgSpec(projects=1), latency_ms=50))
+    fake = FakeBaseten(OrgSpec(projects=1), latency_ms=50)
+    client = client_for(fake)
     with socket.create_connection((client.base_url.host, client.base_url.port)) as raw:
         raw.sendall(b"GET /v1/training_projects HTTP/1.1\r\nAuthorization: Api-Key fake-baseten-key\r\n\r\n")
     with socket.create_connection((client.base_url.host, client.base_url.port)) as raw:
         raw.sendall(b"GET /v1/training_projects HTTP/1.1\r\nContent-Le")
-    time.sleep(0.1)
+    wait_for(lambda: fake.request_count() >= 1, "the answer to the client that hung up")
     assert client.get("/v1/training_projects").status_code == 200
     assert capfd.readouterr().err == ""
 
@@ -716,10 +864,7 @@ def test_serve_stops_cleanly_and_closes_keep_alive_connections() -> None:
     fake = FakeBaseten(OrgSpec(projects=1))
     with serve(fake) as url, httpx.Client(base_url=url, headers=AUTH) as client:
         assert client.get("/v1/training_projects").status_code == 200
-    deadline = time.monotonic() + 2.0
-    while threading.active_count() > threads_before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threading.active_count() == threads_before
+    wait_for(lambda: threading.active_count() == threads_before, "the server's threads to end")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/v1/training_projects", headers=AUTH)
 

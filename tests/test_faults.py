@@ -8,16 +8,17 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from archiver import db, migrate
-from archiver.client import BasetenClient, RetryPolicy
+from archiver.client import RetryPolicy
 from archiver.errors import ApiUnavailable
-from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, Faults, OrgSpec, serve
-from archiver.sync import SyncOptions, SyncReport, run_sync
+from archiver.fake_api import FakeBaseten, Faults, OrgSpec
+from archiver.sync import SyncOptions, SyncReport
 
-from .archive_dump import dump
+from .support import fakes
+from .support.archive_dump import dump
 
 # Few, fast retries: some jobs fail and the reruns must finish them; the property is about
-# outcomes, not waits. The timeout sits below the fake's
-# delay fault, so "delay" means a read timeout here.
+# outcomes, not waits. The timeout sits below the fake's delay fault, so "delay" means a read
+# timeout here (the in-process transport raises it as a socket would).
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05, deadline_s=30, timeout_s=0.5)
 MAX_RERUNS = 4
 # Seeds pick both the organisation and the fault sequence; rates go up to 30% of all requests.
@@ -31,11 +32,7 @@ def spec_for(seed: int) -> OrgSpec:
 
 
 def sync_once(engine: Engine, fake: FakeBaseten) -> SyncReport:
-    with (
-        serve(fake) as url,
-        BasetenClient(DEFAULT_API_KEY, url, max_rps=1000, concurrency=4, retry=FAST) as client,
-    ):
-        return run_sync(engine, client, SyncOptions(concurrency=4, batch_rows=5))
+    return fakes.sync(engine, fake, SyncOptions(concurrency=4, batch_rows=5), retry=FAST)
 
 
 def archive_at(url: str) -> Engine:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,27 +14,33 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from archiver import db
-from archiver.client import BasetenClient
-from archiver.fake_api import DEFAULT_API_KEY, TERMINAL_STATUSES, FakeBaseten, Faults, OrgSpec, serve
-from archiver.sync import Scope, SyncOptions, SyncReport, run_sync
+from archiver.fake_api import TERMINAL_STATUSES, FakeBaseten, Faults, OrgSpec, serve
+from archiver.sync import Scope, SyncOptions, SyncReport
 
-from .conftest import archiver_command, rows, run_archiver, scalar
+from .support import fakes
+from .support.commands import archiver_command, run_archiver, start_archiver, sync_env
+from .support.databases import rows, scalar
+from .support.times import utc
+from .support.waiting import wait_for
 
 NIGHT = [datetime(2026, 6, day, 2, 15, tzinfo=UTC) for day in (1, 2, 3)]
 
 
-def nightly(engine: Engine, url: str, night: datetime, **options: object) -> SyncReport:
-    with BasetenClient(DEFAULT_API_KEY, url, max_rps=100) as client:
-        return run_sync(engine, client, SyncOptions(**options), clock=lambda: night)  # type: ignore[arg-type]
+def nightly(
+    engine: Engine, fake: FakeBaseten, night: datetime, options: SyncOptions | None = None
+) -> SyncReport:
+    """One night's sync, in-process."""
+    return fakes.sync(engine, fake, options, clock=lambda: night)
 
 
-def utc(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def live_checkpoints(engine: Engine, job_id: str) -> int:
+    return len(
+        rows(
+            engine,
+            "SELECT checkpoint_id FROM checkpoints WHERE training_job_id = :j AND deleted_at IS NULL",
+            j=job_id,
+        )
+    )
 
 
 @pytest.fixture
@@ -51,9 +56,7 @@ def api_url(fake: FakeBaseten) -> Iterator[str]:
         yield url
 
 
-def test_three_nights_leave_exactly_the_expected_history(
-    fake: FakeBaseten, api_url: str, archive: Engine
-) -> None:
+def test_three_nights_leave_exactly_the_expected_history(fake: FakeBaseten, archive: Engine) -> None:
     projects = fake.project_ids()
     doomed_project, kept = projects[0], projects[1:]
     doomed_checkpoints = sum(len(fake.checkpoints(j)) for j in fake.job_ids(doomed_project))
@@ -64,7 +67,7 @@ def test_three_nights_leave_exactly_the_expected_history(
     first_status = {j: fake.job(j)["current_status"] for j in fake.job_ids()}
 
     # Night 1: everything is new.
-    one = nightly(archive, api_url, NIGHT[0])
+    one = nightly(archive, fake, NIGHT[0])
     assert one.exit_code == 0 and one.counts.checkpoints_inserted == fake.total_checkpoints()
 
     # During day 2: a checkpoint is added, one deleted, a job finishes, a project is deleted.
@@ -73,13 +76,13 @@ def test_three_nights_leave_exactly_the_expected_history(
     fake.delete_checkpoint(shrinking, removed)
     fake.set_job(running, current_status="TRAINING_JOB_COMPLETED")
     fake.delete_project(doomed_project)
-    two = nightly(archive, api_url, NIGHT[1])
+    two = nightly(archive, fake, NIGHT[1])
     assert two.exit_code == 0
     assert (two.counts.checkpoints_inserted, two.counts.checkpoints_deleted) == (1, 1 + doomed_checkpoints)
 
     # During day 3: the deleted checkpoint comes back; nothing else changes.
     fake.add_checkpoint(shrinking, checkpoint_id=removed)
-    three = nightly(archive, api_url, NIGHT[2])
+    three = nightly(archive, fake, NIGHT[2])
     assert (
         three.exit_code == 0
         and three.counts.checkpoints_deleted == 0
@@ -141,14 +144,14 @@ def test_three_nights_leave_exactly_the_expected_history(
 
 def fake_jobs_of(engine: Engine, project_id: str) -> list[str]:
     return [
-        r[0]
+        str(r[0])
         for r in rows(engine, "SELECT id FROM training_jobs WHERE training_project_id = :p", p=project_id)
     ]
 
 
 def archived_ids(engine: Engine, job_id: str) -> list[dict[str, str]]:
     return [
-        {"checkpoint_id": r[0]}
+        {"checkpoint_id": str(r[0])}
         for r in rows(engine, "SELECT checkpoint_id FROM checkpoints WHERE training_job_id = :j", j=job_id)
     ]
 
@@ -157,52 +160,46 @@ def test_an_unchanged_organisation_costs_one_request_per_project(archive: Engine
     fake = FakeBaseten(
         OrgSpec(seed=5, projects=4, jobs_per_project=5, checkpoints_per_job=3, active_fraction=0.0)
     )
-    with serve(fake) as url:
-        first = nightly(archive, url, NIGHT[0])
-        assert first.counts.jobs_fetched == len(fake.job_ids())
-        # A second run straight after (the periodic re-reads of --recheck-after are spread over days).
-        fake.reset_metrics()
-        second = nightly(archive, url, NIGHT[0] + timedelta(minutes=1))
-        assert fake.request_count() == 1 + len(fake.project_ids())
-        assert (second.counts.jobs_skipped, second.counts.jobs_fetched) == (len(fake.job_ids()), 0)
-        # A job that changes is read again; --full reads them all.
-        changed = fake.job_ids()[2]
-        fake.set_job(changed, error_message="re-run by the platform team")
-        fake.reset_metrics()
-        third = nightly(archive, url, NIGHT[0] + timedelta(minutes=2))
-        assert third.counts.jobs_fetched == 1 and fake.request_count() == 2 + len(fake.project_ids())
-        fake.reset_metrics()
-        full = nightly(archive, url, NIGHT[0] + timedelta(minutes=3), full=True)
-        assert full.counts.jobs_fetched == len(fake.job_ids()) and full.counts.jobs_skipped == 0
+    first = nightly(archive, fake, NIGHT[0])
+    assert first.counts.jobs_fetched == len(fake.job_ids())
+    # A second run straight after (the periodic re-reads of --recheck-after are spread over days).
+    fake.reset_metrics()
+    second = nightly(archive, fake, NIGHT[0] + timedelta(minutes=1))
+    assert fake.request_count() == 1 + len(fake.project_ids())
+    assert (second.counts.jobs_skipped, second.counts.jobs_fetched) == (len(fake.job_ids()), 0)
+    # A job that changes is read again; --full reads them all.
+    changed = fake.job_ids()[2]
+    fake.set_job(changed, error_message="re-run by the platform team")
+    fake.reset_metrics()
+    third = nightly(archive, fake, NIGHT[0] + timedelta(minutes=2))
+    assert third.counts.jobs_fetched == 1 and fake.request_count() == 2 + len(fake.project_ids())
+    fake.reset_metrics()
+    full = nightly(archive, fake, NIGHT[0] + timedelta(minutes=3), SyncOptions(full=True))
+    assert full.counts.jobs_fetched == len(fake.job_ids()) and full.counts.jobs_skipped == 0
     assert scalar(archive, "SELECT jobs_skipped FROM sync_runs WHERE id = :r", r=second.run_id) == len(
         fake.job_ids()
     )
 
 
-def test_a_scoped_run_marks_nothing_outside_its_scope(
-    fake: FakeBaseten, api_url: str, archive: Engine
-) -> None:
-    nightly(archive, api_url, NIGHT[0])
+def test_a_scoped_run_marks_nothing_outside_its_scope(fake: FakeBaseten, archive: Engine) -> None:
+    nightly(archive, fake, NIGHT[0])
     other_project, project = fake.project_ids()[0], fake.project_ids()[1]
     job = fake.job_ids(project)[0]
     fake.delete_project(other_project)
     fake.delete_job(fake.job_ids(project)[1])
-    nightly(archive, api_url, NIGHT[1], scope=Scope(job_ids=(job,)))
+    nightly(archive, fake, NIGHT[1], SyncOptions(scope=Scope(job_ids=(job,))))
     assert scalar(archive, "SELECT COUNT(*) FROM training_projects WHERE deleted_at IS NOT NULL") == 0
     assert scalar(archive, "SELECT COUNT(*) FROM training_jobs WHERE deleted_at IS NOT NULL") == 0
-    nightly(archive, api_url, NIGHT[2], scope=Scope(project_ids=(project,)))
+    nightly(archive, fake, NIGHT[2], SyncOptions(scope=Scope(project_ids=(project,))))
     assert scalar(archive, "SELECT COUNT(*) FROM training_projects WHERE deleted_at IS NOT NULL") == 0
     assert scalar(archive, "SELECT COUNT(*) FROM training_jobs WHERE deleted_at IS NOT NULL") == 1
 
 
-def test_a_failed_job_marks_none_of_its_checkpoints_deleted(
-    fake: FakeBaseten, api_url: str, archive: Engine
-) -> None:
-    nightly(archive, api_url, NIGHT[0], full=True)
+def test_a_failed_job_marks_none_of_its_checkpoints_deleted(fake: FakeBaseten, archive: Engine) -> None:
+    nightly(archive, fake, NIGHT[0], SyncOptions(full=True))
     job = fake.job_ids()[0]
     broken_fake = FakeBaseten(fake.spec, faults=Faults(broken_jobs={job: "not-json"}))
-    with serve(broken_fake) as url:
-        report = nightly(archive, url, NIGHT[1], full=True)
+    report = nightly(archive, broken_fake, NIGHT[1], SyncOptions(full=True))
     assert report.exit_code == 3
     assert scalar(archive, "SELECT COUNT(*) FROM checkpoints WHERE deleted_at IS NOT NULL") == 0
     errors = rows(archive, "SELECT sync_run_id, job_id, kind FROM sync_errors")
@@ -210,28 +207,97 @@ def test_a_failed_job_marks_none_of_its_checkpoints_deleted(
     assert scalar(archive, "SELECT status FROM sync_runs WHERE id = :r", r=report.run_id) == "partial"
 
 
-def sync_process(url: str, database_url: str, *args: str) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "BASETEN_API_URL": url,
-        "BASETEN_API_KEY": DEFAULT_API_KEY,
-        "ARCHIVER_DATABASE_URL": database_url,
+def test_a_job_listing_naming_another_project_fails_that_project_and_marks_nothing(
+    archive: Engine,
+) -> None:
+    """A project's job listing whose `training_project` is another project must not be archived
+    as that other project: it used to mark every job of the other project deleted (outside the
+    run's scope), or fail the whole run on a foreign key."""
+    fake = fakes.small_org(projects=2)
+    project, other = fake.project_ids()
+    (other_job,) = fake.job_ids(other)
+    assert nightly(archive, fake, NIGHT[0]).exit_code == 0
+
+    listing = {
+        "training_project": fake.project(other),
+        "training_jobs": [fake.job(j) for j in fake.job_ids(project)],
     }
-    return subprocess.Popen(
-        [*archiver_command(), "sync", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    fake.override("GET", f"/v1/training_projects/{project}/jobs", body=listing)
+    report = nightly(archive, fake, NIGHT[1], SyncOptions(scope=Scope(project_ids=(project,))))
+
+    assert report.exit_code == 3
+    (failure,) = report.failures
+    assert failure.project_id == project and "training_project" in failure.message
+    assert rows(archive, "SELECT id FROM training_jobs WHERE deleted_at IS NOT NULL") == []
+    assert live_checkpoints(archive, other_job) == 1
+    name = fake.project(other)["name"]
+    assert rows(archive, "SELECT name FROM training_projects WHERE id = :p", p=other) == [(name,)]
 
 
-def wait_for(condition: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
+def test_a_new_project_whose_listing_names_another_project_is_a_partial_run_not_a_fatal_one(
+    archive: Engine,
+) -> None:
+    fake = fakes.small_org()
+    (other,) = fake.project_ids()
+    assert nightly(archive, fake, NIGHT[0]).exit_code == 0
+    project = fake.add_project(jobs=1, checkpoints_per_job=1)
+    listing = {
+        "training_project": fake.project(other),
+        "training_jobs": [fake.job(j) for j in fake.job_ids(project)],
+    }
+    fake.override("GET", f"/v1/training_projects/{project}/jobs", body=listing)
+    report = nightly(archive, fake, NIGHT[1])
+    assert report.exit_code == 3
+    assert [f.project_id for f in report.failures] == [project]
+
+
+def test_a_mistyped_project_is_an_error_not_a_deletion(archive: Engine) -> None:
+    fake = fakes.small_org()
+    assert nightly(archive, fake, NIGHT[0]).exit_code == 0
+    report = nightly(archive, fake, NIGHT[1], SyncOptions(scope=Scope(project_ids=("nosuch1",))))
+    assert report.exit_code == 3
+    assert [(f.project_id, f.kind) for f in report.failures] == [("nosuch1", "error")]
+    assert "no such project" in str(report.failures[0])
+    assert rows(archive, "SELECT COUNT(*) FROM training_projects WHERE deleted_at IS NOT NULL") == [(0,)]
+
+
+def test_a_finished_job_whose_uploader_is_still_syncing_is_read_again(archive: Engine) -> None:
+    """A terminal job read while its uploader said SYNCING and no checkpoint was listed yet was
+    skipped on every later night: the checkpoints that then appeared never reached the archive."""
+    fake = fakes.small_org()
+    (job_id,) = fake.job_ids()
+    (uploaded,) = fake.checkpoints(job_id)
+    fake.delete_checkpoint(job_id, uploaded["checkpoint_id"])
+    fake.set_job(job_id, checkpoint_sync_status="SYNCING")
+    updated_at = fake.job(job_id)["updated_at"]
+    assert nightly(archive, fake, NIGHT[0]).exit_code == 0
+
+    fake.add_checkpoint(job_id, **uploaded)
+    fake.set_job(
+        job_id, checkpoint_sync_status="COMPLETED", updated_at=updated_at
+    )  # updated_at does not move
+    report = nightly(archive, fake, NIGHT[1])
+
+    assert report.counts.jobs_skipped == 0 and report.counts.checkpoints_inserted == 1
+    assert live_checkpoints(archive, job_id) == 1
+
+
+def test_a_finished_job_whose_uploader_is_still_syncing_is_not_skipped_with_complete_checkpoints(
+    archive: Engine,
+) -> None:
+    fake = fakes.small_org()
+    (job_id,) = fake.job_ids()
+    fake.set_job(job_id, checkpoint_sync_status="SYNCING")
+    updated_at = fake.job(job_id)["updated_at"]
+    assert nightly(archive, fake, NIGHT[0]).exit_code == 0
+    fake.add_checkpoint(job_id, checkpoint_id="late", sync_status="COMPLETE")
+    fake.set_job(job_id, updated_at=updated_at)  # the uploader lists more without moving updated_at
+    report = nightly(archive, fake, NIGHT[1])
+    assert report.counts.jobs_skipped == 0 and report.counts.checkpoints_inserted == 1
+
+
+def sync_process(url: str, database_url: str, *args: str) -> subprocess.Popen[str]:
+    return start_archiver("sync", *args, env=sync_env(url, database_url))
 
 
 def test_a_second_concurrent_sync_is_refused(archive: Engine, database_url: str) -> None:
@@ -241,15 +307,12 @@ def test_a_second_concurrent_sync_is_refused(archive: Engine, database_url: str)
     with serve(slow) as url:
         first = sync_process(url, database_url, "--concurrency", "1")
         try:
-            wait_for(lambda: slow.request_count("/v1/training_projects/") > 2)
-            second = run_archiver(
-                "sync",
-                env={
-                    "BASETEN_API_URL": url,
-                    "BASETEN_API_KEY": DEFAULT_API_KEY,
-                    "ARCHIVER_DATABASE_URL": database_url,
-                },
+            wait_for(
+                lambda: slow.request_count("/v1/training_projects/") > 2,
+                "the first sync to list jobs",
+                unless=lambda: first.poll() is not None,
             )
+            second = run_archiver("sync", env=sync_env(url, database_url))
             assert second.exit_code == 1
             assert "another `archiver sync` is running" in second.stderr
         finally:
@@ -263,7 +326,11 @@ def test_a_killed_run_leaves_a_consistent_archive_and_is_recorded(archive: Engin
     slow = FakeBaseten(spec, latency_ms=100)
     with serve(slow) as url:
         victim = sync_process(url, database_url, "--concurrency", "2")
-        wait_for(lambda: slow.request_count("/v1/training_projects/") > 8)
+        wait_for(
+            lambda: slow.request_count("/v1/training_projects/") > 8,
+            "the sync to fetch checkpoints",
+            unless=lambda: victim.poll() is not None,
+        )
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=30)
     assert scalar(archive, "SELECT status FROM sync_runs") == "running"
@@ -276,14 +343,7 @@ def test_a_killed_run_leaves_a_consistent_archive_and_is_recorded(archive: Engin
     assert partial == []
     fake = FakeBaseten(spec)
     with serve(fake) as url:
-        again = run_archiver(
-            "sync",
-            env={
-                "BASETEN_API_URL": url,
-                "BASETEN_API_KEY": DEFAULT_API_KEY,
-                "ARCHIVER_DATABASE_URL": database_url,
-            },
-        )
+        again = run_archiver("sync", env=sync_env(url, database_url))
     assert again.exit_code == 0, again.output
     assert scalar(archive, "SELECT COUNT(*) FROM checkpoints") == fake.total_checkpoints()
     assert (
@@ -299,9 +359,9 @@ def test_a_killed_run_leaves_a_consistent_archive_and_is_recorded(archive: Engin
     assert "killed or crashed" in str(runs[0][1])
 
 
-def test_runs_command_lists_runs(fake: FakeBaseten, api_url: str, archive: Engine, database_url: str) -> None:
-    nightly(archive, api_url, NIGHT[0])
-    nightly(archive, api_url, NIGHT[1])
+def test_runs_command_lists_runs(fake: FakeBaseten, archive: Engine, database_url: str) -> None:
+    nightly(archive, fake, NIGHT[0])
+    nightly(archive, fake, NIGHT[1])
     table = run_archiver("runs", env={"ARCHIVER_DATABASE_URL": database_url})
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
@@ -329,10 +389,8 @@ def readme_query(name: str) -> str:
     return after.split("```sql", 1)[1].split("```", 1)[0]
 
 
-def test_the_readme_as_of_queries_answer_as_of_questions(
-    fake: FakeBaseten, api_url: str, archive: Engine
-) -> None:
-    nightly(archive, api_url, NIGHT[0])
+def test_the_readme_as_of_queries_answer_as_of_questions(fake: FakeBaseten, archive: Engine) -> None:
+    nightly(archive, fake, NIGHT[0])
     before = {(j, c["checkpoint_id"]): c["size_bytes"] for j in fake.job_ids() for c in fake.checkpoints(j)}
     project_of = {j: fake.job(j)["training_project_id"] for j in fake.job_ids()}
     doomed = fake.project_ids()[0]
@@ -341,7 +399,7 @@ def test_the_readme_as_of_queries_answer_as_of_questions(
     fake.delete_checkpoint(job, removed)
     added = fake.add_checkpoint(fake.job_ids(fake.project_ids()[2])[0])
     fake.delete_project(doomed)
-    nightly(archive, api_url, NIGHT[1])
+    nightly(archive, fake, NIGHT[1])
 
     after = {k: v for k, v in before.items() if project_of[k[0]] != doomed and k != (job, removed)}
     after[(added["training_job_id"], added["checkpoint_id"])] = added["size_bytes"]
@@ -358,11 +416,7 @@ def test_the_readme_as_of_queries_answer_as_of_questions(
 def test_logging_is_quiet_by_default_and_json_on_request(
     fake: FakeBaseten, api_url: str, database_url: str
 ) -> None:
-    env = {
-        "BASETEN_API_URL": api_url,
-        "BASETEN_API_KEY": DEFAULT_API_KEY,
-        "ARCHIVER_DATABASE_URL": database_url,
-    }
+    env = sync_env(api_url, database_url)
     quiet = run_archiver("sync", env=env)
     assert quiet.exit_code == 0 and quiet.stderr == ""
     assert len(quiet.stdout.strip().splitlines()) == 1  # the summary paragraph only
@@ -379,12 +433,7 @@ def test_progress_is_drawn_only_when_stderr_is_a_terminal(
 ) -> None:
     import pty
 
-    env = {
-        **os.environ,
-        "BASETEN_API_URL": api_url,
-        "BASETEN_API_KEY": DEFAULT_API_KEY,
-        "ARCHIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'archive.db'}",
-    }
+    env = {**os.environ, **sync_env(api_url, f"sqlite:///{tmp_path / 'archive.db'}")}
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         [*archiver_command(), "sync"],

@@ -1,27 +1,22 @@
 """Hostile, odd and schema-generated API responses go through a real sync and read back equal.
 
-Responses are served through an httpx.MockTransport, so any JSON at all can be sent, and the
-whole path runs: client, normalize, store, on SQLite and PostgreSQL.
+The fake API serves them as overrides of one project's listings, in-process, so any JSON at all
+can be sent, and the whole path runs: client, normalize, store, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis_jsonschema import from_schema
 from sqlalchemy.engine import Engine
 
-from archiver.client import BasetenClient, RetryPolicy
 from archiver.schema import (
     checkpoints,
     instance_types,
@@ -29,53 +24,27 @@ from archiver.schema import (
     training_jobs,
     training_projects,
 )
-from archiver.sync import SyncReport, run_sync
+from archiver.sync import SyncReport
 
-from .test_normalize import CHECKPOINTS, JOB
+from .support import fakes
+from .support.payloads import CHECKPOINTS, JOB, project_for
+from .support.schemas import SCHEMAS, properties
+from .support.times import instant
 
-SCHEMAS = json.loads((Path(__file__).parent / "data" / "checkpoints-openapi-schemas.json").read_text())
 INT64 = {"minimum": -(2**63), "maximum": 2**63 - 1}
 INT32 = {"minimum": -(2**31), "maximum": 2**31 - 1}
 KNOWN_TYPES = {"lora", "full", "whisper"}
 HOSTILE = "'; DROP TABLE checkpoints; --"
 
 
-def serve_org(project: dict[str, Any], job: dict[str, Any], body: Any) -> httpx.MockTransport:
-    """One project with one job whose checkpoint listing is `body` (any JSON, or raw bytes)."""
-    pid, jid = project["id"], job["id"]
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        if path == "/v1/training_projects":
-            return httpx.Response(200, json={"training_projects": [project]})
-        if path == f"/v1/training_projects/{pid}/jobs":
-            return httpx.Response(200, json={"training_project": project, "training_jobs": [job]})
-        if path == f"/v1/training_projects/{pid}/jobs/{jid}/checkpoints":
-            return httpx.Response(200, content=body if isinstance(body, bytes) else json.dumps(body).encode())
-        return httpx.Response(404, json={"message": "not found"})
-
-    return httpx.MockTransport(handler)
-
-
-def sync_served(engine: Engine, transport: httpx.MockTransport) -> SyncReport:
-    retry = RetryPolicy(attempts=1)
-    with BasetenClient("k", "https://api.test", max_rps=1000, retry=retry, transport=transport) as client:
-        return run_sync(engine, client)
+def sync_served(engine: Engine, project: dict[str, Any], job: dict[str, Any], body: Any) -> SyncReport:
+    """Sync one project listing `job`, whose checkpoint listing is `body` (any JSON, or raw bytes)."""
+    return fakes.sync(engine, fakes.one_listing(project, job, body))
 
 
 def select(engine: Engine, table: sa.Table, *where: Any) -> list[dict[str, Any]]:
     with engine.connect() as connection:
         return [dict(row._mapping) for row in connection.execute(sa.select(table).where(*where))]
-
-
-def project_for(pid: str, name: str) -> dict[str, Any]:
-    return {
-        "id": pid,
-        "name": name,
-        "created_at": "2026-05-02T09:14:07Z",
-        "updated_at": "2026-05-02T09:14:07Z",
-        "latest_job": None,
-    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,7 +94,7 @@ def test_hostile_and_odd_values_are_stored_faithfully(archive: Engine) -> None:
         {**CHECKPOINTS[1], "checkpoint_id": "dup", "size_bytes": 2, "sync_status": "COMPLETE"},
     ]
     report = sync_served(
-        archive, serve_org(project_for(pid, HOSTILE), job, {"training_job": job, "checkpoints": checkpoints_})
+        archive, project_for(pid, HOSTILE), job, {"training_job": job, "checkpoints": checkpoints_}
     )
     assert not report.failures, report.failures
     assert sa.inspect(archive).has_table("checkpoints")
@@ -156,9 +125,7 @@ def test_hostile_and_odd_values_are_stored_faithfully(archive: Engine) -> None:
 
 def test_an_empty_checkpoint_list_archives_the_job_and_no_checkpoints(archive: Engine) -> None:
     job = copy.deepcopy(JOB)
-    report = sync_served(
-        archive, serve_org(project_for("n4q95w5", "p"), job, {"training_job": job, "checkpoints": []})
-    )
+    report = sync_served(archive, project_for("n4q95w5", "p"), job, {"training_job": job, "checkpoints": []})
     assert not report.failures and report.counts.jobs_fetched == 1
     assert len(select(archive, training_jobs)) == 1 and select(archive, checkpoints) == []
 
@@ -181,7 +148,7 @@ def test_a_malformed_listing_fails_its_job_by_name_and_writes_none_of_it(
     archive: Engine, body: Any, field: str
 ) -> None:
     job = copy.deepcopy(JOB)
-    report = sync_served(archive, serve_org(project_for("n4q95w5", "p"), job, body))
+    report = sync_served(archive, project_for("n4q95w5", "p"), job, body)
     (failure,) = report.failures
     assert (failure.project_id, failure.job_id) == ("n4q95w5", "p7qr9qv") and field in failure.message
     assert select(archive, checkpoints) == [] and report.counts.jobs_fetched == 0
@@ -199,7 +166,7 @@ def bounded_schemas() -> dict[str, Any]:
     - instance_type.id is non-empty: the archiver refuses empty identifiers.
     Strings exclude NUL (PostgreSQL cannot store it; the archiver fails the job, see test_normalize).
     """
-    schemas = copy.deepcopy(SCHEMAS["components"]["schemas"])
+    schemas = copy.deepcopy(SCHEMAS)
     for name, field in [
         ("TrainingJobV1", "priority"),
         ("TrainingJobCheckpointV1", "size_bytes"),
@@ -218,24 +185,6 @@ def bounded_schemas() -> dict[str, Any]:
 
 
 RESPONSES = from_schema(bounded_schemas(), allow_x00=False, codec="utf-8")
-_STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|([+-])(\d\d):(\d\d))")
-
-
-def utc(text: str) -> datetime | None:
-    """The instant an RFC 3339 date-time names, truncated to microseconds; None if outside years 1-9999."""
-    m = _STAMP.fullmatch(text)
-    assert m, text
-    fraction = int((m[7] or "0")[:6].ljust(6, "0"))
-    naive = datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6]), fraction)
-    offset = (
-        timedelta(0)
-        if m[8] == "Z"
-        else (1 if m[9] == "+" else -1) * timedelta(hours=int(m[10]), minutes=int(m[11]))
-    )
-    try:
-        return (naive - offset).replace(tzinfo=UTC)
-    except OverflowError:
-        return None
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -300,7 +249,7 @@ def test_every_value_the_schema_allows_round_trips(archive: Engine, body: dict[s
     job |= {"id": jid, "training_project_id": pid, "training_project": {"id": pid, "name": f"p {n}"}}
     for checkpoint in body["checkpoints"]:
         checkpoint["training_job_id"] = jid
-    report = sync_served(archive, serve_org(project_for(pid, f"p {n}"), job, body))
+    report = sync_served(archive, project_for(pid, f"p {n}"), job, body)
 
     if any("\x00" in text for text in strings_of([body["training_job"], body["checkpoints"]])):
         # hypothesis-jsonschema's allow_x00=False does not reach additional properties' values.
@@ -309,7 +258,7 @@ def test_every_value_the_schema_allows_round_trips(archive: Engine, body: dict[s
         assert failure.job_id == jid and "NUL" in failure.message
         assert select(archive, checkpoints, checkpoints.c.training_job_id == jid) == []
         return
-    if any(utc(text) is None for text in timestamps_of(body)):
+    if any(instant(text) is None for text in timestamps_of(body)):
         (failure,) = report.failures  # an instant outside years 1-9999 UTC fails its job, by name
         assert failure.job_id == jid and "years 1-9999" in failure.message
         assert select(archive, checkpoints, checkpoints.c.training_job_id == jid) == []
@@ -319,9 +268,7 @@ def test_every_value_the_schema_allows_round_trips(archive: Engine, body: dict[s
     (stored_job,) = select(archive, training_jobs, training_jobs.c.id == jid)
     user = job.get("user")
     expected_extra = {
-        k: v
-        for k, v in job.items()
-        if k not in {*SCHEMAS["components"]["schemas"]["TrainingJobV1"]["properties"], "availability_model"}
+        k: v for k, v in job.items() if k not in {*properties("TrainingJobV1"), "availability_model"}
     }
     if isinstance(user, dict) and set(user) - {"email"}:
         expected_extra["user"] = user
@@ -334,27 +281,15 @@ def test_every_value_the_schema_allows_round_trips(archive: Engine, body: dict[s
     assert stored_job["checkpoint_sync_status"] == job.get("checkpoint_sync_status")
     assert stored_job["priority"] == job.get("priority")
     assert stored_job["user_email"] == (user or {}).get("email")
-    assert stored_job["created_at"] == utc(job["created_at"]) and stored_job["updated_at"] == utc(
-        job["updated_at"]
-    )
+    assert stored_job["created_at"] == instant(job["created_at"])
+    assert stored_job["updated_at"] == instant(job["updated_at"])
     assert same_json(stored_job["extra"] or {}, expected_extra)
 
     instance = job["instance_type"]
     (stored_type,) = select(archive, instance_types, instance_types.c.id == instance["id"])
-    for key in (
-        "name",
-        "memory_limit_mib",
-        "millicpu_limit",
-        "gpu_count",
-        "gpu_type",
-        "gpu_memory_limit_mib",
-    ):
+    for key in properties("InstanceTypeV1"):
         assert stored_type[key] == instance[key], key
-    type_extra = {
-        k: v
-        for k, v in instance.items()
-        if k not in SCHEMAS["components"]["schemas"]["InstanceTypeV1"]["properties"]
-    }
+    type_extra = {k: v for k, v in instance.items() if k not in properties("InstanceTypeV1")}
     assert same_json(stored_type["extra"] or {}, type_extra)
 
     latest = {c["checkpoint_id"]: c for c in body["checkpoints"]}  # the later entry of an id wins
@@ -363,12 +298,12 @@ def test_every_value_the_schema_allows_round_trips(archive: Engine, body: dict[s
         for row in select(archive, checkpoints, checkpoints.c.training_job_id == jid)
     }
     assert stored.keys() == latest.keys()
-    known = set(SCHEMAS["components"]["schemas"]["TrainingJobCheckpointV1"]["properties"])
+    known = properties("TrainingJobCheckpointV1")
     for checkpoint_id, sent in latest.items():
         row = stored[checkpoint_id]
         kind = sent["checkpoint_type"]
         assert row["checkpoint_type"] == (kind.lower() if kind.lower() in KNOWN_TYPES else kind)
-        assert row["created_at"] == utc(sent["created_at"])
+        assert row["created_at"] == instant(sent["created_at"])
         assert row["base_model"] == sent["base_model"] and row["size_bytes"] == sent["size_bytes"]
         assert row["sync_status"] == sent.get("sync_status")
         assert same_json(row["extra"] or {}, {k: v for k, v in sent.items() if k not in known})

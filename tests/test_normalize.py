@@ -7,7 +7,6 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,69 +23,8 @@ from archiver.normalize import (
     project_of_job,
 )
 
-JOB: dict[str, Any] = {
-    "id": "p7qr9qv",
-    "name": "sft-lr2e-4",
-    "created_at": "2026-05-14T11:58:40Z",
-    "updated_at": "2026-05-14T13:02:51Z",
-    "current_status": "TRAINING_JOB_COMPLETED",
-    "error_message": None,
-    "instance_type": {
-        "id": "H100:8x208x1800",
-        "name": "8xH100",
-        "memory_limit_mib": 1843200,
-        "millicpu_limit": 208000,
-        "gpu_count": 8,
-        "gpu_type": "H100",
-        "gpu_memory_limit_mib": 81920,
-    },
-    "training_project_id": "n4q95w5",
-    "training_project": {"id": "n4q95w5", "name": "qwen3-8b-support-sft"},
-    "checkpoint_sync_status": "COMPLETED",
-    "priority": 5,
-    "availability_model": "DEDICATED",
-    "user": {"email": "alice@example.com"},
-    "node_count": 2,
-}
-LORA = {
-    "peft_type": "LORA",
-    "task_type": "CAUSAL_LM",
-    "base_model_name_or_path": "Qwen/Qwen3-8B",
-    "r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.05,
-    "bias": "none",
-    "target_modules": ["q_proj", "v_proj"],
-}
-CHECKPOINTS: list[dict[str, Any]] = [
-    {
-        "checkpoint_id": "checkpoint-500",
-        "training_job_id": "p7qr9qv",
-        "created_at": "2026-05-14T12:31:09Z",
-        "checkpoint_type": "lora",
-        "base_model": "Qwen/Qwen3-8B",
-        "size_bytes": 174391296,
-        "sync_status": "COMPLETE",
-        "lora_adapter_config": LORA,
-    },
-    {
-        "checkpoint_id": "checkpoint-1000",
-        "training_job_id": "p7qr9qv",
-        "created_at": "2026-05-14T12:59:44Z",
-        "checkpoint_type": "full",
-        "base_model": None,
-        "size_bytes": 16388044800,
-        "sync_status": "SYNCING",
-        "lora_adapter_config": None,
-        "storage_region": "us-east-1",
-    },
-]
-
-
-def payload(**changes: Any) -> dict[str, Any]:
-    body = {"training_job": copy.deepcopy(JOB), "checkpoints": copy.deepcopy(CHECKPOINTS)}
-    body.update(changes)
-    return body
+from .support.payloads import CHECKPOINTS, JOB, LORA, PROJECT, payload
+from .support.schemas import SCHEMAS
 
 
 def test_sample_response_becomes_rows() -> None:
@@ -246,16 +184,6 @@ def test_huge_numbers_in_a_lora_config_stay_exact_in_the_document() -> None:
     assert row["config"] == {"r": 2**70, "lora_alpha": 10**400, "lora_dropout": 2**60 + 1}
 
 
-PROJECT: dict[str, Any] = {
-    "id": "n4q95w5",
-    "name": "qwen3-8b-support-sft",
-    "created_at": "2026-05-02T09:14:07Z",
-    "updated_at": "2026-05-14T13:02:51Z",
-    "team_name": "ml-platform",
-    "latest_job": None,
-}
-
-
 def test_a_project_listing_keeps_good_entries_and_rejects_broken_ones_by_name() -> None:
     broken = {**PROJECT, "id": "w2m81xk", "created_at": "yesterday"}
     later = {**PROJECT, "name": "renamed"}
@@ -306,24 +234,6 @@ def test_the_job_search_names_the_project_of_exactly_that_job() -> None:
 # ------------------------------------------------------------------------------------------------
 # the contract: what the API promises, held against its OpenAPI schemas
 
-SCHEMAS: dict[str, Any] = {
-    **json.loads((Path(__file__).parent / "data" / "checkpoints-openapi-schemas.json").read_text())[
-        "components"
-    ]["schemas"],
-    # Not in the vendored file: baseten-api.md §2.2, from the full management spec.
-    "TrainingProjectV1": {
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "latest_job": {"anyOf": [{"$ref": "#/components/schemas/TrainingJobV1"}, {"type": "null"}]},
-            "team_name": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
-        },
-        "required": ["id", "name", "created_at", "updated_at", "latest_job"],
-        "type": "object",
-    },
-}
 # Where the archiver departs from the spec on purpose; normalize says why at each key.
 DEPARTURES = {
     ("TrainingJobCheckpointV1", "base_model", "optional"),
@@ -369,8 +279,8 @@ PATHS = {
 def sample(schema: str) -> tuple[dict[str, Any], dict[str, Any], Callable[[dict[str, Any]], Any]]:
     """A response holding a `schema` object, that object, and the call that normalizes the response."""
     if schema == "TrainingProjectV1":
-        body = {"training_project": copy.deepcopy(PROJECT), "training_jobs": []}
-        return body, body["training_project"], lambda b: job_listing(b, "n4q95w5")
+        listing: dict[str, Any] = {"training_project": copy.deepcopy(PROJECT), "training_jobs": []}
+        return listing, listing["training_project"], lambda b: job_listing(b, "n4q95w5")
     body = payload()
     job = body["training_job"]
     target = {

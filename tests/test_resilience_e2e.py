@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
 from archiver import db, migrate
-from archiver.client import BasetenClient, RetryPolicy
+from archiver.cli import cli
 from archiver.errors import DatabaseUnavailable
 from archiver.fake_api import FakeBaseten, Faults, OrgSpec, serve
 from archiver.sync import SyncOptions, run_sync
 
-from .archive_dump import dump, every_text
-from .conftest import POSTGRES_URL, Result, archiver_command, run_archiver
+from .support import fakes
+from .support.archive_dump import dump, every_text
+from .support.commands import Lines, Result, run_archiver, start_archiver, sync_env
+from .support.databases import POSTGRES_URL, rows
+from .support.waiting import wait_for
 
 KEY = "sk-live-7f3a9c-never-print-me"
 PASSWORD = "pw-4b8e-never-print-me"
@@ -38,8 +40,7 @@ def with_password(database_url: str) -> str:
 def clean_dump(spec: OrgSpec, url: str) -> dict[str, list[tuple[object, ...]]]:
     engine = db.make_engine(url)
     migrate.upgrade(engine)
-    with serve(FakeBaseten(spec, api_key=KEY)) as api, BasetenClient(KEY, api, max_rps=1000) as client:
-        assert not run_sync(engine, client).failures
+    assert not fakes.sync(engine, FakeBaseten(spec, api_key=KEY), key=KEY).failures
     try:
         return dump(engine)
     finally:
@@ -90,15 +91,7 @@ def test_the_key_and_the_password_appear_nowhere(database_url: str, engine: Engi
     # The key in the environment instead of a file, with the API gone entirely.
     outputs.append(
         result := run_archiver(
-            "sync",
-            "-vv",
-            "--max-attempts",
-            "1",
-            env={
-                "BASETEN_API_URL": "http://127.0.0.1:9",
-                "BASETEN_API_KEY": KEY,
-                "ARCHIVER_DATABASE_URL": url,
-            },
+            "sync", "-vv", "--max-attempts", "1", env=sync_env("http://127.0.0.1:9", url, key=KEY)
         )
     )
     assert result.exit_code == 1
@@ -120,6 +113,16 @@ def test_the_key_and_the_password_appear_nowhere(database_url: str, engine: Engi
     assert KEY not in archived and PASSWORD not in archived
 
 
+def test_a_password_in_the_url_query_string_is_masked_too() -> None:
+    """libpq takes `?password=...` as well as `user:password@`; the first was printed as is."""
+    url = "postgresql://archiver@127.0.0.1:1/archive?sslmode=disable&password=s3cretpw"
+    for args in (["query", "SELECT 1"], ["runs"], ["db", "current"]):
+        result = CliRunner().invoke(cli, [*args, "--database-url", url])
+        assert result.exit_code == 1, result.output
+        assert "127.0.0.1" in result.output and "s3cretpw" not in result.output
+    assert "s3cretpw" not in db.redact(url) and "sslmode=disable" in db.redact(url)
+
+
 # ------------------------------------------------------------------------------------------------
 # signals
 
@@ -136,29 +139,16 @@ SIGNAL_SPEC = OrgSpec(seed=5, projects=3, jobs_per_project=6, checkpoints_per_jo
 
 
 def start_sync(api_url: str, database_url: str) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "BASETEN_API_URL": api_url,
-        "BASETEN_API_KEY": KEY,
-        "ARCHIVER_DATABASE_URL": database_url,
-    }
-    return subprocess.Popen(
-        [*archiver_command(), "sync", "--concurrency", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    return start_archiver("sync", "--concurrency", "2", env=sync_env(api_url, database_url, key=KEY))
 
 
 def wait_for_checkpoint_requests(fake: FakeBaseten, count: int, process: subprocess.Popen[str]) -> None:
     """Wait until the run is well into fetching checkpoints (not a timing assertion: a trigger)."""
-    deadline = time.monotonic() + 60
-    while fake.request_count("/v1/training_projects/") - len(fake.project_ids()) < count:
-        assert process.poll() is None, "the sync ended before it could be interrupted"
-        assert time.monotonic() < deadline, "the sync never got going"
-        time.sleep(0.02)
+    wait_for(
+        lambda: fake.request_count("/v1/training_projects/") - len(fake.project_ids()) >= count,
+        f"{count} checkpoint requests",
+        unless=lambda: process.poll() is not None,  # the sync ended before it could be interrupted
+    )
 
 
 def runs(engine: Engine) -> list[tuple[str, str | None]]:
@@ -214,10 +204,7 @@ def test_a_signal_mid_run_leaves_a_consistent_archive_that_a_rerun_completes(
     archived = len(engine.connect().execute(sa.text("SELECT 1 FROM checkpoints")).all())
     assert archived < fake.total_checkpoints()  # it really stopped part-way
 
-    rerun = run_archiver(
-        "sync",
-        env={"BASETEN_API_URL": api_url, "BASETEN_API_KEY": KEY, "ARCHIVER_DATABASE_URL": database_url},
-    )
+    rerun = run_archiver("sync", env=sync_env(api_url, database_url, key=KEY))
     assert rerun.exit_code == 0, rerun.output
     assert runs(engine)[1] == ("succeeded", None)
     assert runs(engine)[0][0] == ("interrupted" if sig == signal.SIGTERM else "failed")
@@ -225,27 +212,49 @@ def test_a_signal_mid_run_leaves_a_consistent_archive_that_a_rerun_completes(
     assert dump(engine) == clean_dump(SIGNAL_SPEC, new_database())
 
 
+@pytest.mark.slow
+def test_a_second_signal_stops_at_once_with_status_130(database_url: str, engine: Engine) -> None:
+    """README: 130 for SIGINT/SIGTERM, and a second signal stops at once. The second signal used to
+    end in Click's 'Aborted!' with exit status 1, which cron wrappers read as a fatal failure."""
+    fake = FakeBaseten(OrgSpec(seed=5, projects=3, jobs_per_project=2), api_key=KEY, latency_ms=1500)
+    with serve(fake) as url:
+        process = start_sync(url, database_url)
+        stderr = Lines(process.stderr)
+
+        def ended() -> bool:
+            return process.poll() is not None
+
+        # The project list is in and job listings are in flight, each for 1.5 s: the run is busy.
+        wait_for(lambda: fake.request_count() >= 1, "the project listing", unless=ended)
+        wait_for(lambda: fake.in_flight >= 1, "the job listings", unless=ended)
+        process.send_signal(signal.SIGTERM)
+        wait_for(lambda: stderr.has("received SIGTERM"), "the first signal to be handled", unless=ended)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert process.returncode == 130, stderr.text()
+    assert "Aborted" not in stderr.text() and "Traceback" not in stderr.text()
+    assert rows(engine, "SELECT status FROM sync_runs") == [("interrupted",)]
+
+
 # ------------------------------------------------------------------------------------------------
 # the database goes away mid-run
 
 
-class FailoverFake(FakeBaseten):
-    """Before answering the n-th checkpoints request, turn the database into a read-only replica:
-    every connection is cut and every new one can only read, as after a failover gone wrong."""
+def fail_over_before(fake: FakeBaseten, nth: int, admin_url: str, database: str) -> None:
+    """Before the fake answers its `nth` checkpoints request, turn the database into a read-only
+    replica: every connection is cut and every new one can only read, as after a failover gone wrong."""
+    seen = 0
+    guard = threading.Lock()
 
-    def __init__(self, spec: OrgSpec, admin_url: str, database: str, after: int) -> None:
-        super().__init__(spec, api_key=KEY)
-        self._admin_url, self._database, self._after = admin_url, database, after
-        self._seen = 0
-        self._guard = threading.Lock()
-
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes):  # type: ignore[no-untyped-def, override]
+    def hook(method: str, path: str, body: bytes) -> None:
+        nonlocal seen
         if path.endswith("/checkpoints"):
-            with self._guard:
-                self._seen += 1
-                if self._seen == self._after:
-                    set_read_only(self._admin_url, self._database, True)
-        return super().handle(method, path, headers, body)
+            with guard:
+                seen += 1
+                if seen == nth:
+                    set_read_only(admin_url, database, True)
+
+    fake.intercept(hook)
 
 
 def set_read_only(admin_url: str, database: str, read_only: bool) -> None:
@@ -275,14 +284,11 @@ def test_a_database_lost_mid_run_fails_the_run_and_keeps_what_was_committed(
     engine.dispose()
 
     assert POSTGRES_URL
-    fake = FailoverFake(SPEC, POSTGRES_URL, database, after=4)
+    fake = FakeBaseten(SPEC, api_key=KEY)
+    fail_over_before(fake, 4, POSTGRES_URL, database)
     engine = db.make_engine(url)
     options = SyncOptions(concurrency=1, batch_rows=1)
-    with (
-        serve(fake) as api,
-        BasetenClient(KEY, api, max_rps=1000, retry=RetryPolicy(attempts=1)) as client,
-        pytest.raises(DatabaseUnavailable) as raised,
-    ):
+    with fakes.client_for(fake, key=KEY) as client, pytest.raises(DatabaseUnavailable) as raised:
         run_sync(engine, client, options)
     engine.dispose()
     message = str(raised.value)
@@ -294,8 +300,8 @@ def test_a_database_lost_mid_run_fails_the_run_and_keeps_what_was_committed(
         jobs = connection.execute(sa.text("SELECT COUNT(*) FROM training_jobs")).scalar_one()
     assert jobs == len(fake.job_ids())  # the listings were committed before the failover
     assert_consistent(engine, fake)  # and whole jobs only
-    with serve(fake) as api, BasetenClient(KEY, api, max_rps=1000) as client:
-        assert not run_sync(engine, client).failures
+    fake.clear_overrides()
+    assert not fakes.sync(engine, fake, key=KEY).failures
     assert [status for status, _ in runs(engine)] == ["failed", "succeeded"]
     assert dump(engine) == clean_dump(SPEC, new_database())
     engine.dispose()

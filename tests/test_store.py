@@ -10,8 +10,9 @@ from sqlalchemy.engine import Engine
 from archiver import store
 from archiver.normalize import Where, checkpoint_listing, project_row
 
-from .conftest import rows, scalar
-from .test_normalize import PROJECT, payload
+from .support.databases import rows, scalar
+from .support.payloads import PROJECT, payload
+from .support.times import utc
 
 NIGHT_1 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
 NIGHT_2 = NIGHT_1 + timedelta(days=1)
@@ -34,9 +35,9 @@ def test_second_write_of_the_same_data_rewrites_no_checkpoint_row(archive: Engin
     assert (second.inserted, second.updated, second.unchanged) == (0, 0, 2)
     assert rows(archive, every_column) == before
     # The sighting is recorded once for the job, and the view reads it from there.
-    assert _utc(scalar(archive, "SELECT checkpoints_fetched_at FROM training_jobs")) == NIGHT_2
+    assert utc(scalar(archive, "SELECT checkpoints_fetched_at FROM training_jobs")) == NIGHT_2
     seen = rows(archive, "SELECT first_seen_at, last_seen_at FROM checkpoint_facts")
-    assert [(_utc(first), _utc(last)) for first, last in seen] == [(NIGHT_1, NIGHT_2)] * 2
+    assert [(utc(first), utc(last)) for first, last in seen] == [(NIGHT_1, NIGHT_2)] * 2
 
 
 def test_a_vanished_checkpoint_keeps_its_last_sighting(archive: Engine) -> None:
@@ -51,12 +52,12 @@ def test_a_vanished_checkpoint_keeps_its_last_sighting(archive: Engine) -> None:
         archive,
         "SELECT last_seen_at, deleted_at FROM checkpoint_facts WHERE checkpoint_id = 'checkpoint-500'",
     )
-    assert [(_utc(last), _utc(deleted)) for last, deleted in gone] == [(NIGHT_2, night_3)]
+    assert [(utc(last), utc(deleted)) for last, deleted in gone] == [(NIGHT_2, night_3)]
     kept = rows(
         archive,
         "SELECT last_seen_at, deleted_at FROM checkpoint_facts WHERE checkpoint_id = 'checkpoint-1000'",
     )
-    assert kept == [(kept[0][0], None)] and _utc(kept[0][0]) == night_3
+    assert kept == [(kept[0][0], None)] and utc(kept[0][0]) == night_3
 
 
 def test_changed_values_are_updated_in_place_and_new_rows_inserted(archive: Engine) -> None:
@@ -110,11 +111,3 @@ def test_one_row_per_distinct_lora_config(archive: Engine) -> None:
     archive_job(archive, body, NIGHT_1)
     assert scalar(archive, "SELECT COUNT(*) FROM lora_adapter_configs") == 2
     assert scalar(archive, "SELECT COUNT(DISTINCT lora_adapter_config_id) FROM checkpoints") == 2
-
-
-def _utc(value: object) -> datetime:
-    """Read a timestamp column the way a BI tool sees it, as UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

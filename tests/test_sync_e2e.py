@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
 from archiver import db, migrate
+from archiver.cli import cli
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, Faults, OrgSpec, serve
 from archiver.schema import SCHEMA_REVISION
 
-from .conftest import Result, rows, run_archiver, scalar
+from .support import fakes
+from .support.commands import Result, run_archiver, sync_env
+from .support.databases import rows, scalar
 
 SPEC = OrgSpec(seed=7, projects=3, jobs_per_project=4, checkpoints_per_job=5)
 
@@ -30,8 +34,7 @@ def api_url(fake: FakeBaseten) -> Iterator[str]:
 
 
 def sync(api_url: str, database_url: str, *args: str, key: str = DEFAULT_API_KEY) -> Result:
-    env = {"BASETEN_API_URL": api_url, "BASETEN_API_KEY": key, "ARCHIVER_DATABASE_URL": database_url}
-    return run_archiver("sync", *args, env=env)
+    return run_archiver("sync", *args, env=sync_env(api_url, database_url, key))
 
 
 def archived_checkpoints(engine: Engine) -> dict[tuple[str, str], tuple[object, ...]]:
@@ -39,7 +42,7 @@ def archived_checkpoints(engine: Engine) -> dict[tuple[str, str], tuple[object, 
         engine,
         "SELECT training_job_id, checkpoint_id, size_bytes, checkpoint_type, sync_status FROM checkpoints",
     )
-    return {(row[0], row[1]): row[2:] for row in found}
+    return {(str(row[0]), str(row[1])): row[2:] for row in found}
 
 
 def served_checkpoints(fake: FakeBaseten) -> dict[tuple[str, str], tuple[object, ...]]:
@@ -60,7 +63,9 @@ def test_sync_archives_everything_served_and_a_second_run_changes_nothing(
     assert archived_checkpoints(engine) == served_checkpoints(fake)
     assert {r[0] for r in rows(engine, "SELECT id FROM training_projects")} == set(fake.project_ids())
     assert {r[0] for r in rows(engine, "SELECT id FROM training_jobs")} == set(fake.job_ids())
-    statuses = dict(rows(engine, "SELECT id, current_status FROM training_jobs"))
+    statuses = {
+        job_id: status for job_id, status in rows(engine, "SELECT id, current_status FROM training_jobs")
+    }
     assert statuses == {job_id: fake.job(job_id)["current_status"] for job_id in fake.job_ids()}
     assert scalar(engine, "SELECT COUNT(*) FROM instance_types") == len(
         {fake.job(j)["instance_type"]["id"] for j in fake.job_ids()}
@@ -140,11 +145,7 @@ def test_an_unreachable_api_exits_1(database_url: str) -> None:
         "sync",
         "--max-attempts",
         "2",
-        env={
-            "BASETEN_API_URL": "http://127.0.0.1:9",
-            "BASETEN_API_KEY": "k",
-            "ARCHIVER_DATABASE_URL": database_url,
-        },
+        env=sync_env("http://127.0.0.1:9", database_url, key="k"),
     )
     assert result.exit_code == 1
     assert "cannot list training projects" in result.stderr
@@ -170,8 +171,6 @@ def test_the_database_password_never_appears(fake: FakeBaseten, api_url: str, po
 
 def test_an_old_schema_is_refused_until_upgraded(api_url: str, database_url: str, engine: Engine) -> None:
     migrate.upgrade(engine, "0001")
-    if SCHEMA_REVISION == "0001":
-        pytest.skip("only one revision exists")
     result = sync(api_url, database_url)
     assert result.exit_code == 1
     assert "archiver db upgrade" in result.stderr and "--migrate" in result.stderr
@@ -196,7 +195,9 @@ def test_usage_errors_exit_2(database_url: str) -> None:
     assert result.exit_code == 2 and "BASETEN_API_KEY" in result.stderr
 
 
-def test_api_key_file(api_url: str, database_url: str, tmp_path: Path, engine: Engine) -> None:
+def test_api_key_file(
+    fake: FakeBaseten, api_url: str, database_url: str, tmp_path: Path, engine: Engine
+) -> None:
     key_file = tmp_path / "key"
     key_file.write_text(DEFAULT_API_KEY + "\n")
     result = run_archiver(
@@ -206,7 +207,7 @@ def test_api_key_file(api_url: str, database_url: str, tmp_path: Path, engine: E
         env={"BASETEN_API_URL": api_url, "ARCHIVER_DATABASE_URL": database_url},
     )
     assert result.exit_code == 0, result.output
-    assert scalar(engine, "SELECT COUNT(*) FROM checkpoints") > 0
+    assert scalar(engine, "SELECT COUNT(*) FROM checkpoints") == fake.total_checkpoints()
 
 
 def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
@@ -216,3 +217,28 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     engine = db.make_engine(f"sqlite:///{tmp_path / 'archiver-demo.db'}")
     assert scalar(engine, "SELECT COUNT(*) FROM checkpoints") == FakeBaseten(OrgSpec()).total_checkpoints()
     engine.dispose()
+
+
+def test_the_demo_never_writes_into_the_archive_named_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ARCHIVER_DATABASE_URL set (as the README's cron setup does), `archiver demo` wrote its
+    fake organisation into the real archive, where the next sync marked it all deleted, for good."""
+    monkeypatch.chdir(tmp_path)
+    real = tmp_path / "real-archive.db"
+    result = CliRunner().invoke(cli, ["demo"], env={"ARCHIVER_DATABASE_URL": f"sqlite:///{real}"})
+    assert result.exit_code == 0, result.output
+    assert not real.exists()
+    assert (tmp_path / "archiver-demo.db").exists()
+
+
+def test_downgrade_to_base_works_on_an_archive_with_data(database_url: str, archive: Engine) -> None:
+    # SQLite: batch mode rebuilt training_jobs by dropping it while checkpoints referred to it,
+    # and the user saw "database error: IntegrityError: FOREIGN KEY constraint failed".
+    fake = FakeBaseten(OrgSpec(seed=3, projects=2, jobs_per_project=2, checkpoints_per_job=2))
+    assert fakes.sync(archive, fake).exit_code == 0
+    assert scalar(archive, "SELECT COUNT(*) FROM checkpoints") == fake.total_checkpoints() > 0
+    result = run_archiver("db", "downgrade", "base", env={"ARCHIVER_DATABASE_URL": database_url})
+    assert result.exit_code == 0, result.output
+    assert migrate.current_revision(archive) is None
+    assert [t for t in sa.inspect(archive).get_table_names() if t != "alembic_version"] == []

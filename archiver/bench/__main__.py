@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 
-from archiver import db
 from archiver.bench.fake_server import fake_server
 from archiver.bench.runs import SyncRun, run_sync
+from archiver.bench.scratch import scratch_databases
 from archiver.bench.write_path import measure, pages_for
 from archiver.client import DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS
 from archiver.fake_api import OrgSpec
@@ -23,34 +20,6 @@ LOOPBACK_OPTIONS = ("--max-rps", "100000", "--concurrency", "8")
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT MET"
-
-
-@contextlib.contextmanager
-def scratch_databases(postgres_url: str | None, workdir: Path) -> Iterator[Callable[[str], str]]:
-    """Yield a factory of empty databases by kind; drop the PostgreSQL ones afterwards."""
-    created: list[str] = []
-    admin = None
-    if postgres_url:
-        admin = db.make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
-
-    def new(kind: str) -> str:
-        name = f"archiver_bench_{uuid.uuid4().hex[:10]}"
-        if kind == "sqlite":
-            return f"sqlite:///{workdir / name}.db"
-        assert admin is not None and postgres_url is not None
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return db.parse_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-
-    try:
-        yield new
-    finally:
-        if admin is not None:
-            with admin.connect() as connection:
-                for name in created:
-                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.dispose()
 
 
 def spec_for(jobs: int, checkpoints: int, jobs_per_project: int, seed: int) -> OrgSpec:
@@ -124,7 +93,7 @@ def main(
         say("PostgreSQL skipped: pass --postgres-url or set ARCHIVER_BENCH_POSTGRES_URL.")
     with (
         tempfile.TemporaryDirectory(prefix="archiver-bench-") as workdir,
-        scratch_databases(postgres_url, Path(workdir)) as new_database,
+        scratch_databases(postgres_url, Path(workdir), prefix="archiver_bench_") as new_database,
     ):
         say("\n1. Write path: store.save_checkpoint_listings (batches of whole jobs) vs the raw driver")
         say(

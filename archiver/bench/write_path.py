@@ -26,7 +26,9 @@ from archiver.sync import DEFAULT_BATCH_ROWS
 FIRST_NIGHT = datetime(2026, 2, 1, 3, 0, tzinfo=UTC)
 # The baseline writes what ours writes: the archive's checkpoint values (a fresh load has no deletions).
 VALUES = tuple(name for name in store.CHECKPOINT_VALUES if name != "deleted_at")
-COLUMNS = ("training_job_id", "checkpoint_id", *VALUES, "first_seen_at", "last_seen_at")
+# A changed row's state is valid from the night that saw it (ours also keeps the old state in history,
+# which the baseline does not: pass 2 flatters the baseline).
+COLUMNS = ("training_job_id", "checkpoint_id", *VALUES, "first_seen_at", "last_seen_at", "valid_from")
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def raw_sqlite(
     """Time plain `sqlite3` executemany `INSERT ... ON CONFLICT DO UPDATE`, one transaction."""
     names = ", ".join(COLUMNS)
     marks = ", ".join("?" * len(COLUMNS))
-    updates = ", ".join(f"{name} = excluded.{name}" for name in (*VALUES, "last_seen_at"))
+    updates = ", ".join(f"{name} = excluded.{name}" for name in (*VALUES, "last_seen_at", "valid_from"))
     distinct = " OR ".join(f"checkpoints.{name} IS NOT excluded.{name}" for name in VALUES)
     sql = (  # column names are this module's constants
         f"INSERT INTO checkpoints ({names}) VALUES ({marks}) ON CONFLICT (training_job_id, checkpoint_id) "  # noqa: S608
@@ -159,6 +161,7 @@ def raw_sqlite(
             None if r["extra"] is None else json.dumps(r["extra"]),
             seen,
             seen,
+            seen,
         )
         for r in _records(pages, config_ids)
     ]
@@ -177,7 +180,7 @@ def raw_postgresql(
     from psycopg.types.json import Jsonb
 
     names = ", ".join(COLUMNS)
-    updates = ", ".join(f"{name} = excluded.{name}" for name in (*VALUES, "last_seen_at"))
+    updates = ", ".join(f"{name} = excluded.{name}" for name in (*VALUES, "last_seen_at", "valid_from"))
     distinct = f"({', '.join(f'checkpoints.{n}' for n in VALUES)}) IS DISTINCT FROM ({', '.join(f'excluded.{n}' for n in VALUES)})"
     dsn = db.parse_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     count = 0
@@ -200,6 +203,7 @@ def raw_postgresql(
                             r["size_bytes"],
                             r["sync_status"],
                             None if r["extra"] is None else Jsonb(r["extra"]),
+                            now,
                             now,
                             now,
                         )

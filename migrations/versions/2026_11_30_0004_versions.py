@@ -207,10 +207,10 @@ def _seed_history() -> None:
         "WHERE COALESCE(s.next_at, j.deleted_at) > s.since"
     )
     # A deleted job with no recorded status was live from its first sighting.
-    live = ", ".join(name if name != "deleted_at" else "NULL" for name in JOB_VALUES)
+    live_job = ", ".join(name if name != "deleted_at" else "NULL" for name in JOB_VALUES)
     op.execute(
         f"INSERT INTO training_job_history (id, {', '.join(JOB_VALUES)}, valid_from, valid_to) "  # noqa: S608
-        f"SELECT id, {live}, first_seen_at, deleted_at FROM training_jobs j "
+        f"SELECT id, {live_job}, first_seen_at, deleted_at FROM training_jobs j "
         "WHERE deleted_at > first_seen_at AND NOT EXISTS "
         "(SELECT 1 FROM training_job_status_history h WHERE h.training_job_id = j.id)"
     )

@@ -31,11 +31,10 @@ def alter_table(table: str, change: Callable[[BatchOperations], None]) -> None:
     were, afterwards.
     """
     bind = op.get_bind()
-    views = []
+    views: list[tuple[str, str]] = []
     if bind.dialect.name == "sqlite":
-        views = bind.exec_driver_sql(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'view' ORDER BY rowid"
-        ).all()
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'view' ORDER BY rowid"
+        views = [(name, sql) for name, sql in bind.exec_driver_sql(query)]
         for name, _ in reversed(views):
             op.execute(f'DROP VIEW "{name}"')
     with op.batch_alter_table(table) as batch:

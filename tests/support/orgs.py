@@ -1,7 +1,7 @@
 """A fake organisation archived over two nights, for the view, query and docs tests.
 
 Night 1 archives everything. During day 2 one checkpoint is deleted, a running job finishes,
-and the newest project is deleted; night 2 (a --full run) notices. `Snapshot` keeps what the fake API served
+and the newest project is deleted; night 2 (a --full run) notices. `ArchivedOrg.jobs` keeps what the API served
 each night, so tests compute their expectations from the API's data, not from SQL.
 """
 
@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from archiver import migrate
-from archiver.client import BasetenClient
-from archiver.fake_api import DEFAULT_API_KEY, TERMINAL_STATUSES, FakeBaseten, OrgSpec, serve
-from archiver.sync import SyncOptions, run_sync
+from archiver.fake_api import TERMINAL_STATUSES, FakeBaseten, OrgSpec
+from archiver.sync import SyncOptions
+
+from .fakes import sync
 
 SPEC = OrgSpec(seed=7, projects=3, jobs_per_project=4, checkpoints_per_job=5)
 # Half past noon UTC is already the next day east of UTC+11: day boundaries must be UTC ones.
@@ -33,7 +34,7 @@ class Served:
 
 
 @dataclass
-class Org:
+class ArchivedOrg:
     """The archived organisation and what happened to it."""
 
     fake: FakeBaseten
@@ -56,24 +57,23 @@ def _serve_all(fake: FakeBaseten) -> dict[str, Served]:
     }
 
 
-def archive_org(engine: Engine) -> Org:
+def archive_org(engine: Engine) -> ArchivedOrg:
     """Archive SPEC over two nights into `engine` (an empty database)."""
     migrate.upgrade(engine)
     fake = FakeBaseten(SPEC)
-    org = Org(fake)
-    with serve(fake) as url, BasetenClient(DEFAULT_API_KEY, url, max_rps=100) as client:
-        run_sync(engine, client, SyncOptions(), clock=lambda: NIGHTS[0])
-        before = _serve_all(fake)
-        org.deleted_project = fake.project_ids()[-1]
-        kept = [j for j in fake.job_ids() if before[j].project["id"] != org.deleted_project]
-        org.finished_job = next(j for j in kept if before[j].job["current_status"] not in TERMINAL_STATUSES)
-        shrinking = next(j for j in kept if j != org.finished_job and len(before[j].checkpoints) >= 2)
-        org.deleted_checkpoint = (shrinking, before[shrinking].checkpoints[0]["checkpoint_id"])
-        fake.delete_checkpoint(*org.deleted_checkpoint)
-        fake.set_job(org.finished_job, current_status="TRAINING_JOB_COMPLETED")
-        fake.delete_project(org.deleted_project)
-        report = run_sync(engine, client, SyncOptions(full=True), clock=lambda: NIGHTS[1])
-        assert report.exit_code == 0, report.summary()
+    org = ArchivedOrg(fake)
+    sync(engine, fake, clock=lambda: NIGHTS[0])
+    before = _serve_all(fake)
+    org.deleted_project = fake.project_ids()[-1]
+    kept = [j for j in fake.job_ids() if before[j].project["id"] != org.deleted_project]
+    org.finished_job = next(j for j in kept if before[j].job["current_status"] not in TERMINAL_STATUSES)
+    shrinking = next(j for j in kept if j != org.finished_job and len(before[j].checkpoints) >= 2)
+    org.deleted_checkpoint = (shrinking, before[shrinking].checkpoints[0]["checkpoint_id"])
+    fake.delete_checkpoint(*org.deleted_checkpoint)
+    fake.set_job(org.finished_job, current_status="TRAINING_JOB_COMPLETED")
+    fake.delete_project(org.deleted_project)
+    report = sync(engine, fake, SyncOptions(full=True), clock=lambda: NIGHTS[1])
+    assert report.exit_code == 0, report.summary()
     org.jobs = {**before, **_serve_all(fake)}
     # The deleted checkpoint is gone from the API but stays in the archive, as it last was.
     job_id, checkpoint_id = org.deleted_checkpoint

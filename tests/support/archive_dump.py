@@ -31,7 +31,9 @@ def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """
     tables: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as connection:
-        shas = dict(connection.execute(sa.text("SELECT id, config_sha256 FROM lora_adapter_configs")).all())
+        shas: dict[object, str] = dict(
+            connection.execute(sa.text("SELECT id, config_sha256 FROM lora_adapter_configs")).all()
+        )
         for table in metadata.sorted_tables:
             if table.name in RUN_TABLES:
                 continue
