@@ -36,7 +36,14 @@ def close_dead_runs(connection: Connection, now: datetime) -> int:
     return result.rowcount or 0
 
 
-def start_run(connection: Connection, now: datetime, scope: dict[str, Any] | None, full: bool) -> int:
+def latest_start(connection: Connection) -> datetime | None:
+    """When the latest run started, if any did."""
+    return connection.execute(sa.select(sa.func.max(sync_runs.c.started_at))).scalar()
+
+
+def start_run(
+    connection: Connection, now: datetime, scope: dict[str, Any] | None, full: bool, options: dict[str, Any]
+) -> int:
     """Record a run as started; return its id."""
     result = connection.execute(
         sa.insert(sync_runs)
@@ -45,6 +52,7 @@ def start_run(connection: Connection, now: datetime, scope: dict[str, Any] | Non
             status=RUNNING,
             scope=scope,
             full_sync=full,
+            options=options,
             archiver_version=__version__,
             hostname=socket.gethostname(),
             pid=os.getpid(),

@@ -27,7 +27,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 # The Alembic revision these tables (and the views of revision 0003) are at. Every new revision
 # bumps it; `tests/test_migrations.py` checks it is the head of migrations/versions.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -220,7 +220,35 @@ sync_runs = sa.Table(
     sa.Column("archiver_version", sa.Text(), nullable=False),
     sa.Column("hostname", sa.Text()),
     sa.Column("pid", sa.Integer()),
+    # What else decided what the run archived (see SyncOptions.recorded), so `rebuild` can replay it.
+    sa.Column("options", JSONDocument),
     sa.Index(None, "started_at"),
+)
+
+# Every API response a run acted on, so nothing the API sent is lost and `archiver rebuild` can
+# replay the archive: the bodies once each (by content), compressed; a row per response.
+api_response_bodies = sa.Table(
+    "api_response_bodies",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),  # of the body as received
+    sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+    sa.Column("encoding", sa.Text(), nullable=False),  # how `body` is compressed: zlib
+    sa.Column("content_type", sa.Text()),
+    sa.Column("body", sa.LargeBinary(), nullable=False),
+)
+
+api_responses = sa.Table(
+    "api_responses",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("sync_run_id", sa.BigInteger(), sa.ForeignKey("sync_runs.id"), nullable=False),
+    sa.Column("method", sa.Text(), nullable=False),
+    sa.Column("path", sa.Text(), nullable=False),
+    sa.Column("request_body", sa.Text()),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("body_id", sa.BigInteger(), sa.ForeignKey("api_response_bodies.id"), nullable=False),
+    sa.Index(None, "sync_run_id"),
 )
 
 sync_errors = sa.Table(

@@ -18,13 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db, ledger, migrate, normalize, store
-from archiver.client import BasetenClient, RetryPolicy, unreachable
+from archiver import db, ledger, migrate, normalize, responses, store
+from archiver.client import ApiResponse, BasetenClient, RetryPolicy, unreachable
 from archiver.db import describe_db_error
 from archiver.errors import (
     ArchiverError,
@@ -37,6 +37,7 @@ from archiver.errors import (
 )
 from archiver.lock import sync_lock
 from archiver.normalize import CheckpointListing, JobListing
+from archiver.responses import Kept
 from archiver.schema import RunCounts
 
 log = logging.getLogger("archiver.sync")
@@ -84,6 +85,11 @@ class SyncOptions:
     migrate: bool = False  # upgrade an out-of-date schema instead of refusing to run
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[int, int], None] | None = None  # (jobs done, jobs known so far)
+
+    def recorded(self) -> dict[str, Any]:
+        """What besides scope and `full` decides what a run archives, as `sync_runs.options` keeps it."""
+        recheck = self.recheck_after.total_seconds() if self.recheck_after else None
+        return {"allow_mass_delete": self.allow_mass_delete, "recheck_after_seconds": recheck}
 
 
 @dataclass
@@ -171,6 +177,39 @@ def bounded(
             yield item, future
 
 
+@dataclass(frozen=True)
+class Fetched(Generic[T]):
+    """The outcome of one request: its parsed value or the error, and the response to keep, if any."""
+
+    kept: Kept | None
+    value: T | None = None
+    error: JobError | None = None
+
+    def result(self) -> T:
+        """The parsed value, or raise the request's error."""
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+
+def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any], T]) -> Fetched[T]:
+    """Make a request and parse its answer, keeping the response whatever the parse makes of it.
+
+    A 404 keeps its body too: the archive acts on it. Other failed requests have no answer to keep.
+    """
+    try:
+        response = request()
+    except NotFound as exc:
+        return Fetched(Kept.of(exc.response) if isinstance(exc.response, ApiResponse) else None, error=exc)
+    except JobError as exc:
+        return Fetched(None, error=exc)
+    kept = Kept.of(response)
+    try:
+        return Fetched(kept, parse(response.json()))
+    except JobError as exc:
+        return Fetched(kept, error=exc)
+
+
 class Sync:
     """One run of the archiver over a scope."""
 
@@ -220,10 +259,18 @@ class Sync:
         return self.report
 
     def _start(self, connection: sa.Connection) -> int:
+        # A version's period runs from one run's start to a later one's: run times must increase,
+        # whatever the clock did since the last run.
+        latest = ledger.latest_start(connection)
+        if latest is not None and self.now <= latest:
+            self.now = latest + timedelta(microseconds=1)
         dead = ledger.close_dead_runs(connection, self.now)
         if dead:
             log.warning("%d earlier run(s) never finished (killed or crashed); recorded them as failed", dead)
-        return ledger.start_run(connection, self.now, self.options.scope.as_json(), self.options.full)
+        options = self.options
+        return ledger.start_run(
+            connection, self.now, options.scope.as_json(), options.full, options.recorded()
+        )
 
     def _finish(self, run_id: int, status: str, summary: str | None) -> None:
         report = self.report
@@ -263,14 +310,17 @@ class Sync:
         """Project ids to list, each with the job ids wanted (None: all of them)."""
         scope = self.options.scope
         if scope.everything:
-            try:
-                listing = normalize.project_listing(self.client.list_projects().json())
-            except JobError as exc:  # malformed too: without the listing there is no run
-                raise unreachable(exc) from None
+            fetched = fetch(self.client.list_projects, normalize.project_listing)
+            if fetched.error is not None:  # malformed too: without the listing there is no run
+                self._write(self._keep, fetched.kept)
+                raise unreachable(fetched.error)
+            listing = fetched.result()
             self._fail_incomplete(listing.rejected, listing.incomplete)
             listed = {project["id"] for project in listing.projects}
             if listing.complete:
-                self._write(self._mark_missing_projects, listed)
+                self._write(self._mark_missing_projects, listed, fetched.kept)
+            else:
+                self._write(self._keep, fetched.kept)
             return dict.fromkeys(listed)
         targets = dict.fromkeys(scope.project_ids)
         for job_id in scope.job_ids:
@@ -282,7 +332,8 @@ class Sync:
                 wanted.add(job_id)
         return targets
 
-    def _mark_missing_projects(self, connection: sa.Connection, listed: set[str]) -> None:
+    def _mark_missing_projects(self, connection: sa.Connection, listed: set[str], kept: Kept | None) -> None:
+        self._keep(connection, kept)
         live = store.live_projects(connection)
         missing = sorted(live - listed)
         if reason := self.guard.refuses("projects", len(live), len(missing), len(listed)):
@@ -292,11 +343,15 @@ class Sync:
 
     def _project_of(self, job_id: str) -> str | None:
         """Resolve a bare job id to its project with the search endpoint."""
-        try:
-            project_id = normalize.project_of_job(self.client.search_jobs(job_id=job_id).json(), job_id)
-        except JobError as exc:
-            self._fail(exc.located(project_id=None, job_id=job_id))
+        fetched = fetch(
+            lambda: self.client.search_jobs(job_id=job_id),
+            lambda payload: normalize.project_of_job(payload, job_id),
+        )
+        self._write(self._keep, fetched.kept)
+        if fetched.error is not None:
+            self._fail(fetched.error.located(project_id=None, job_id=job_id))
             return None
+        project_id = fetched.result()
         if project_id is None:
             self._fail(
                 JobError("no such job in this organisation (the job search found nothing)", job_id=job_id)
@@ -310,24 +365,21 @@ class Sync:
         to_fetch: list[tuple[str, str]] = []
         window = self.options.concurrency * 2
         for project_id, future in bounded(pool, self._fetch_listing, targets, window, self.options.stop):
-            try:
-                listing = future.result()
-            except NotFound as exc:
-                if not self.options.scope.everything:
+            fetched = future.result()
+            if isinstance(fetched.error, NotFound) and self.options.scope.everything:
+                self._fail(fetched.error.located(project_id=project_id, job_id=None))
+                self._write(self._mark_gone, fetched.kept, projects=[project_id])
+                continue
+            if fetched.error is not None:
+                self._write(self._keep, fetched.kept)
+                if isinstance(fetched.error, NotFound):
                     # Asked for by name: a typo or a project outside the key's teams, not news of a deletion.
-                    self._fail(
-                        JobError(
-                            "no such project, or not visible to this API key (HTTP 404)",
-                            project_id=project_id,
-                        )
-                    )
-                    continue
-                self._fail(exc.located(project_id=project_id, job_id=None))
-                self._write(self._mark_gone, projects=[project_id])
+                    message = "no such project, or not visible to this API key (HTTP 404)"
+                    self._fail(JobError(message, project_id=project_id))
+                else:
+                    self._fail(fetched.error.located(project_id=project_id, job_id=None))
                 continue
-            except JobError as exc:
-                self._fail(exc.located(project_id=project_id, job_id=None))
-                continue
+            listing = fetched.result()
             wanted = targets[project_id]
             if wanted is not None:
                 listing.jobs = [job for job in listing.jobs if job.row["id"] in wanted]
@@ -338,7 +390,7 @@ class Sync:
                         )
                     )
             self._fail_incomplete(listing.rejected, listing.incomplete)
-            skip = self._write(self._save_listing, listing, wanted is None and listing.complete)
+            skip = self._write(self._save_listing, listing, wanted is None and listing.complete, fetched.kept)
             jobs = listing.jobs
             self.report.counts.projects += 1
             self.report.counts.jobs += len(jobs)
@@ -359,11 +411,14 @@ class Sync:
             )
         return to_fetch
 
-    def _save_listing(self, connection: sa.Connection, listing: JobListing, complete: bool) -> set[str]:
+    def _save_listing(
+        self, connection: sa.Connection, listing: JobListing, complete: bool, kept: Kept | None
+    ) -> set[str]:
         """Write a project's listing; return the ids of jobs whose checkpoints need no read.
 
         Only a complete listing of the whole project says which jobs are gone.
         """
+        self._keep(connection, kept)
         jobs = listing.jobs
         states = {} if self.options.full else store.fetch_states(connection, [job.row["id"] for job in jobs])
         recheck = self.options.recheck_after
@@ -385,28 +440,30 @@ class Sync:
         self._record_progress(connection)
         return skip
 
-    def _fetch_listing(self, project_id: str) -> JobListing:
-        return normalize.job_listing(self.client.list_jobs(project_id).json(), project_id)
+    def _fetch_listing(self, project_id: str) -> Fetched[JobListing]:
+        return fetch(
+            lambda: self.client.list_jobs(project_id),
+            lambda payload: normalize.job_listing(payload, project_id),
+        )
 
     def _archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         """Fetch every job's checkpoints; write whole jobs in batches."""
-        batch: list[CheckpointListing] = []
+        batch: list[Fetched[CheckpointListing]] = []
         rows = 0
         window = self.options.concurrency * 2
         for (project_id, job_id), future in bounded(
             pool, self._fetch_checkpoints, jobs, window, self.options.stop
         ):
-            try:
-                listing = future.result()
-            except NotFound as exc:
-                self._fail(exc.located(project_id=project_id, job_id=job_id))
-                self._write(self._mark_gone, jobs=[job_id])
+            fetched = future.result()
+            if fetched.error is not None:
+                self._fail(fetched.error.located(project_id=project_id, job_id=job_id))
+                if isinstance(fetched.error, NotFound):
+                    self._write(self._mark_gone, fetched.kept, jobs=[job_id])
+                else:
+                    self._write(self._keep, fetched.kept)
                 self._progress(1)
                 continue
-            except JobError as exc:
-                self._fail(exc.located(project_id=project_id, job_id=job_id))
-                self._progress(1)
-                continue
+            listing = fetched.result()
             if listing.incomplete is not None:
                 self._fail(listing.incomplete.located(project_id=project_id, job_id=job_id))
             if listing.duplicates:
@@ -416,31 +473,39 @@ class Sync:
                     job_id,
                     ", ".join(sorted(set(listing.duplicates))),
                 )
-            batch.append(listing)
+            batch.append(fetched)
             rows += len(listing.checkpoints) + 1
             if rows >= self.options.batch_rows:
                 self._flush(batch)
                 batch, rows = [], 0
         self._flush(batch)
 
-    def _fetch_checkpoints(self, target: tuple[str, str]) -> CheckpointListing:
+    def _fetch_checkpoints(self, target: tuple[str, str]) -> Fetched[CheckpointListing]:
         project_id, job_id = target
-        payload = self.client.get_checkpoints(project_id, job_id).json()
-        return normalize.checkpoint_listing(payload, project_id, job_id)
+        return fetch(
+            lambda: self.client.get_checkpoints(project_id, job_id),
+            lambda payload: normalize.checkpoint_listing(payload, project_id, job_id),
+        )
 
     def _mark_gone(
-        self, connection: sa.Connection, *, projects: list[str] | None = None, jobs: list[str] | None = None
+        self,
+        connection: sa.Connection,
+        kept: Kept | None,
+        *,
+        projects: list[str] | None = None,
+        jobs: list[str] | None = None,
     ) -> None:
         """Record a 404: what was listed a moment ago is gone, with everything it held."""
+        self._keep(connection, kept)
         self.report.counts.checkpoints_deleted += store.mark_deleted(
             connection, self.now, projects=projects or (), jobs=jobs or ()
         )
 
-    def _flush(self, listings: list[CheckpointListing]) -> None:
-        if not listings:
+    def _flush(self, batch: list[Fetched[CheckpointListing]]) -> None:
+        if not batch:
             return
-        self._write(self._save_checkpoints, listings)
-        for listing in listings:
+        self._write(self._save_checkpoints, batch)
+        for listing in (fetched.result() for fetched in batch):
             job = listing.job.row
             log.info(
                 "project %s, job %s: %d checkpoints",
@@ -455,9 +520,11 @@ class Sync:
                     "checkpoints": len(listing.checkpoints),
                 },
             )
-        self._progress(len(listings))
+        self._progress(len(batch))
 
-    def _save_checkpoints(self, connection: sa.Connection, listings: list[CheckpointListing]) -> None:
+    def _save_checkpoints(self, connection: sa.Connection, batch: list[Fetched[CheckpointListing]]) -> None:
+        self._keep(connection, *(fetched.kept for fetched in batch))
+        listings = [fetched.result() for fetched in batch]
         writes, refused = store.save_checkpoint_listings(connection, listings, self.now, self.guard)
         self.report.add_writes(writes)
         projects = {listing.job.row["id"]: listing.project_id for listing in listings}
@@ -469,6 +536,11 @@ class Sync:
             )
         self.report.counts.jobs_fetched += len(listings)
         self._record_progress(connection)
+
+    def _keep(self, connection: sa.Connection, *kept: Kept | None) -> None:
+        """Store the responses this work acted on, in its transaction (see `archiver.responses`)."""
+        if self.report.run_id is not None:
+            responses.keep(connection, self.report.run_id, [k for k in kept if k is not None])
 
     def _record_progress(self, connection: sa.Connection) -> None:
         # In the same transaction as the work it counts: a killed run's row stays truthful.

@@ -20,10 +20,10 @@ Revises: 0003
 Create Date: 2026-11-30
 """
 
-import importlib.util
+import runpy
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -101,21 +101,16 @@ VALID_FROM = {
 }
 
 
-def _revision_0003() -> ModuleType:
+def _revision_0003() -> dict[str, Any]:
     """Revision 0003, whose view SQL is frozen there (a released revision never changes)."""
-    path = next(Path(__file__).parent.glob("*_0003_bi_views.py"))
-    spec = importlib.util.spec_from_file_location("archiver_revision_0003", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runpy.run_path(str(next(Path(__file__).parent.glob("*_0003_bi_views.py"))))
 
 
 def _create_bi_views() -> None:
     bi = _revision_0003()
-    dialect = bi.PostgreSQL if op.get_bind().dialect.name == "postgresql" else bi.SQLite
-    for create in (bi.checkpoint_facts, bi.job_facts, bi.project_storage_daily):
-        op.execute(create(dialect))
+    dialect = bi["PostgreSQL"] if op.get_bind().dialect.name == "postgresql" else bi["SQLite"]
+    for view in ("checkpoint_facts", "job_facts", "project_storage_daily"):
+        op.execute(bi[view](dialect))
 
 
 def _drop_views(*names: str) -> None:

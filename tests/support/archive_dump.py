@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from archiver.schema import metadata
 
 # Tables about runs, not about the organisation.
-RUN_TABLES = {"sync_runs", "sync_errors", "alembic_version"}
+RUN_TABLES = {"sync_runs", "sync_errors", "api_responses", "api_response_bodies", "alembic_version"}
 # When the archiver saw something, and surrogate keys: they differ between two runs by design.
 BOOKKEEPING = {
     "first_seen_at",

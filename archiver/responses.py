@@ -1,0 +1,116 @@
+"""The API responses a run acted on, kept in the archive: nothing the API sent is ever lost.
+
+Each response is a row of `api_responses` (its run, method, path, request body and status); its
+body is stored once per distinct content in `api_response_bodies`, compressed, so a night that
+sees the same answers as the last costs one small row per request. A response is kept in the
+same transaction as the work it fed, so the kept responses of a run replay to exactly what it
+committed, however it ended (see `archiver.rebuild`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from archiver.client import ApiResponse
+from archiver.db import chunked, upsert
+from archiver.schema import api_response_bodies, api_responses
+
+ENCODING = "zlib"
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A response ready to keep: compressed and hashed where it was fetched, off the writer's thread."""
+
+    response: ApiResponse
+    sha256: str
+    compressed: bytes
+
+    @classmethod
+    def of(cls, response: ApiResponse) -> Kept:
+        """Hash and compress a response's body (zlib releases the GIL: fetcher threads do this in parallel)."""
+        return cls(response, hashlib.sha256(response.body).hexdigest(), zlib.compress(response.body, 6))
+
+
+def keep(connection: Connection, run_id: int, kept: Sequence[Kept]) -> None:
+    """Store responses of a run: a row each, and each body not already stored."""
+    if not kept:
+        return
+    bodies = {k.sha256: k for k in kept}
+    body_ids = _body_ids(connection, list(bodies))
+    new: list[dict[str, object]] = [
+        {
+            "sha256": sha,
+            "size_bytes": len(k.response.body),
+            "encoding": ENCODING,
+            "content_type": k.response.content_type or None,
+            "body": k.compressed,
+        }
+        for sha, k in bodies.items()
+        if sha not in body_ids
+    ]
+    if new:
+        upsert(connection, api_response_bodies, new, key=["sha256"], keep=list(new[0]))
+        body_ids.update(_body_ids(connection, [sha for sha in bodies if sha not in body_ids]))
+    connection.execute(
+        sa.insert(api_responses),
+        [
+            {
+                "sync_run_id": run_id,
+                "method": k.response.method,
+                "path": k.response.path,
+                "request_body": k.response.request_body.decode() or None,
+                "status": k.response.status,
+                "body_id": body_ids[k.sha256],
+            }
+            for k in kept
+        ],
+    )
+
+
+def _body_ids(connection: Connection, shas: Sequence[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    table = api_response_bodies
+    for batch in chunked(shas):
+        query = sa.select(table.c.sha256, table.c.id).where(table.c.sha256.in_(batch))
+        ids.update({sha: id_ for sha, id_ in connection.execute(query)})
+    return ids
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A kept response as the API gave it: status, body and content type."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+RequestKey = tuple[str, str, str | None]  # method, path, request body
+
+
+def of_run(connection: Connection, run_id: int) -> dict[RequestKey, Answer]:
+    """The responses a run kept, by request; for a request asked twice, the later answer."""
+    r, b = api_responses, api_response_bodies
+    query = (
+        sa.select(
+            r.c.method, r.c.path, r.c.request_body, r.c.status, b.c.encoding, b.c.content_type, b.c.body
+        )
+        .join(b, b.c.id == r.c.body_id)
+        .where(r.c.sync_run_id == run_id)
+        .order_by(r.c.id)
+    )
+    answers: dict[RequestKey, Answer] = {}
+    for method, path, request_body, status, encoding, content_type, body in connection.execute(query):
+        if encoding != ENCODING:
+            raise ValueError(
+                f"a kept response body is encoded as {encoding!r}, which this archiver cannot read"
+            )
+        answers[(method, path, request_body)] = Answer(status, zlib.decompress(body), content_type or "")
+    return answers
