@@ -125,6 +125,8 @@ def write_comments(connection: Connection) -> None:
 
 def main() -> None:
     """Regenerate docs/schema.md's column tables from the descriptions in code."""
+    if not SCHEMA_DOC.is_file():
+        sys.exit(f"error: no {SCHEMA_DOC}: run this in a source checkout ")
     document = SCHEMA_DOC.read_text()
     try:
         filled = fill(document)
