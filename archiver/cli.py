@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import sqlalchemy as sa
 
-from archiver import __version__, db, durations, migrate, query, reports
+from archiver import __version__, db, docs, durations, migrate, query, reports
 from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, RetryPolicy
 from archiver.errors import ArchiverError, UsageError
 from archiver.logs import configure_logging
@@ -475,6 +476,28 @@ def query_command(sql: str, database_url: str, fmt: str) -> None:
     engine = query.open_archive(database_url)
     with query.results(engine, sql) as rows:
         _echo_rows(rows, fmt)
+
+
+@cli.command(name="docs")
+@click.option(
+    "--markdown", "fmt", flag_value="markdown", default=True, help="Markdown sections (the default)."
+)
+@click.option(
+    "--datasette", "fmt", flag_value="datasette", help="Datasette metadata JSON for a SQLite archive."
+)
+@database_option
+def docs_command(fmt: str, database_url: str) -> None:
+    """Print what every table, view and column means (PostgreSQL has them as comments too).
+
+    \b
+    Examples:
+      archiver docs > schema.md
+      archiver docs --datasette > metadata.json && datasette archive.db -m metadata.json
+    """
+    if fmt == "datasette":
+        click.echo(json.dumps(docs.datasette_metadata(database_url), indent=2))
+    else:
+        click.echo(docs.markdown(), nl=False)
 
 
 @cli.group()

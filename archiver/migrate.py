@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db
+from archiver import db, docs
 from archiver.db import describe_db_error, redact
 from archiver.errors import DatabaseUnavailable, SchemaOutOfDate
 from archiver.schema import SCHEMA_REVISION
@@ -85,6 +85,9 @@ def _run(engine: Engine, action: Callable[[Config], object]) -> None:
     with engine.connect() as connection, db.migration_transaction(connection):
         config.attributes["connection"] = connection
         action(config)
+        # Descriptions come from the code, not from revisions: written here for whatever the
+        # revisions left, even when there was none to run, so `db upgrade` refreshes them.
+        docs.write_comments(connection)
 
 
 def require_current(engine: Engine) -> None:

@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from archiver.descriptions import describe
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -349,3 +351,6 @@ VERSIONED = (
     _versioned(checkpoints, "checkpoint", ("id", "training_job_id", "checkpoint_id"), ()),
 )
 VERSIONS = {versioned.table.name: versioned for versioned in VERSIONED}
+
+# Every table and column is commented with its description, from archiver/descriptions.py.
+describe(metadata.tables.values(), VERSIONED)

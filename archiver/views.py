@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from archiver.descriptions import describe
 from archiver.schema import VERSIONED, JSONDocument, UTCDateTime, Versioned
 
 metadata = sa.MetaData()
@@ -125,3 +126,6 @@ training_job_status_history = sa.Table(
 
 BI_VIEWS = (checkpoint_facts, job_facts, project_storage_daily)
 VIEWS = (*BI_VIEWS, *VERSION_VIEWS, training_job_status_history)
+
+# Every view and column is commented with its description, from archiver/descriptions.py.
+describe(VIEWS, VERSIONED)

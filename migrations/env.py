@@ -10,30 +10,39 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from archiver.db import DEFAULT_DATABASE_URL, make_engine, migration_transaction
+from archiver.docs import write_comments
 from archiver.schema import metadata
 
 config = context.config
 
 
-def run(connection: Connection) -> None:
+def run(connection: Connection) -> bool:
+    """Run the command's migrations; whether any revision was applied."""
+    applied: list[object] = []
     context.configure(
         connection=connection,
         target_metadata=metadata,
         render_as_batch=True,  # SQLite can only ALTER by copying tables
         compare_type=True,
         compare_server_default=True,
+        # Comments are written from the code after each migration (archiver.docs), never by a
+        # revision: a change of wording must not make autogenerate draft one.
+        autogenerate_plugins=["alembic.autogenerate.*", "~alembic.autogenerate.comments"],
+        on_version_apply=lambda **step: applied.append(step),
     )
     with context.begin_transaction():
         context.run_migrations()
+    return bool(applied)
 
 
 shared = config.attributes.get("connection")
 if shared is not None:
-    run(shared)
+    run(shared)  # archiver.migrate writes the comments
 else:
     if config.config_file_name and not config.attributes.get("quiet"):
         logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
     engine = make_engine(os.environ.get("ARCHIVER_DATABASE_URL") or DEFAULT_DATABASE_URL)
     with engine.connect() as connection, migration_transaction(connection):
-        run(connection)
+        if run(connection):  # `alembic upgrade` or `downgrade` from the repository root
+            write_comments(connection)
     engine.dispose()

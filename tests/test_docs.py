@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -11,11 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import query
+from archiver import db, docs, migrate, query
 from archiver.cli import cli
 from archiver.cli import sync as sync_command
-from archiver.schema import metadata
-from archiver.views import VIEWS
+from archiver.descriptions import ABOUT
 
 from .support.commands import run_archiver
 from .support.orgs import archive_org
@@ -66,14 +66,66 @@ def test_every_command_is_in_the_readme_and_has_help() -> None:
         assert result.exit_code == 0 and "Usage: archiver" in result.stdout, path
 
 
-@pytest.mark.parametrize("table", [*metadata.tables.values(), *VIEWS], ids=lambda t: t.name)
-def test_every_table_and_view_column_is_described(table: sa.Table) -> None:
-    name = table.name
-    sections = re.split(r"^### ", SCHEMA_DOC.read_text(), flags=re.M)
-    section = next((s for s in sections if s.startswith(f"`{name}`\n")), None)
-    assert section is not None, f"docs/schema.md has no section for {name}"
-    described = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
-    assert described == list(table.columns.keys())
+@pytest.mark.parametrize("table", docs.OBJECTS, ids=lambda t: t.name)
+def test_every_table_view_and_column_is_described_in_code(table: sa.Table) -> None:
+    where = "in archiver/descriptions.py (ABOUT)"
+    assert table.comment, f"describe {table.name} {where}"
+    undescribed = [column.name for column in table.columns if not column.comment]
+    assert not undescribed, f"describe {table.name}.{', '.join(undescribed)} {where}"
+
+
+def test_no_description_outlives_its_column() -> None:
+    objects = {table.name: table for table in docs.OBJECTS}
+    assert set(ABOUT) <= set(objects)
+    for name, about in ABOUT.items():
+        assert set(about.columns) <= set(objects[name].columns.keys()), name
+
+
+def test_the_schema_guide_is_generated_from_the_descriptions() -> None:
+    committed = SCHEMA_DOC.read_text()
+    assert docs.fill(committed) == committed, f"docs/schema.md is stale: run `{docs.REGENERATE}`"
+    for table in docs.OBJECTS:
+        assert docs.section(table) in committed, table.name
+
+
+def test_a_table_the_schema_guide_leaves_out_is_named() -> None:
+    without_tables = re.sub(r"<!-- describe: training_projects [^>]*-->", "", SCHEMA_DOC.read_text())
+    with pytest.raises(ValueError, match="no section for training_projects, instance_types"):
+        docs.fill(without_tables)
+
+
+def test_archiver_docs_prints_every_section() -> None:
+    result = run_archiver("docs")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "\n".join(docs.section(table) for table in docs.OBJECTS)
+
+
+def test_datasette_metadata_describes_every_table_view_and_column_of_a_sqlite_archive(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'team-archive.db'}"
+    engine = db.make_engine(url)
+    migrate.upgrade(engine)
+    inspector = sa.inspect(engine)
+    relations = {*inspector.get_table_names(), *inspector.get_view_names()} - {"alembic_version"}
+    result = run_archiver("docs", "--datasette", env={"ARCHIVER_DATABASE_URL": url})
+    assert result.exit_code == 0, result.output
+    # Datasette names the database after the file: `datasette team-archive.db -m metadata.json`.
+    described = json.loads(result.stdout)["databases"]["team-archive"]["tables"]
+    assert set(described) == relations
+    for name, table in described.items():
+        assert table["description"], name
+        columns = [column["name"] for column in inspector.get_columns(name)]
+        assert list(table["columns"]) == columns, name
+        assert all(table["columns"].values()), name
+    engine.dispose()
+
+
+def test_datasette_metadata_is_refused_for_postgresql() -> None:
+    result = run_archiver("docs", "--datasette", "--database-url", "postgresql://reader@db.internal/archive")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: Datasette reads SQLite files: pass --database-url sqlite:///path/to/archive.db "
+        "(the metadata names the database after the file)\n"
+    )
 
 
 def test_the_quick_start_ends_with_a_query_that_works(tmp_path: Path) -> None:

@@ -15,11 +15,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from archiver import migrate
+from archiver import db, docs, migrate
 from archiver.errors import SchemaOutOfDate
 from archiver.schema import SCHEMA_REVISION, metadata
 
 from .conftest import scalar
+from .support.commands import run_archiver
+from .support.databases import rows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,6 +83,57 @@ def test_a_changed_server_default_is_a_difference(archive: Engine) -> None:
     assert len(differences) == 1 and "modify_default" in repr(differences), differences
 
 
+Comments = dict[str, dict[str | None, object]]
+
+
+def comments(engine: Engine) -> Comments:
+    """Each table's and view's PostgreSQL comment (under None) and its columns', read back from the catalog."""
+    found: Comments = {}
+    for relation, relation_comment, column, column_comment in rows(
+        engine,
+        "SELECT c.relname, obj_description(c.oid, 'pg_class'), a.attname, col_description(c.oid, a.attnum) "
+        "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'v') "
+        "AND c.relname <> 'alembic_version'",
+    ):
+        assert isinstance(relation, str) and isinstance(column, str)
+        found.setdefault(relation, {None: relation_comment})[column] = column_comment
+    return found
+
+
+DESCRIBED: Comments = {
+    table.name: {None: table.comment, **{column.name: column.comment for column in table.columns}}
+    for table in docs.OBJECTS
+}
+
+
+def test_postgresql_carries_every_description_after_each_migration(postgres_url: str) -> None:
+    engine = db.make_engine(postgres_url)
+    migrate.upgrade(engine)
+    assert comments(engine) == DESCRIBED
+    # A step back leaves fewer objects and columns: each still described as the code describes it.
+    migrate.downgrade(engine, "-1")
+    stepped_back = comments(engine)
+    assert stepped_back != DESCRIBED and stepped_back.keys() <= DESCRIBED.keys()
+    for name, found in stepped_back.items():
+        assert found == {key: DESCRIBED[name][key] for key in found}, name
+    migrate.upgrade(engine)
+    assert comments(engine) == DESCRIBED
+    engine.dispose()
+
+
+def test_db_upgrade_at_the_newest_revision_brings_descriptions_up_to_date(postgres_url: str) -> None:
+    engine = db.make_engine(postgres_url)
+    migrate.upgrade(engine)
+    with engine.begin() as connection:  # as an archive described by an older archiver would be
+        connection.exec_driver_sql("COMMENT ON VIEW job_facts IS 'old words'")
+        connection.exec_driver_sql("COMMENT ON COLUMN checkpoints.size_bytes IS NULL")
+    result = run_archiver("db", "upgrade", "--database-url", postgres_url)
+    assert result.exit_code == 0, result.output
+    assert comments(engine) == DESCRIBED
+    engine.dispose()
+
+
 def test_released_revisions_are_frozen() -> None:
     """A revision that has landed never changes: an archive already at it would never see the edit."""
     migrations = REPO / "migrations"
@@ -115,15 +168,30 @@ def test_older_schema_is_refused_with_the_fix(engine: Engine) -> None:
     assert migrate.current_revision(engine) == SCHEMA_REVISION
 
 
-def test_alembic_command_from_repo_root_reads_the_environment(database_url: str) -> None:
+def alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `alembic` command from the repository root on `database_url`."""
     env = {**os.environ, "ARCHIVER_DATABASE_URL": database_url}
-    alembic = Path(sys.executable).parent / "alembic"
-    done = subprocess.run(
-        [str(alembic), "upgrade", "head"], cwd=REPO, env=env, capture_output=True, text=True, check=False
-    )
+    command = [str(Path(sys.executable).parent / "alembic"), *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+
+
+def test_alembic_command_from_repo_root_reads_the_environment(database_url: str) -> None:
+    done = alembic(database_url, "upgrade", "head")
     assert done.returncode == 0, done.stderr
     engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         assert scalar(engine, "SELECT version_num FROM alembic_version") == SCHEMA_REVISION
     finally:
         engine.dispose()
+
+
+def test_alembic_writes_descriptions_and_never_drafts_a_revision_for_their_wording(postgres_url: str) -> None:
+    assert alembic(postgres_url, "upgrade", "head").returncode == 0
+    engine = db.make_engine(postgres_url)
+    assert comments(engine) == DESCRIBED
+    with engine.begin() as connection:  # code whose wording has moved on since the last migration
+        connection.exec_driver_sql("COMMENT ON TABLE checkpoints IS 'old words'")
+        connection.exec_driver_sql("COMMENT ON COLUMN checkpoints.size_bytes IS 'old words'")
+    engine.dispose()
+    done = alembic(postgres_url, "check")
+    assert done.returncode == 0 and "No new upgrade operations detected" in done.stdout, done.stderr

@@ -1,0 +1,307 @@
+"""What every table, view and column of the archive means, written once, here.
+
+The tables (`archiver.schema`) and views (`archiver.views`) carry these as their comments, and
+`archiver.docs` publishes them: as PostgreSQL comments at every migration, as the column tables of
+docs/schema.md, as Datasette metadata. A new table, view or column needs its line in `ABOUT`
+(tests/test_docs.py fails until it has one). History tables and `*_versions` views are described
+from the table whose versions they keep (`_versions_of`), so they never need lines of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from archiver.schema import Versioned
+
+
+class About:
+    """A table's or view's description and its columns', in column order."""
+
+    def __init__(self, what: str, /, **columns: str) -> None:
+        self.what = what
+        self.columns = columns
+
+
+# Said of several tables: written once.
+EXTRA = "JSON: fields the API sent that have no column"
+FIRST_SEEN = "the sync that first archived it"
+LISTED = "the sync that last saw it listed"
+GPU_TYPE = "GPU model, e.g. `H100`; null for CPU-only instances"
+GPU_COUNT = "GPUs per node"
+TEAM = "the project's team, or null"
+SAME_IN_GIB = "the same in GiB"
+INSTANCE_TYPE_NAME = "the job's instance type, e.g. `8xH100`"
+
+
+def _valid_from(history: str) -> str:
+    return (
+        "since when the row's current version (its values, or its deletion) holds: the sync that first "
+        f"saw it; the earlier versions are in `{history}`"
+    )
+
+
+ABOUT: dict[str, About] = {
+    # Views for people and BI tools.
+    "checkpoint_facts": About(
+        "One row per checkpoint ever archived, joined to its job, project, instance type and LoRA config. "
+        "A checkpoint counts as deleted from the moment it, its job or its project was noticed gone "
+        "(deleting a project on Baseten deletes everything in it).",
+        project_id="Baseten project id",
+        project_name="project name (not unique: Baseten allows repeats; group by `project_id`)",
+        team_name=TEAM,
+        job_id="Baseten training job id",
+        job_name="job name, or null",
+        checkpoint_id="the checkpoint's id within its job, e.g. `checkpoint-500`; "
+        "(`job_id`, `checkpoint_id`) is unique",
+        checkpoint_type="`lora`, `full`, `whisper`, or what the API sent",
+        created_at="when Baseten created the checkpoint (UTC)",
+        size_bytes="size in bytes",
+        size_gib="size in GiB (bytes / 2^30)",
+        sync_status="upload state: `SYNCING`, `COMPLETE`/`COMPLETED`, or null for old jobs",
+        base_model="the base model (for LoRA, the adapter's `base_model_name_or_path`)",
+        lora_r="LoRA rank, or null for non-LoRA checkpoints",
+        lora_alpha="LoRA alpha",
+        lora_dropout="LoRA dropout",
+        lora_target_modules="JSON: a list of module names, or one regular expression as a string",
+        job_status="the job's current status, e.g. `TRAINING_JOB_COMPLETED`",
+        job_creator_email="who started the job, or null",
+        job_created_at="when the job was created (UTC)",
+        instance_type_name=INSTANCE_TYPE_NAME,
+        gpu_type=GPU_TYPE,
+        gpu_count=GPU_COUNT,
+        first_seen_at="the sync that first archived the checkpoint",
+        last_seen_at="the sync that last saw it listed (for a live checkpoint, its job's last full read)",
+        deleted_at="when the checkpoint, its job or its project was noticed gone, whichever was first; "
+        "null while it exists",
+        project_deleted_at="when its project was noticed gone; null while it exists",
+    ),
+    "job_facts": About(
+        "One row per job ever archived, with its checkpoints summed up and its cost estimated.",
+        job_id="Baseten training job id",
+        job_name="job name, or null",
+        project_id="Baseten project id",
+        project_name="project name",
+        team_name=TEAM,
+        job_status="current status, e.g. `TRAINING_JOB_RUNNING`",
+        job_status_since="when the archiver first saw the job in its current status (from "
+        "`training_job_status_history`): the change happened between the previous sync and this instant",
+        hours_in_status="hours from `job_status_since` to now",
+        error_message="the API's error message for failed jobs",
+        checkpoint_sync_status="the job's checkpoint upload state, e.g. `SYNCING`, `COMPLETED`",
+        creator_email="who started the job, or null",
+        instance_type_name=INSTANCE_TYPE_NAME,
+        gpu_type=GPU_TYPE,
+        gpu_count=GPU_COUNT,
+        node_count="nodes, from the API's `node_count` when it sends one, else 1",
+        created_at="when the job was created (UTC)",
+        updated_at="when Baseten last updated the job (UTC); for a finished job, about when it finished",
+        hours_since_update="hours from `updated_at` to now",
+        checkpoint_count="checkpoints ever archived for the job, deleted ones included",
+        live_checkpoint_count="of those, the ones not deleted",
+        checkpoints_size_bytes="total size of every archived checkpoint, in bytes",
+        checkpoints_size_gib=SAME_IN_GIB,
+        live_size_bytes="total size of the live checkpoints, in bytes: what the job holds on Baseten now",
+        live_size_gib=SAME_IN_GIB,
+        latest_checkpoint_id="the most recently created checkpoint",
+        latest_checkpoint_size_bytes="its size in bytes",
+        latest_checkpoint_size_gib="its size in GiB",
+        first_checkpoint_at="creation time of the first checkpoint",
+        last_checkpoint_at="creation time of the latest checkpoint",
+        hours_to_first_checkpoint="hours from job creation to its first checkpoint",
+        wall_clock_hours="for a finished job (`COMPLETED`, `FAILED`, `STOPPED`, `DEPLOY_FAILED`): hours "
+        "from `created_at` to `updated_at`; null while it runs",
+        gpu_hours_estimate="`gpu_count` x `node_count` x `wall_clock_hours`. An estimate: it counts "
+        "queueing time and any update after the end as running time; null while the job runs",
+        first_seen_at="the sync that first archived the job",
+        last_seen_at=LISTED,
+        deleted_at="when the job or its project was noticed gone, whichever was first",
+        project_deleted_at="when its project was noticed gone",
+    ),
+    "project_storage_daily": About(
+        "One row per project per UTC calendar day, from the day the project was first archived to today: "
+        "what the project held on Baseten at the end of that day, as far as the archive knows. "
+        "A checkpoint is live on day D if it was first seen on or before D and not deleted on or before D. "
+        "A deleted project stays, with zeros, so charts show the drop.",
+        project_id="Baseten project id",
+        project_name="project name",
+        team_name=TEAM,
+        day="the UTC calendar day (a `date` on PostgreSQL, `YYYY-MM-DD` text on SQLite)",
+        live_checkpoint_count="checkpoints live that day",
+        live_size_bytes="their total size in bytes",
+        live_size_gib=SAME_IN_GIB,
+    ),
+    # Tables.
+    "training_projects": About(
+        "One row per Baseten training project ever archived, as it is now (or was when it went away).",
+        id="Baseten project id (primary key)",
+        name="project name",
+        team_name="the team that owns the project, or null",
+        created_at="when Baseten created the project (UTC)",
+        updated_at="when Baseten last updated it (UTC)",
+        extra=EXTRA,
+        first_seen_at=FIRST_SEEN,
+        last_seen_at=LISTED,
+        deleted_at="when a full sync noticed it gone from the API; null while it exists",
+        valid_from=_valid_from("training_project_history"),
+    ),
+    "instance_types": About(
+        "One row per instance type (the hardware a job runs on) that a synced job used.",
+        id="Baseten instance type id, e.g. `H100:8x208x1800` (primary key)",
+        name="instance type name, e.g. `8xH100`",
+        memory_limit_mib="memory, in MiB",
+        millicpu_limit="CPU, in thousandths of a core",
+        gpu_count=GPU_COUNT,
+        gpu_type=GPU_TYPE,
+        gpu_memory_limit_mib="memory per GPU, in MiB",
+        extra=EXTRA,
+        first_seen_at=FIRST_SEEN,
+        last_seen_at="the sync that last saw a job use it",
+        valid_from=_valid_from("instance_type_history"),
+    ),
+    "training_jobs": About(
+        "One row per Baseten training job ever archived, as it is now (or was when it went away).",
+        id="Baseten training job id (primary key)",
+        training_project_id="its project (`training_projects.id`)",
+        instance_type_id="what it runs on (`instance_types.id`)",
+        name="job name, or null",
+        current_status="the job's status, e.g. `TRAINING_JOB_RUNNING`",
+        error_message="the API's error message, for failed jobs",
+        checkpoint_sync_status="the job's checkpoint upload state",
+        priority="scheduling priority",
+        user_email="who started the job",
+        availability_model="`dedicated` or `spot`",
+        created_at="when the job was created (UTC)",
+        updated_at="when Baseten last updated it (UTC)",
+        extra=f"{EXTRA} (e.g. `node_count`)",
+        first_seen_at=FIRST_SEEN,
+        last_seen_at=LISTED,
+        deleted_at="when a sync noticed it gone from its project's job list",
+        checkpoints_fetched_at="when its checkpoints were last read in full",
+        checkpoints_fetched_job_updated_at="the job's `updated_at` at that read",
+        checkpoints_all_complete="whether every checkpoint had finished uploading then "
+        "(lets incremental runs skip the job)",
+        valid_from=_valid_from("training_job_history"),
+        checkpoints_fetched_job_status="the job's status at that read (a job whose status moved is read again)",
+    ),
+    "lora_adapter_configs": About(
+        "One row per distinct LoRA adapter config: the same JSON in any key order is one row.",
+        id="surrogate key",
+        config_sha256="SHA-256 of the canonical JSON (unique)",
+        r="LoRA rank",
+        lora_alpha="LoRA alpha",
+        lora_dropout="LoRA dropout",
+        target_modules="JSON: a list of module names, or one regular expression",
+        task_type="PEFT task type, e.g. `CAUSAL_LM`",
+        peft_type="PEFT method, e.g. `LORA`",
+        base_model_name_or_path="the base model the adapter was trained from",
+        config="JSON: the whole `adapter_config.json` as received",
+        first_seen_at=FIRST_SEEN,
+        last_seen_at="the sync that last saw a checkpoint use it",
+    ),
+    "checkpoints": About(
+        "One row per checkpoint of a job ever archived, as it is now (or was when it went away); "
+        "(`training_job_id`, `checkpoint_id`) is unique.",
+        id="surrogate key",
+        training_job_id="its job (`training_jobs.id`)",
+        checkpoint_id="its id within the job, e.g. `checkpoint-500`",
+        created_at="when Baseten created it (UTC)",
+        checkpoint_type="`lora`, `full`, `whisper`, or what the API sent",
+        base_model="the base model, or null",
+        lora_adapter_config_id="its adapter config (`lora_adapter_configs.id`), or null",
+        size_bytes="size in bytes",
+        sync_status="upload state: `SYNCING`, `COMPLETE`/`COMPLETED`, or null",
+        extra=EXTRA,
+        first_seen_at=FIRST_SEEN,
+        last_seen_at="the sync that last wrote the row: its first sighting, a change, or (once deleted) its "
+        "last sighting. An unchanged checkpoint is not rewritten each night (that would rewrite the whole "
+        "table): while it is live it was also seen at its job's `checkpoints_fetched_at`. "
+        "`checkpoint_facts.last_seen_at` combines the two",
+        deleted_at="when a sync noticed it gone from its job's checkpoint list (or its job or project gone)",
+        valid_from=_valid_from("checkpoint_history"),
+    ),
+    "sync_runs": About(
+        "One row per `archiver sync`, written at its start and completed at its end.",
+        id="run number",
+        started_at="when the run started (UTC)",
+        finished_at="when it ended; null while running",
+        status="`running`, `succeeded`, `partial`, `failed` or `interrupted`",
+        scope="JSON: the projects and jobs asked for, or null for everything",
+        full_sync="whether `--full` re-read every job",
+        projects="projects listed",
+        jobs="jobs listed",
+        jobs_fetched="jobs whose checkpoints were read",
+        jobs_skipped="jobs skipped because they could not have changed",
+        jobs_failed="jobs that failed (see `sync_errors`)",
+        checkpoints_inserted="checkpoints archived for the first time",
+        checkpoints_updated="checkpoints whose values changed",
+        checkpoints_unchanged="checkpoints read with nothing new",
+        checkpoints_deleted="checkpoints newly marked deleted",
+        requests="HTTP requests made",
+        error_summary="one line on what went wrong, or null",
+        archiver_version="the archiver version that ran",
+        hostname="the machine it ran on",
+        pid="its process id",
+    ),
+    "sync_errors": About(
+        "One row per project or job a sync failed on or found gone.",
+        id="surrogate key",
+        sync_run_id="the run (`sync_runs.id`)",
+        project_id="the project concerned, or null",
+        job_id="the job concerned, or null",
+        kind="`api`, `malformed`, `gone`, `database`, ...",
+        message="what went wrong",
+        occurred_at="when it happened (UTC)",
+    ),
+    # History views written by hand (history tables and *_versions views are derived: see below).
+    "training_job_status_history": About(
+        "A view of `training_job_versions`: a row for each version whose status differs from the version "
+        "before it, the first one included.",
+        training_job_id="the job (`training_jobs.id`)",
+        status="the status seen",
+        observed_at="when a sync first saw it (the change happened since the previous sync)",
+        sync_run_id="that sync (`sync_runs.id`), where the archive has it",
+    ),
+}
+
+
+def _versions_of(versioned: Versioned, *, view: bool) -> About:
+    """Describe a history table, or with `view` a versions view, from the table whose versions it keeps."""
+    current, history = versioned.table.name, versioned.history.name
+    about = ABOUT.get(current, About(""))  # a missing description stays missing (the tests say where)
+    noun = history.removesuffix("_history").replace("_", " ")
+    what = (
+        f"Every version of every {noun}: the rows of `{history}`, then each current row of `{current}` "
+        "with `valid_to` null."
+        if view
+        else f"The earlier versions of each row of `{current}`, each with the period it held "
+        f"(`valid_from` to `valid_to`); `{versioned.versions}` adds the current ones."
+    )
+    columns = {name: about.columns[name] for name in versioned.identity if name in about.columns}
+    columns["id"] = f"which {noun} this is a version of (`{current}.id`)"
+    columns |= {
+        name: f"in this version: {about.columns[name]}" for name in versioned.values if name in about.columns
+    }
+    ended = "when a sync saw this version end: the row changed, was deleted or came back"
+    return About(
+        what,
+        **columns,
+        valid_from="when a sync first saw this version",
+        valid_to=f"{ended}; null for the current version" if view else ended,
+    )
+
+
+def describe(tables: Iterable[sa.Table], versioned: Iterable[Versioned]) -> None:
+    """Set each table's and column's comment to its description (None where it has none yet)."""
+    derived = {}
+    for keeps in versioned:
+        derived[keeps.history.name] = _versions_of(keeps, view=False)
+        derived[keeps.versions] = _versions_of(keeps, view=True)
+    for table in tables:
+        about = ABOUT.get(table.name) or derived.get(table.name)
+        table.comment = about.what if about else None
+        for column in table.columns:
+            column.comment = about.columns.get(column.name) if about else None
