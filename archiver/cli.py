@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -452,11 +452,21 @@ def fake_api(
     )
 
 
+as_of_option = click.option(
+    "--as-of",
+    metavar="WHEN",
+    callback=lambda _ctx, _param, value: None if value is None else reports.parse_instant(value, "--as-of"),
+    help="Read the archive as it stood then: every table and view means its state at that instant "
+    "(ISO 8601 such as 2026-11-20T03:00:00Z, or a date: UTC midnight).",
+)
+
+
 @cli.command(name="query")
 @click.argument("sql")
 @database_option
 @format_option
-def query_command(sql: str, database_url: str, fmt: str) -> None:
+@as_of_option
+def query_command(sql: str, database_url: str, fmt: str, as_of: datetime | None) -> None:
     """Run one read-only SQL statement on the archive and print its rows.
 
     \b
@@ -474,7 +484,7 @@ def query_command(sql: str, database_url: str, fmt: str) -> None:
       archiver query --format csv "SELECT * FROM job_facts" > jobs.csv
     """
     engine = query.open_archive(database_url)
-    with query.results(engine, sql) as rows:
+    with query.results(engine, sql, as_of) as rows:
         _echo_rows(rows, fmt)
 
 
