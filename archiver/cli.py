@@ -302,6 +302,42 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
         _echo_rows(rows, fmt)
 
 
+@cli.command()
+@logging_options
+@click.option(
+    "--database-url",
+    "target_url",
+    required=True,
+    help="The empty database to rebuild into (never taken from ARCHIVER_DATABASE_URL, which names the source).",
+)
+@click.option(
+    "--from",
+    "source_url",
+    envvar="ARCHIVER_DATABASE_URL",
+    show_envvar=True,
+    default=db.DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="The archive whose kept API responses are replayed.",
+)
+def rebuild(target_url: str, source_url: str) -> None:
+    """Rebuild an archive into an empty database by replaying the API responses it kept.
+
+    \b
+    Every run is replayed in order through the same code, with its own time, scope and
+    options: the result equals the archive. After a parser fix, the rebuilt archive is what
+    the archive would have been: this is how a fix reaches the past.
+
+    \b
+    Examples:
+      archiver rebuild --database-url sqlite:///rebuilt.db
+      archiver rebuild --from postgresql://archiver@db/archive --database-url postgresql://archiver@db/rebuilt
+    """
+    from archiver.rebuild import rebuild as replay
+
+    report = replay(source_url, target_url)
+    click.echo(report.summary())
+
+
 @cli.group(name="db")
 def db_group() -> None:
     """Manage the archive's schema (Alembic migrations)."""
