@@ -366,6 +366,8 @@ def _forget_reads(connection: Connection, job_ids: Sequence[str]) -> None:
 
 
 def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing], now: datetime) -> None:
+    if not listings:
+        return
     statement = (
         sa.update(training_jobs)
         .where(training_jobs.c.id == sa.bindparam("job_id"))
