@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -302,6 +302,42 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
         _echo_rows(rows, fmt)
 
 
+@cli.command()
+@logging_options
+@click.option(
+    "--database-url",
+    "target_url",
+    required=True,
+    help="The empty database to rebuild into (never taken from ARCHIVER_DATABASE_URL, which names the source).",
+)
+@click.option(
+    "--from",
+    "source_url",
+    envvar="ARCHIVER_DATABASE_URL",
+    show_envvar=True,
+    default=db.DEFAULT_DATABASE_URL,
+    show_default=True,
+    help="The archive whose kept API responses are replayed.",
+)
+def rebuild(target_url: str, source_url: str) -> None:
+    """Rebuild an archive into an empty database by replaying the API responses it kept.
+
+    \b
+    Every run is replayed in order through the same code, with its own time, scope and
+    options: the result equals the archive. After a parser fix, the rebuilt archive is what
+    the archive would have been: this is how a fix reaches the past.
+
+    \b
+    Examples:
+      archiver rebuild --database-url sqlite:///rebuilt.db
+      archiver rebuild --from postgresql://archiver@db/archive --database-url postgresql://archiver@db/rebuilt
+    """
+    from archiver.rebuild import rebuild as replay
+
+    report = replay(source_url, target_url)
+    click.echo(report.summary())
+
+
 @cli.group(name="db")
 def db_group() -> None:
     """Manage the archive's schema (Alembic migrations)."""
@@ -452,11 +488,21 @@ def fake_api(
     )
 
 
+as_of_option = click.option(
+    "--as-of",
+    metavar="WHEN",
+    callback=lambda _ctx, _param, value: None if value is None else reports.parse_instant(value, "--as-of"),
+    help="Read the archive as it stood then: every table and view means its state at that instant "
+    "(ISO 8601 such as 2026-11-20T03:00:00Z, or a date: UTC midnight).",
+)
+
+
 @cli.command(name="query")
 @click.argument("sql")
 @database_option
 @format_option
-def query_command(sql: str, database_url: str, fmt: str) -> None:
+@as_of_option
+def query_command(sql: str, database_url: str, fmt: str, as_of: datetime | None) -> None:
     """Run one read-only SQL statement on the archive and print its rows.
 
     \b
@@ -474,7 +520,7 @@ def query_command(sql: str, database_url: str, fmt: str) -> None:
       archiver query --format csv "SELECT * FROM job_facts" > jobs.csv
     """
     engine = query.open_archive(database_url)
-    with query.results(engine, sql) as rows:
+    with query.results(engine, sql, as_of) as rows:
         _echo_rows(rows, fmt)
 
 

@@ -260,6 +260,30 @@ ABOUT: dict[str, About] = {
         archiver_version="the archiver version that ran",
         hostname="the machine it ran on",
         pid="its process id",
+        options="JSON: what else decided what the run archived (`allow_mass_delete`, `recheck_after_seconds`), "
+        "for `archiver rebuild`",
+    ),
+    "api_responses": About(
+        "Every API response a run acted on (answers it parsed, bodies it could not parse, 404s it recorded as "
+        "gone), stored in the transaction of the work it fed: nothing the API sent is lost, and "
+        "`archiver rebuild` replays them. The API key is masked in bodies as `<api key>`.",
+        id="surrogate key",
+        sync_run_id="the run (`sync_runs.id`)",
+        method="`GET` or `POST`",
+        path="the request path, e.g. `/v1/training_projects/n4q95w5/jobs`",
+        request_body="the JSON the request sent (the job search), or null",
+        status="the HTTP status",
+        body_id="the body (`api_response_bodies.id`)",
+    ),
+    "api_response_bodies": About(
+        "Each distinct response body once, compressed: a night that sees the same answers as the last adds "
+        "no bodies.",
+        id="surrogate key",
+        sha256="SHA-256 of the body as received (unique)",
+        size_bytes="the body's size, uncompressed",
+        encoding="how `body` is compressed: `zlib` (read it with `zlib.decompress`)",
+        content_type="the response's `Content-Type`",
+        body="the compressed body",
     ),
     "sync_errors": About(
         "One row per project or job a sync failed on or found gone.",

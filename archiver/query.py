@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from archiver import db, migrate
+from archiver import asof, db, migrate
 from archiver.errors import DatabaseUnavailable, QueryError
 
 READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "EXPLAIN", "TABLE")
@@ -79,15 +79,18 @@ def check_read_only(sql: str) -> None:
 
 
 @contextmanager
-def read_only(engine: Engine) -> Iterator[Connection]:
-    """A connection whose database refuses writes, rolled back and restored on exit."""
+def read_only(engine: Engine, as_of: datetime | None = None) -> Iterator[Connection]:
+    """A connection whose database refuses writes, rolled back and restored on exit.
+
+    With `as_of`, every table and view name means its state at that instant (see `archiver.asof`).
+    """
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            connection.exec_driver_sql("PRAGMA query_only = ON")
-        else:
-            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        if not sqlite:
             connection.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
+        if as_of is not None:
+            asof.shadow(connection, as_of)  # temporary views: created before the database refuses writes
+        connection.exec_driver_sql("PRAGMA query_only = ON" if sqlite else "SET TRANSACTION READ ONLY")
         try:
             yield connection
         finally:
@@ -98,7 +101,7 @@ def read_only(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def results(engine: Engine, statement: str | sa.Select[Any]) -> Iterator[Rows]:
+def results(engine: Engine, statement: str | sa.Select[Any], as_of: datetime | None = None) -> Iterator[Rows]:
     """Run one read-only statement (SQL text, or a select over the views) and yield its rows.
 
     Database errors, raised when executing or while iterating, become QueryError (the statement
@@ -106,7 +109,7 @@ def results(engine: Engine, statement: str | sa.Select[Any]) -> Iterator[Rows]:
     """
     if isinstance(statement, str):
         check_read_only(statement)
-    with read_only(engine) as connection:
+    with read_only(engine, as_of) as connection:
         dbapi_error: type[Exception] = getattr(connection.dialect.dbapi, "Error", sa.exc.DBAPIError)
         try:
             if isinstance(statement, str):

@@ -114,18 +114,24 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     try:
         # A bare number is no duration here: `--since 2026` more likely means a year than seconds.
-        seconds: float | None = durations.parse_seconds(text, plain=False)
+        seconds = durations.parse_seconds(text, plain=False)
     except ValueError:
-        seconds = None
+        return parse_instant(text, "--since", "a duration such as 7d, 24h, 30m or 2w, or ")
     try:
-        if seconds is not None:
-            return now - timedelta(seconds=seconds)
+        return now - timedelta(seconds=seconds)
+    except OverflowError:
+        raise UsageError(f"--since {text!r} reaches back before year 1") from None
+
+
+def parse_instant(text: str, option: str, alternatives: str = "") -> datetime:
+    """Read an instant: ISO 8601 (`2026-11-20T03:00:00Z`, an offset, or none: UTC) or a date (UTC midnight)."""
+    try:
         moment = datetime.fromisoformat(text.strip())
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except (ValueError, OverflowError):
         raise UsageError(
-            f"--since expects a duration such as 7d, 24h, 30m or 2w, or an ISO date such as 2026-11-01, "
-            f"within years 1-9999; got {text!r}"
+            f"{option} expects {alternatives}an ISO 8601 date or time such as 2026-11-20 or "
+            f"2026-11-20T03:00:00Z, within years 1-9999 UTC; got {text[:60]!r}"
         ) from None
 
 

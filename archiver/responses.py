@@ -10,6 +10,7 @@ committed, however it ended (see `archiver.rebuild`).
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from archiver.client import ApiResponse
 from archiver.db import chunked, upsert
+from archiver.normalize import canonical_json
 from archiver.schema import api_response_bodies, api_responses
 
 ENCODING = "zlib"
@@ -65,7 +67,7 @@ def keep(connection: Connection, run_id: int, kept: Sequence[Kept]) -> None:
                 "sync_run_id": run_id,
                 "method": k.response.method,
                 "path": k.response.path,
-                "request_body": k.response.request_body.decode() or None,
+                "request_body": request_body(k.response.request_body),
                 "status": k.response.status,
                 "body_id": body_ids[k.sha256],
             }
@@ -93,6 +95,17 @@ class Answer:
 
 
 RequestKey = tuple[str, str, str | None]  # method, path, request body
+
+
+def request_body(body: bytes) -> str | None:
+    """A request's body as kept and matched: JSON in one canonical spelling, whatever encoded it."""
+    if not body:
+        return None
+    text = body.decode()
+    try:
+        return canonical_json(json.loads(text))
+    except ValueError:
+        return text
 
 
 def of_run(connection: Connection, run_id: int) -> dict[RequestKey, Answer]:

@@ -23,11 +23,12 @@ BOOKKEEPING = {
 }
 
 
-def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+def dump(engine: Engine, *, times: bool = False) -> dict[str, list[tuple[Any, ...]]]:
     """Every archive table as sorted rows, with bookkeeping columns dropped.
 
     Surrogate ids are dropped and references to them replaced by the natural key
-    (a checkpoint's LoRA config by its sha256); `deleted_at` is reduced to "is deleted".
+    (a checkpoint's LoRA config by its sha256); `deleted_at` is reduced to "is deleted". With
+    `times`, when things were seen stays in: sightings, deletions and every version's period.
     """
     tables: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as connection:
@@ -38,13 +39,22 @@ def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
             if table.name in RUN_TABLES:
                 continue
             surrogate = {c.name for c in table.primary_key.columns if c.autoincrement is True}
-            columns = [c for c in table.columns if c.name not in BOOKKEEPING | surrogate]
+            # A reference to another table's surrogate key (a history row's checkpoint) says nothing
+            # its natural key beside it does not; LoRA configs are mapped to their sha256 below.
+            surrogate |= {
+                c.name
+                for c in table.columns
+                for key in c.foreign_keys
+                if key.column.autoincrement is True and c.name != "lora_adapter_config_id"
+            }
+            skipped = {"sync_run_id"} if times else BOOKKEEPING
+            columns = [c for c in table.columns if c.name not in skipped | surrogate]
             found = []
             for row in connection.execute(sa.select(*columns)):
                 values = dict(row._mapping)
                 if "lora_adapter_config_id" in values:
                     values["lora_adapter_config_id"] = shas.get(values["lora_adapter_config_id"])
-                if "deleted_at" in values:
+                if "deleted_at" in values and not times:
                     values["deleted_at"] = values["deleted_at"] is not None
                 found.append(tuple(sorted(values.items())))
             tables[table.name] = sorted(found, key=repr)

@@ -1,0 +1,147 @@
+"""The archive as it stood at an instant: every table and view name made to mean its state then.
+
+For one read transaction, temporary views shadow the archive's own names (both databases look
+up temporary objects first):
+
+- a versioned table (`checkpoints`, ...) becomes the version of each row that was current at the
+  instant, from its history and current rows (rows first seen later are absent);
+- a history table keeps the versions that had ended by then; the run ledger, the responses and
+  the LoRA configs keep what existed by then;
+- every view is recreated from the database's own definition, so it reads those shadows, with
+  "now" (`CURRENT_TIMESTAMP` on PostgreSQL, `'now'` on SQLite) meaning the instant.
+
+Bookkeeping that was never versioned (`last_seen_at`, `checkpoints_fetched_at`, ...) is capped at
+the instant. Nothing is written: the views vanish when the transaction is rolled back. The SQL
+here is built from the schema's own names and a literal made from a datetime, never from input.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from archiver.schema import (
+    VERSIONED,
+    UTCDateTime,
+    Versioned,
+    api_responses,
+    lora_adapter_configs,
+    sync_errors,
+    sync_runs,
+)
+
+# Bookkeeping timestamps of versioned tables, capped at the instant: they were never versioned.
+_CAPPED = ("last_seen_at", "checkpoints_fetched_at")
+
+
+def shadow(connection: Connection, at: datetime) -> None:
+    """Make every archive table and view name mean its state at `at`, in this connection's transaction."""
+    dialect = connection.dialect.name
+    schema = "main" if dialect == "sqlite" else connection.exec_driver_sql("SELECT current_schema()").scalar()
+    real = _Names(f'"{schema}"')
+    instant = _literal(connection, at)
+    views = _view_definitions(connection)
+    existing = set(sa.inspect(connection).get_table_names())
+    statements = []
+    for versioned in VERSIONED:
+        if versioned.table.name in existing:
+            statements.append(_current_as_of(versioned, real, instant))
+            statements.append(_history_as_of(versioned, real, instant))
+    for table, started in (
+        (sync_runs, "started_at"),
+        (sync_errors, "occurred_at"),
+        (lora_adapter_configs, "first_seen_at"),
+    ):
+        if table.name in existing:
+            statements.append(
+                _temp(table.name, f"SELECT * FROM {real(table.name)} WHERE {started} <= {instant}")  # noqa: S608
+            )
+    if api_responses.name in existing:
+        statements.append(
+            _temp(
+                api_responses.name,
+                f"SELECT * FROM {real(api_responses.name)} WHERE sync_run_id IN "  # noqa: S608
+                f"(SELECT id FROM {real(sync_runs.name)} WHERE started_at <= {instant})",
+            )
+        )
+    now = "CURRENT_TIMESTAMP" if dialect == "postgresql" else "'now'"
+    for name, body in views:
+        statements.append(_temp(name, body.replace(now, instant)))
+    for statement in statements:
+        connection.exec_driver_sql(statement)
+
+
+class _Names:
+    """Qualify a name with the archive's own schema, past the temporary views that shadow it."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+    def __call__(self, name: str) -> str:
+        return f'{self.schema}."{name}"'
+
+
+def _temp(name: str, select: str) -> str:
+    return f'CREATE TEMPORARY VIEW "{name}" AS {select}'
+
+
+def _literal(connection: Connection, at: datetime) -> str:
+    """The instant as a SQL literal, in the form the database stores timestamps."""
+    if connection.dialect.name == "postgresql":
+        return f"CAST('{at.isoformat()}' AS TIMESTAMP WITH TIME ZONE)"
+    process = UTCDateTime().bind_processor(connection.dialect)
+    assert process is not None
+    return f"'{process(at)}'"
+
+
+def _current_as_of(versioned: Versioned, real: _Names, instant: str) -> str:
+    """The versioned table as of the instant: each row's version then, if it had been seen by then."""
+    table, history = versioned.table.name, versioned.history.name
+    values = [*versioned.values, "valid_from"]
+    picked = ", ".join(["id", *values])
+    versions = (
+        f"SELECT {picked} FROM {real(history)} WHERE valid_from <= {instant} AND valid_to > {instant} "  # noqa: S608
+        f"UNION ALL SELECT {picked} FROM {real(table)} WHERE valid_from <= {instant}"
+    )
+    columns = []
+    for column in versioned.table.columns:
+        if column.name in values:
+            columns.append(f"v.{column.name}")
+        elif column.name in _CAPPED:
+            columns.append(
+                f"CASE WHEN c.{column.name} > {instant} THEN {instant} ELSE c.{column.name} END AS {column.name}"
+            )
+        else:
+            columns.append(f"c.{column.name}")
+    return _temp(
+        table,
+        f"SELECT {', '.join(columns)} FROM {real(table)} c JOIN ({versions}) v ON v.id = c.id",  # noqa: S608
+    )
+
+
+def _history_as_of(versioned: Versioned, real: _Names, instant: str) -> str:
+    """A history table as of the instant: the versions that had ended by then."""
+    name = versioned.history.name
+    return _temp(name, f"SELECT * FROM {real(name)} WHERE valid_to <= {instant}")  # noqa: S608
+
+
+def _view_definitions(connection: Connection) -> list[tuple[str, str]]:
+    """Every view of the archive as (name, the SELECT that defines it), dependencies first."""
+    if connection.dialect.name == "sqlite":
+        rows = connection.exec_driver_sql(
+            "SELECT name, sql FROM main.sqlite_master WHERE type = 'view' ORDER BY rowid"
+        ).all()
+        return [(name, _CREATE_VIEW.sub("", sql, count=1)) for name, sql in rows]
+    # A view can only depend on views that existed when it was made: creation (oid) order works.
+    rows = connection.exec_driver_sql(
+        "SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'v' AND n.nspname = current_schema() ORDER BY c.oid"
+    ).all()
+    return [(name, definition.rstrip().rstrip(";")) for name, definition in rows]
+
+
+_CREATE_VIEW = re.compile(r"^\s*CREATE\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:\"[^\"]+\"|\S+)\s+AS\s+", re.I)
