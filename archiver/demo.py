@@ -1,7 +1,13 @@
-"""`archiver demo`: the real sync path against the built-in fake API, into a SQLite file."""
+"""`archiver demo`: the real sync path against the built-in fake API, into a SQLite file.
+
+The organisation is a generated one plus the project and jobs README.md's examples name
+(project `n4q95w5`, job `p7qr9qv`, as in Baseten's API reference), dated relative to now, so
+that every example in the README finds rows in the demo archive.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from archiver import db, query
@@ -18,13 +24,101 @@ GROUP BY project_id, project_name
 ORDER BY size_bytes DESC
 """
 
+PROJECT_ID, JOB_ID = "n4q95w5", "p7qr9qv"
+_INSTANCE_TYPE = {
+    "id": "H200:8x208x2000",
+    "name": "8xH200",
+    "memory_limit_mib": 2048000,
+    "millicpu_limit": 208000,
+    "gpu_count": 8,
+    "gpu_type": "H200",
+    "gpu_memory_limit_mib": 143360,
+}
+# LoRA on every expert of a 671B mixture of experts: adapters larger than most full checkpoints.
+_BASE_MODEL = "deepseek-ai/DeepSeek-V3"
+
+
+def _lora(r: int) -> dict[str, Any]:
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": _BASE_MODEL,
+        "r": r,
+        "lora_alpha": 2 * r,
+        "lora_dropout": 0.05,
+        "bias": "none",
+        "target_modules": ["gate_proj", "up_proj", "down_proj"],
+    }
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _failed_job(
+    job_id: str, name: str, created: datetime, hours: int, error: str, r: int, saved: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A LoRA job that saved a checkpoint every five hours, then failed `hours` after it started."""
+    job = {
+        "id": job_id,
+        "name": name,
+        "created_at": _stamp(created),
+        "updated_at": _stamp(created + timedelta(hours=hours)),
+        "current_status": "TRAINING_JOB_FAILED",
+        "error_message": error,
+        "instance_type": _INSTANCE_TYPE,
+        "training_project_id": PROJECT_ID,
+        "checkpoint_sync_status": "COMPLETED",
+        "priority": 5,
+        "availability_model": "dedicated",
+        "user": {"email": "alice@example.com"},
+        "node_count": 2,
+    }
+    checkpoints = [
+        {
+            "checkpoint_id": f"checkpoint-{500 * step}",
+            "training_job_id": job_id,
+            "created_at": _stamp(created + timedelta(hours=5 * step, minutes=7 * step)),
+            "checkpoint_type": "lora",
+            "base_model": _BASE_MODEL,
+            "size_bytes": 809_500_000 * r,  # bf16 weights of rank r on every expert
+            "sync_status": "COMPLETE",
+            "lora_adapter_config": _lora(r),
+        }
+        for step in range(1, saved + 1)
+    ]
+    return job, checkpoints
+
+
+def organisation(seed: int = 0, now: datetime | None = None) -> FakeBaseten:
+    """The demo's organisation: the one `seed` generates, and the README's examples dated from `now`."""
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    fake = FakeBaseten(OrgSpec(seed=seed))
+    created = now - timedelta(days=21)
+    fake.place_project(
+        {
+            "id": PROJECT_ID,
+            "name": "deepseek-v3-experts-lora",
+            "created_at": _stamp(created),
+            "updated_at": _stamp(created),
+            "team_name": "research",
+        }
+    )
+    oom = "CUDA out of memory. Tried to allocate 2.00 GiB"
+    nccl = "NCCL watchdog timeout after 1800000 ms"
+    for job, checkpoints in (
+        _failed_job("k3vz8tm", "lora-experts-r32", now - timedelta(days=6), 9, nccl, 32, 1),
+        _failed_job(JOB_ID, "lora-experts-r64", now - timedelta(days=3), 22, oom, 64, 4),
+    ):
+        fake.place_job(job, checkpoints)
+    return fake
+
 
 def run_demo(database_url: str, seed: int = 0) -> tuple[SyncReport, list[str], list[tuple[Any, ...]]]:
     """Serve a fake organisation on loopback, sync it, and return the report and a sample query."""
     engine = db.make_engine(database_url)
     db.check_connection(engine)
-    fake = FakeBaseten(OrgSpec(seed=seed))
-    with serve(fake) as url, BasetenClient(DEFAULT_API_KEY, url) as client:
+    with serve(organisation(seed)) as url, BasetenClient(DEFAULT_API_KEY, url) as client:
         report = run_sync(engine, client, SyncOptions(migrate=True))
     with query.results(engine, SAMPLE_QUERY) as result:
         columns, rows = result.columns, list(result.rows)

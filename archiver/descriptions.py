@@ -67,6 +67,9 @@ ABOUT: dict[str, About] = {
         lora_alpha="LoRA alpha",
         lora_dropout="LoRA dropout",
         lora_target_modules="JSON: a list of module names, or one regular expression as a string",
+        lora_target_modules_text="the same as text to group and filter by: the module names, each once, "
+        "sorted by code point and joined with commas (`k_proj,q_proj,v_proj`; an empty list gives an empty "
+        "string), or the regular expression as it is; null without a LoRA config",
         job_status="the job's current status, e.g. `TRAINING_JOB_COMPLETED`",
         job_creator_email="who started the job, or null",
         job_created_at="when the job was created (UTC)",
@@ -87,8 +90,14 @@ ABOUT: dict[str, About] = {
         project_name="project name",
         team_name=TEAM,
         job_status="current status, e.g. `TRAINING_JOB_RUNNING`",
-        job_status_since="when the archiver first saw the job in its current status (from "
-        "`training_job_status_history`): the change happened between the previous sync and this instant",
+        job_status_since="since when the job has had its current status. For a finished job (`COMPLETED`, "
+        "`FAILED`, `STOPPED`, `DEPLOY_FAILED`), the API's own word: the job's `updated_at` in the version "
+        "where the status first appeared (in `training_job_versions`), kept no earlier than the start of "
+        "the version before it (which had another status) and no later than the sync that saw it; so a "
+        "job that failed before the archive first saw it says when it failed. For any other status, or "
+        "without an `updated_at`, the sync that first saw the status "
+        "(`training_job_status_history.observed_at`): the change happened between the previous sync and "
+        "that instant",
         hours_in_status="hours from `job_status_since` to now",
         error_message="the API's error message for failed jobs",
         checkpoint_sync_status="the job's checkpoint upload state, e.g. `SYNCING`, `COMPLETED`",
@@ -102,9 +111,11 @@ ABOUT: dict[str, About] = {
         hours_since_update="hours from `updated_at` to now",
         checkpoint_count="checkpoints ever archived for the job, deleted ones included",
         live_checkpoint_count="of those, the ones not deleted",
-        checkpoints_size_bytes="total size of every archived checkpoint, in bytes",
+        checkpoints_size_bytes="total size of every archived checkpoint, in bytes (exact: `numeric` on "
+        "PostgreSQL; on SQLite a float past 2^63 - 1)",
         checkpoints_size_gib=SAME_IN_GIB,
-        live_size_bytes="total size of the live checkpoints, in bytes: what the job holds on Baseten now",
+        live_size_bytes="total size of the live checkpoints, in bytes: what the job holds on Baseten now "
+        "(exact, as `checkpoints_size_bytes`)",
         live_size_gib=SAME_IN_GIB,
         latest_checkpoint_id="the most recently created checkpoint",
         latest_checkpoint_size_bytes="its size in bytes",
@@ -122,16 +133,20 @@ ABOUT: dict[str, About] = {
         project_deleted_at="when its project was noticed gone",
     ),
     "project_storage_daily": About(
-        "One row per project per UTC calendar day, from the day the project was first archived to today: "
-        "what the project held on Baseten at the end of that day, as far as the archive knows. "
-        "A checkpoint is live on day D if it was first seen on or before D and not deleted on or before D. "
+        "One row per project per UTC calendar day, from the day the project was created (or first archived, "
+        "or its first checkpoint was made, whichever is earliest) to today: what the project held on Baseten "
+        "at the end of that day, as far as the archive knows. A checkpoint is live from its `created_at` (its "
+        "first sighting if it has none, or if `created_at` is later), through every version of it in "
+        "`checkpoint_versions` that is not a deletion, until a sync saw it, its job or its project gone: a "
+        "checkpoint deleted and later restored is not live in between, and one that existed only within a "
+        "single day is never live. Each day counts a checkpoint's size as of that day's version. "
         "A deleted project stays, with zeros, so charts show the drop.",
         project_id="Baseten project id",
         project_name="project name",
         team_name=TEAM,
         day="the UTC calendar day (a `date` on PostgreSQL, `YYYY-MM-DD` text on SQLite)",
         live_checkpoint_count="checkpoints live that day",
-        live_size_bytes="their total size in bytes",
+        live_size_bytes="their total size in bytes (exact, as in `job_facts`)",
         live_size_gib=SAME_IN_GIB,
     ),
     # Tables.

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,8 @@ from archiver.errors import DatabaseUnavailable, QueryError
 
 READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "EXPLAIN", "TABLE")
 
-# Exactly how SQLAlchemy writes timestamps into SQLite: such text is a UTC instant.
-_SQLITE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
+# Exactly how the archive writes timestamps into SQLite (schema.sqlite_text): such text is a UTC instant.
+_SQLITE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00")
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 _VIEWS_HINT = (
@@ -141,8 +141,8 @@ def _value(value: Any) -> Any:
 
 def _sqlite_value(value: Any) -> Any:
     """Read SQLite's timestamp text as the UTC instant it is, as PostgreSQL would return it."""
-    if isinstance(value, str) and len(value) == 26 and _SQLITE_TIMESTAMP.fullmatch(value):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if isinstance(value, str) and len(value) == 32 and _SQLITE_TIMESTAMP.fullmatch(value):
+        return datetime.fromisoformat(value)
     return value
 
 

@@ -13,12 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from archiver import durations
 from archiver.errors import UsageError
 from archiver.query import read_only
 from archiver.schema import sync_errors, sync_runs
-from archiver.views import checkpoint_facts, job_facts
+from archiver.views import Bytes, checkpoint_facts, job_facts
 
 STATUS_PREFIX = "TRAINING_JOB_"
 
@@ -27,7 +28,8 @@ def storage() -> sa.Select[Any]:
     """Checkpoint storage by project, largest live storage first."""
     cf = checkpoint_facts
     live = cf.c.deleted_at.is_(None)
-    live_bytes = sa.cast(sa.func.sum(sa.case((live, cf.c.size_bytes), else_=0)), sa.BigInteger)
+    live_bytes = _SizeSum(sa.case((live, cf.c.size_bytes), else_=sa.literal_column("0")))
+    archived_bytes = _SizeSum(cf.c.size_bytes)
     return (
         sa.select(
             cf.c.project_id,
@@ -36,11 +38,11 @@ def storage() -> sa.Select[Any]:
             sa.cast(sa.func.sum(sa.case((live, 1), else_=0)), sa.BigInteger).label("live_checkpoints"),
             live_bytes.label("live_size_bytes"),
             sa.func.count().label("archived_checkpoints"),
-            sa.cast(sa.func.sum(cf.c.size_bytes), sa.BigInteger).label("archived_size_bytes"),
+            archived_bytes.label("archived_size_bytes"),
             sa.func.max(cf.c.project_deleted_at).label("project_deleted_at"),
         )
         .group_by(cf.c.project_id, cf.c.project_name, cf.c.team_name)
-        .order_by(live_bytes.desc(), sa.func.sum(cf.c.size_bytes).desc(), cf.c.project_id)
+        .order_by(live_bytes.desc(), archived_bytes.desc(), cf.c.project_id)
     )
 
 
@@ -190,3 +192,28 @@ def _seconds(element: _Seconds, compiler: SQLCompiler, **kw: Any) -> str:
 def _seconds_sqlite(element: _Seconds, compiler: SQLCompiler, **kw: Any) -> str:
     start, end = compiler.process(element.start, **kw), compiler.process(element.end, **kw)
     return f"((julianday({end}) - julianday({start})) * 86400.0)"
+
+
+class _SizeSum(sa.ColumnElement[int | float]):
+    """The sum of byte counts, exact as far as the database can hold it (see `views.ByteSum`)."""
+
+    inherit_cache = True
+    # Part of the cache key: two sums of different sizes must not share compiled SQL.
+    _traverse_internals = [("size", InternalTraversal.dp_clauseelement)]  # noqa: RUF012 (SQLAlchemy's API)
+    type = Bytes
+
+    def __init__(self, size: sa.ColumnElement[Any]) -> None:
+        self.size = size
+
+
+@compiles(_SizeSum)
+def _size_sum(element: _SizeSum, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"SUM({compiler.process(element.size, **kw)})"  # NUMERIC for bigints: exact
+
+
+@compiles(_SizeSum, "sqlite")
+def _size_sum_sqlite(element: _SizeSum, compiler: SQLCompiler, **kw: Any) -> str:
+    # SUM raises past 2^63 - 1; the sums of each size's high and low 32 bits cannot, and integer
+    # arithmetic that overflows turns REAL: exact up to 2^63 - 1, a close REAL beyond.
+    size = compiler.process(element.size, **kw)
+    return f"(SUM(({size}) >> 32) * 4294967296 + SUM(({size}) & 4294967295))"

@@ -29,14 +29,16 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 # The Alembic revision these tables (and the views of revision 0003) are at. Every new revision
 # bumps it; `tests/test_migrations.py` checks it is the head of migrations/versions.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0008"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """A timezone-aware UTC timestamp on every dialect.
 
     PostgreSQL stores `timestamptz`. SQLite has no time zones, so the value is stored as
-    naive UTC text (which sorts correctly) and read back with `tzinfo=UTC` attached.
+    fixed-width ISO 8601 text with its offset, `2026-01-05T21:17:36.000000+00:00`: pandas,
+    Datasette and BI tools read it as the UTC instant it is, SQLite's date functions accept it,
+    and text of one width sorts and compares as time does. It is read back as an aware datetime.
     """
 
     impl = sa.DateTime(timezone=True)
@@ -45,23 +47,12 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-
-        # The text process_bind_param and SQLite's DATETIME storage format make, in one C call:
-        # bulk writes bind tens of thousands of timestamps a second.
-        def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is not None:
-                value = (value if value.tzinfo is UTC else value.astimezone(UTC)).replace(tzinfo=None)
-            return value.isoformat(" ", "microseconds")
-
-        return process
+        return sqlite_text
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
@@ -76,6 +67,18 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             value = datetime.fromisoformat(value)
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sqlite_text(value: datetime | None) -> str | None:
+    """The text SQLite stores for an instant: `2026-01-05T21:17:36.000000+00:00` (naive means UTC).
+
+    One C call per value: bulk writes bind tens of thousands of timestamps a second.
+    """
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat("T", "microseconds")
 
 
 # JSONB on PostgreSQL: it has equality (needed to skip unchanged rows) and indexes.

@@ -1,7 +1,7 @@
 """The views, described for reading: names and types of their columns.
 
-Alembic revisions create the views (their SQL lives there, frozen: the BI views in 0003, the
-versions views and the job status history in 0004); these `Table` objects
+Alembic revisions create the views (their SQL lives there, frozen: the BI views in 0003, as
+changed by 0008, the versions views and the job status history in 0004); these `Table` objects
 only let the reports build typed, parameterized queries on them. They sit on their own `MetaData`
 so neither `create_all` nor autogenerate ever mistakes them for tables.
 `tests/test_views.py` checks that these columns are exactly the ones the database reports.
@@ -9,7 +9,12 @@ so neither `create_all` nor autogenerate ever mistakes them for tables.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 
 from archiver.descriptions import describe
 from archiver.schema import VERSIONED, JSONDocument, UTCDateTime, Versioned
@@ -20,6 +25,29 @@ metadata = sa.MetaData()
 # datetimes, days become dates, JSON is decoded) so results read the same on both databases.
 Text, Int, BigInt, Time = sa.Text(), sa.Integer(), sa.BigInteger(), UTCDateTime()
 Float: sa.Double[float] = sa.Double()
+
+
+class ByteSum(sa.TypeDecorator[int | float]):
+    """A sum of byte counts, exact wherever the database can hold it: read back as an int.
+
+    PostgreSQL sums bigints as NUMERIC, exact at any size. SQLite is exact up to 2^63 - 1 and
+    past it gives a REAL, read back as the float it is rather than an int that looks exact.
+    """
+
+    impl = sa.Numeric()
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        return _whole
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+Bytes = ByteSum()
 
 checkpoint_facts = sa.Table(
     "checkpoint_facts",
@@ -40,6 +68,7 @@ checkpoint_facts = sa.Table(
     sa.Column("lora_alpha", Float),
     sa.Column("lora_dropout", Float),
     sa.Column("lora_target_modules", JSONDocument),
+    sa.Column("lora_target_modules_text", Text),
     sa.Column("job_status", Text),
     sa.Column("job_creator_email", Text),
     sa.Column("job_created_at", Time),
@@ -75,9 +104,9 @@ job_facts = sa.Table(
     sa.Column("hours_since_update", Float),
     sa.Column("checkpoint_count", BigInt),
     sa.Column("live_checkpoint_count", BigInt),
-    sa.Column("checkpoints_size_bytes", BigInt),
+    sa.Column("checkpoints_size_bytes", Bytes),
     sa.Column("checkpoints_size_gib", Float),
-    sa.Column("live_size_bytes", BigInt),
+    sa.Column("live_size_bytes", Bytes),
     sa.Column("live_size_gib", Float),
     sa.Column("latest_checkpoint_id", Text),
     sa.Column("latest_checkpoint_size_bytes", BigInt),
@@ -101,7 +130,7 @@ project_storage_daily = sa.Table(
     sa.Column("team_name", Text),
     sa.Column("day", sa.Date()),
     sa.Column("live_checkpoint_count", BigInt),
-    sa.Column("live_size_bytes", BigInt),
+    sa.Column("live_size_bytes", Bytes),
     sa.Column("live_size_gib", Float),
 )
 

@@ -20,8 +20,10 @@ from archiver.errors import SchemaOutOfDate
 from archiver.schema import SCHEMA_REVISION, metadata
 
 from .conftest import scalar
+from .support.archive_dump import stored_timestamps
 from .support.commands import run_archiver
 from .support.databases import rows
+from .support.orgs import archive_org
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -195,3 +197,23 @@ def test_alembic_writes_descriptions_and_never_drafts_a_revision_for_their_wordi
     engine.dispose()
     done = alembic(postgres_url, "check")
     assert done.returncode == 0 and "No new upgrade operations detected" in done.stdout, done.stderr
+
+
+def test_revision_0007_spells_sqlite_timestamps_with_their_offset_and_back(archive: Engine) -> None:
+    """Archives before 0007 held SQLite timestamps as naive text; 0007 rewrites every one, history
+    tables included, as UTC ISO 8601 with its offset, and its downgrade writes the old text back.
+    PostgreSQL's timestamptz values are left alone."""
+    archive_org(archive)
+    current = stored_timestamps(archive)
+    migrate.downgrade(archive, "0006")
+    older = stored_timestamps(archive)
+    if archive.dialect.name == "sqlite":
+        naive = {
+            column: [None if text is None else f"{str(text)[:10]} {str(text)[11:26]}" for text in values]
+            for column, values in current.items()
+        }
+        assert older == naive and older != current
+    else:
+        assert older == current
+    migrate.upgrade(archive)
+    assert stored_timestamps(archive) == current

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,12 +11,15 @@ from sqlalchemy.engine import Engine
 from archiver import store
 from archiver.normalize import Where, checkpoint_listing, project_row
 
+from .support.archive_dump import stored_timestamps
 from .support.databases import rows, scalar
+from .support.orgs import archive_org
 from .support.payloads import PROJECT, payload
 from .support.times import utc
 
 NIGHT_1 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
 NIGHT_2 = NIGHT_1 + timedelta(days=1)
+SQLITE_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 
 
 def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.WriteCounts:
@@ -111,3 +115,19 @@ def test_one_row_per_distinct_lora_config(archive: Engine) -> None:
     archive_job(archive, body, NIGHT_1)
     assert scalar(archive, "SELECT COUNT(*) FROM lora_adapter_configs") == 2
     assert scalar(archive, "SELECT COUNT(DISTINCT lora_adapter_config_id) FROM checkpoints") == 2
+
+
+def test_every_stored_timestamp_says_it_is_utc(archive: Engine) -> None:
+    """SQLite stored naive text (`2026-01-05 21:17:36.000000`), which pandas, Datasette and BI tools
+    read as naive or local times. Every timestamp, history tables included, now names its offset
+    in one fixed width (so text order is time order); PostgreSQL's are `timestamptz`."""
+    archive_org(archive)
+    stored = stored_timestamps(archive)
+    assert "checkpoint_history.valid_to" in stored and "sync_runs.started_at" in stored
+    values = [value for column in stored.values() for value in column if value is not None]
+    assert len(values) > 400
+    for value in values:
+        if archive.dialect.name == "sqlite":
+            assert isinstance(value, str) and SQLITE_UTC.fullmatch(value), value
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime) and value.utcoffset() == timedelta(0), value

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
-from archiver import db, migrate
+from archiver import db, demo, migrate
 from archiver.cli import cli
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, Faults, OrgSpec, serve
 from archiver.schema import SCHEMA_REVISION
@@ -215,7 +215,7 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "0 failed" in result.stdout and "Storage by project" in result.stdout
     engine = db.make_engine(f"sqlite:///{tmp_path / 'archiver-demo.db'}")
-    assert scalar(engine, "SELECT COUNT(*) FROM checkpoints") == FakeBaseten(OrgSpec()).total_checkpoints()
+    assert scalar(engine, "SELECT COUNT(*) FROM checkpoints") == demo.organisation().total_checkpoints()
     engine.dispose()
 
 

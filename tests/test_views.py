@@ -14,9 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import migrate
-from archiver.fake_api import TERMINAL_STATUSES
+from archiver.fake_api import TERMINAL_STATUSES, FakeBaseten, OrgSpec
 from archiver.normalize import Where, parse_timestamp
+from archiver.schema import VERSIONS
 from archiver.schema import checkpoints as checkpoint_table
+from archiver.sync import SyncOptions
 from archiver.views import VIEWS, checkpoint_facts, job_facts, project_storage_daily
 
 from .support import fakes
@@ -43,6 +45,11 @@ def created_at(checkpoint: dict[str, Any]) -> datetime:
     moment = ts(checkpoint["created_at"])
     assert moment is not None, "the fake dates every checkpoint"
     return moment
+
+
+def modules_text(modules: list[str] | str | None) -> str | None:
+    """What `lora_target_modules_text` should say: the names sorted and joined, or the regex."""
+    return ",".join(sorted(set(modules))) if isinstance(modules, list) else modules
 
 
 def read(engine: Engine, view: sa.Table, *, timezone: str | None = None) -> list[dict[str, Any]]:
@@ -86,6 +93,7 @@ def test_checkpoint_facts(org: ArchivedOrg, archive: Engine) -> None:
                 "lora_alpha": lora.get("lora_alpha"),
                 "lora_dropout": lora.get("lora_dropout"),
                 "lora_target_modules": lora.get("target_modules"),
+                "lora_target_modules_text": modules_text(lora.get("target_modules")),
                 "job_status": job["current_status"],
                 "job_creator_email": (job["user"] or {}).get("email"),
                 "job_created_at": ts(job["created_at"]),
@@ -121,7 +129,7 @@ def test_job_facts(org: ArchivedOrg, archive: Engine) -> None:
         terminal = job["current_status"] in TERMINAL_STATUSES
         wall = (updated - created) / HOUR if terminal else None
         nodes = job.get("node_count", 1)
-        since = NIGHTS[1] if job_id == org.finished_job else NIGHTS[0]
+        since = status_since(org, job_id)
         deleted = NIGHTS[1] if project["id"] == org.deleted_project else None
         expected = {
             "job_id": job_id,
@@ -153,11 +161,10 @@ def test_job_facts(org: ArchivedOrg, archive: Engine) -> None:
             "latest_checkpoint_size_gib": latest and pytest.approx(latest["size_bytes"] / GIB),
             "first_checkpoint_at": first,
             "last_checkpoint_at": last,
-            "hours_to_first_checkpoint": first and pytest.approx((first - created) / HOUR, abs=1e-4),
-            "wall_clock_hours": wall and pytest.approx(wall, abs=1e-4),
-            "gpu_hours_estimate": None
-            if wall is None
-            else pytest.approx(itype["gpu_count"] * nodes * wall, abs=1e-3),
+            # Exactly the double Python computes from whole microseconds, on both databases.
+            "hours_to_first_checkpoint": first and (first - created) / HOUR,
+            "wall_clock_hours": wall,
+            "gpu_hours_estimate": None if wall is None else wall * itype["gpu_count"] * nodes,
             "first_seen_at": NIGHTS[0],
             "last_seen_at": NIGHTS[0] if deleted else NIGHTS[1],
             "deleted_at": deleted,
@@ -167,6 +174,22 @@ def test_job_facts(org: ArchivedOrg, archive: Engine) -> None:
     # The organisation has jobs that exercise each rule.
     assert any(row["node_count"] == 2 for row in found.values())
     assert any(row["gpu_hours_estimate"] is None for row in found.values())
+
+
+def status_since(org: ArchivedOrg, job_id: str) -> datetime:
+    """When the job took on its current status, by job_facts' rule."""
+    status = org.jobs[job_id].job["current_status"]
+    if status not in TERMINAL_STATUSES:
+        return NIGHTS[0]  # first seen in it
+    if job_id == org.finished_job:
+        # The fake's clock is months behind the nights: its updated_at is bounded by the RUNNING sighting.
+        updated = ts(org.jobs[job_id].job["updated_at"])
+        assert updated is not None and updated < NIGHTS[0]
+        return NIGHTS[0]
+    # Finished before it was first seen: when the API said it was last updated then.
+    updated = ts(org.first_night[job_id].job["updated_at"])
+    assert updated is not None and updated < NIGHTS[0]
+    return updated
 
 
 def on_one_utc_day(action: Callable[[], T]) -> tuple[date, T]:
@@ -179,20 +202,26 @@ def on_one_utc_day(action: Callable[[], T]) -> tuple[date, T]:
 
 
 def test_project_storage_daily(org: ArchivedOrg, archive: Engine) -> None:
+    """A project from the day it was created, a checkpoint from the day it was created until deleted:
+    the archive's history reaches back before its first sync."""
     checkpoints: dict[str, list[tuple[date, date | None, int]]] = {}
+    starts: dict[str, date] = {}
     for job_id, served in org.jobs.items():
+        project_id, project_created = served.project["id"], ts(served.project["created_at"])
+        assert project_created is not None
+        starts[project_id] = project_created.date()
         for c in served.checkpoints:
             gone = org.checkpoint_deleted_at(job_id, c["checkpoint_id"])
-            checkpoints.setdefault(served.project["id"], []).append(
-                (NIGHTS[0].date(), gone and gone.date(), c["size_bytes"])
+            checkpoints.setdefault(project_id, []).append(
+                (created_at(c).date(), gone and gone.date(), c["size_bytes"])
             )
 
     def expected_until(today: date) -> dict[tuple[str, date], tuple[int, int]]:
         expected = {}
         for project_id, items in checkpoints.items():
-            day = NIGHTS[0].date()
+            day = min(starts[project_id], *(made for made, _, _ in items))
             while day <= today:
-                live = [size for seen, gone, size in items if seen <= day and not (gone and gone <= day)]
+                live = [size for made, gone, size in items if made <= day and not (gone and gone <= day)]
                 expected[(project_id, day)] = (len(live), sum(live))
                 day += timedelta(days=1)
         return expected
@@ -204,15 +233,17 @@ def test_project_storage_daily(org: ArchivedOrg, archive: Engine) -> None:
             for row in daily
         }
         assert found == expected_until(today)
-    deleted = [
-        (count, size) for (project, _), (count, size) in found.items() if project == org.deleted_project
-    ]
-    assert deleted[:2] != [(0, 0), (0, 0)] and deleted[2:] == [(0, 0)] * (len(deleted) - 2)
+    assert min(day for _, day in found) < NIGHTS[0].date() - timedelta(days=100)
+    deleted = {day: held for (project, day), held in found.items() if project == org.deleted_project}
+    assert deleted[NIGHTS[0].date()] != (0, 0)
+    assert {held for day, held in deleted.items() if day >= NIGHTS[1].date()} == {(0, 0)}
 
 
-def test_a_checkpoint_deleted_the_day_it_was_first_seen_is_never_live(
+def test_a_checkpoint_that_existed_within_one_utc_day_is_never_live(
     org: ArchivedOrg, archive: Engine
 ) -> None:
+    """Storage is what a project held at the end of each day: a checkpoint created and deleted on
+    the same UTC day never counts."""
     job_id, checkpoint_id = next(
         (j, c["checkpoint_id"])
         for j, s in org.jobs.items()
@@ -220,8 +251,7 @@ def test_a_checkpoint_deleted_the_day_it_was_first_seen_is_never_live(
         if org.checkpoint_deleted_at(j, c["checkpoint_id"]) is None
     )
     project_id = org.jobs[job_id].project["id"]
-    size = next(c["size_bytes"] for c in org.jobs[job_id].checkpoints if c["checkpoint_id"] == checkpoint_id)
-    late, gone = datetime(2026, 6, 10, 1, tzinfo=UTC), datetime(2026, 6, 10, 23, tzinfo=UTC)
+    made, gone = datetime(2026, 6, 10, 1, tzinfo=UTC), datetime(2026, 6, 10, 23, tzinfo=UTC)
 
     def storage() -> dict[date, int]:
         return {
@@ -230,27 +260,45 @@ def test_a_checkpoint_deleted_the_day_it_was_first_seen_is_never_live(
             if r["project_id"] == project_id
         }
 
-    table = checkpoint_table
+    before = storage()
+    table, history = checkpoint_table, VERSIONS["checkpoints"].history
     where = (table.c.training_job_id == job_id) & (table.c.checkpoint_id == checkpoint_id)
-    with archive.connect() as connection:
-        first_seen, deleted = connection.execute(
-            sa.select(table.c.first_seen_at, table.c.deleted_at).where(where)
-        ).one()
+    with archive.begin() as connection:  # its only live version began and ended on June 10
+        row = connection.execute(sa.select(table).where(where)).one()._asdict()
+        values = {c.name: row[c.name] for c in history.columns if c.name in row}
+        connection.execute(
+            sa.insert(history).values({**values, "created_at": made, "valid_from": made, "valid_to": gone})
+        )
+        connection.execute(
+            sa.update(table).where(where).values(created_at=made, deleted_at=gone, valid_from=gone)
+        )
+    after = storage()
+    assert len(before.keys() & after.keys()) > 100
+    assert {day: after[day] for day in before if day in after} == {
+        day: size - row["size_bytes"] for day, size in before.items() if day in after
+    }
 
-    def sighted(first_seen_at: datetime | None, deleted_at: datetime | None) -> None:
-        with archive.begin() as connection:
-            connection.execute(
-                sa.update(table).where(where).values(first_seen_at=first_seen_at, deleted_at=deleted_at)
-            )
 
-    def move_the_checkpoint() -> tuple[dict[date, int], dict[date, int]]:
-        sighted(first_seen, deleted)  # as archived, should midnight have passed during a first try
-        before = storage()
-        sighted(late, gone)
-        return before, storage()
-
-    _, (before, after) = on_one_utc_day(move_the_checkpoint)
-    assert after == {day: size_ - size for day, size_ in before.items()}
+def test_a_checkpoint_deleted_and_restored_is_not_live_in_between(archive: Engine) -> None:
+    fake = FakeBaseten(OrgSpec(projects=0))
+    fake.add_project(jobs=1, checkpoints_per_job=2)
+    (job_id,) = fake.job_ids()
+    kept, gone = fake.checkpoints(job_id)
+    project_id = fake.job(job_id)["training_project_id"]
+    nights = [datetime(2026, 6, day, 3, tzinfo=UTC) for day in (1, 3, 6)]
+    assert fakes.sync(archive, fake, clock=lambda: nights[0]).exit_code == 0
+    fake.delete_checkpoint(job_id, gone["checkpoint_id"])
+    assert fakes.sync(archive, fake, SyncOptions(full=True), clock=lambda: nights[1]).exit_code == 0
+    fake.add_checkpoint(job_id, **gone)
+    assert fakes.sync(archive, fake, SyncOptions(full=True), clock=lambda: nights[2]).exit_code == 0
+    daily = {
+        r["day"]: (r["live_checkpoint_count"], r["live_size_bytes"])
+        for r in read(archive, project_storage_daily)
+        if r["project_id"] == project_id
+    }
+    both, one = (2, kept["size_bytes"] + gone["size_bytes"]), (1, kept["size_bytes"])
+    assert [daily[date(2026, 6, day)] for day in range(1, 8)] == [both, both, one, one, one, both, both]
+    assert daily[created_at(gone).date()] == both  # and from the day it was created, months before
 
 
 def test_downgrade_drops_the_views(archive: Engine) -> None:
@@ -294,12 +342,6 @@ def test_gpu_hours_of_a_large_instance_do_not_overflow(archive: Engine) -> None:
     assert row.gpu_hours_estimate == pytest.approx((2**31 - 1) * 2 * hours, rel=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpoint sums are BIGINT: SQLite's SUM raises 'integer overflow' and PostgreSQL's "
-    "CAST(... AS BIGINT) 'bigint out of range' once a job's or project's sizes pass 2^63 - 1; "
-    "a fix has to choose NUMERIC on PostgreSQL and an inexact REAL beyond 64 bits on SQLite",
-)
 def test_views_and_reports_survive_sizes_that_sum_past_64_bits(database_url: str, archive: Engine) -> None:
     # The archive stores any size up to 2^63 - 1 (README: "sizes beyond 2^53" are stored as received);
     # two such checkpoints in one job made job_facts, project_storage_daily and `report storage`
@@ -318,3 +360,78 @@ def test_views_and_reports_survive_sizes_that_sum_past_64_bits(database_url: str
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["live_size_bytes"] == pytest.approx(2**63)
+
+
+def test_hours_print_the_same_digits_on_both_databases(database_url: str, archive: Engine) -> None:
+    """SQLite computed hours with julianday, and printed float noise (11.200000047683716 where
+    PostgreSQL printed 11.2): both now divide whole microseconds, so they print the same digits."""
+    job = {**copy.deepcopy(JOB), "created_at": "2026-05-14T11:58:40Z", "updated_at": "2026-05-14T13:22:40Z"}
+    checkpoints = copy.deepcopy(CHECKPOINTS)
+    checkpoints[0]["created_at"] = "2026-05-14T12:31:09.654321Z"
+    body = {"training_job": job, "checkpoints": checkpoints}
+    assert not fakes.sync(archive, fakes.one_listing(project_for("n4q95w5", "p"), job, body)).failures
+    columns = "wall_clock_hours, gpu_hours_estimate, hours_to_first_checkpoint"
+    result = run_archiver(
+        "query",
+        "--format",
+        "json",
+        f"SELECT {columns} FROM job_facts",
+        env={"ARCHIVER_DATABASE_URL": database_url},
+    )
+    assert result.exit_code == 0, result.output
+    first = datetime(2026, 5, 14, 12, 31, 9, 654321, tzinfo=UTC) - datetime(
+        2026, 5, 14, 11, 58, 40, tzinfo=UTC
+    )
+    printed = [line.strip() for line in result.stdout.splitlines()]
+    assert (
+        '"wall_clock_hours": 1.4,' in printed and '"gpu_hours_estimate": 22.4,' in printed
+    )  # 8 GPUs, 2 nodes
+    assert json.loads(result.stdout)[0]["hours_to_first_checkpoint"] == first / HOUR
+
+
+def test_job_status_since_is_when_the_api_says_a_finished_job_finished(archive: Engine) -> None:
+    """A job that failed months before the archive first saw it had been failed "for an hour":
+    for a finished job, job_status_since is now its updated_at in the version that first had the
+    status, no earlier than the sighting of the status before, no later than its own sighting."""
+    fake = fakes.small_org(projects=4)
+    old, finished, muddled, running = fake.job_ids()
+    fake.set_job(old, current_status="TRAINING_JOB_FAILED", updated_at="2026-01-20T08:00:00Z")
+    for job_id in (finished, muddled, running):
+        fake.set_job(job_id, current_status="TRAINING_JOB_RUNNING", updated_at="2026-05-31T22:00:00Z")
+    nights = (datetime(2026, 6, 1, 3, tzinfo=UTC), datetime(2026, 6, 2, 3, tzinfo=UTC))
+    assert fakes.sync(archive, fake, clock=lambda: nights[0]).exit_code == 0
+    fake.set_job(finished, current_status="TRAINING_JOB_COMPLETED", updated_at="2026-06-01T17:45:00Z")
+    # An updated_at older than the RUNNING the archive saw: the API's word cannot be right.
+    fake.set_job(muddled, current_status="TRAINING_JOB_FAILED", updated_at="2026-05-31T23:00:00Z")
+    assert fakes.sync(archive, fake, SyncOptions(full=True), clock=lambda: nights[1]).exit_code == 0
+    with archive.connect() as connection:
+        query = sa.select(job_facts.c.job_id, job_facts.c.job_status_since, job_facts.c.hours_in_status)
+        found = {job_id: (since, hours) for job_id, since, hours in connection.execute(query)}
+    assert {job_id: since for job_id, (since, _) in found.items()} == {
+        old: datetime(2026, 1, 20, 8, tzinfo=UTC),
+        finished: datetime(2026, 6, 1, 17, 45, tzinfo=UTC),
+        muddled: nights[0],
+        running: nights[0],
+    }
+    hours = (datetime.now(UTC) - datetime(2026, 1, 20, 8, tzinfo=UTC)) / HOUR
+    assert found[old][1] == pytest.approx(hours, abs=0.05)
+
+
+def test_lora_target_modules_read_as_text_bi_tools_can_group_by(archive: Engine) -> None:
+    """A JSON column cannot be grouped or filtered in a BI tool: `lora_target_modules_text` holds
+    the module names sorted by code point, each once, joined with commas; a regex as it is."""
+    fake = fakes.small_org()
+    (job_id,) = fake.job_ids()
+    regex = r".*\.(self_attn|mlp)\.(q|k|v|o)_proj"
+    for step, modules in enumerate((["v_proj", "Wqkv", "q_proj", "q_proj"], regex, []), 1):
+        lora = {"base_model_name_or_path": "Qwen/Qwen3-8B", "r": 8, "target_modules": modules}
+        fake.add_checkpoint(
+            job_id, checkpoint_type="lora", lora_adapter_config=lora, checkpoint_id=f"a-{step}"
+        )
+    assert fakes.sync(archive, fake).exit_code == 0
+    found = rows(
+        archive,
+        "SELECT checkpoint_id, lora_target_modules_text FROM checkpoint_facts "
+        "WHERE lora_target_modules_text IS NOT NULL ORDER BY checkpoint_id",
+    )
+    assert found == [("a-1", "Wqkv,q_proj,v_proj"), ("a-2", regex), ("a-3", "")]

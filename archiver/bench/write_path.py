@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from archiver import db, migrate, store
 from archiver.fake_api import FakeBaseten, OrgSpec
 from archiver.normalize import CheckpointListing, Row, checkpoint_listing
+from archiver.schema import sqlite_text
 from archiver.sync import DEFAULT_BATCH_ROWS
 
 FIRST_NIGHT = datetime(2026, 2, 1, 3, 0, tzinfo=UTC)
@@ -125,11 +126,6 @@ def _records(pages: Sequence[CheckpointListing], config_ids: dict[str, int]) -> 
             yield row
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
-    # The text SQLAlchemy's SQLite DateTime stores: naive UTC with microseconds.
-    return None if value is None else value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def raw_sqlite(
     path: str, pages: Sequence[CheckpointListing], config_ids: dict[str, int], now: datetime
 ) -> PassTimes:
@@ -145,14 +141,14 @@ def raw_sqlite(
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA synchronous = NORMAL")
     connection.execute("PRAGMA foreign_keys = ON")
-    seen = _sqlite_time(now)
+    seen = sqlite_text(now)
     started = time.perf_counter()
     connection.execute("BEGIN")
     params = [
         (
             r["training_job_id"],
             r["checkpoint_id"],
-            _sqlite_time(r["created_at"]),
+            sqlite_text(r["created_at"]),
             r["checkpoint_type"],
             r["base_model"],
             r["lora_adapter_config_id"],

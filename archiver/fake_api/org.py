@@ -13,12 +13,14 @@ import threading
 from typing import Any, cast
 
 from archiver.fake_api.generate import (
+    HOUR,
     MINUTE,
     PROJECT_NAMES,
     SECOND,
     TERMINAL_STATUSES,
     Job,
     OrgSpec,
+    Plan,
     Project,
     checkpoint,
     generate,
@@ -295,6 +297,50 @@ class Organisation:
                 self._registry.add_job(rng, project, job_us, "TRAINING_JOB_COMPLETED", checkpoints_per_job)
             self._changed()
             return cast(str, project.data["id"])
+
+    def place_project(self, data: dict[str, Any]) -> None:
+        """Add a project exactly as given, its `id` included: a fixed example beside the generated ones."""
+        with self.lock:
+            project_id = data["id"]
+            created_us, updated_us = parse_iso(data["created_at"]), parse_iso(data["updated_at"])
+            summary = {"id": project_id, "name": data["name"]}
+            self._registry.projects[project_id] = Project(
+                copy.deepcopy(data), summary, created_us, updated_us
+            )
+            self._registry.ids.add(project_id)
+            self._registry.clock_us = max(self._registry.clock_us, updated_us)
+            self._changed()
+
+    def place_job(self, data: dict[str, Any], checkpoints: list[dict[str, Any]]) -> None:
+        """Add a job exactly as given, with exactly these checkpoints, to the project it names."""
+        with self.lock:
+            project = self._get_project(data["training_project_id"])
+            created_us, updated_us = parse_iso(data["created_at"]), parse_iso(data["updated_at"])
+            first = checkpoints[0] if checkpoints else {}
+            kind = first.get("checkpoint_type")
+            plan = Plan(
+                count=len(checkpoints),
+                stride=500,
+                first_us=created_us,
+                gap_us=HOUR,
+                kind=kind if kind in ("lora", "full", "whisper") else "full",
+                lora=0,
+                size=first.get("size_bytes") or 0,
+                done_word="COMPLETE",
+            )
+            job = Job(
+                {**copy.deepcopy(data), "training_project": project.summary},
+                project.data["id"],
+                created_us,
+                plan,
+            )
+            job.checkpoints = copy.deepcopy(checkpoints)
+            self._registry.jobs[data["id"]] = job
+            self._registry.ids.add(data["id"])
+            project.job_ids.append(data["id"])
+            self._registry.bump_project(project, updated_us)
+            self._registry.clock_us = max(self._registry.clock_us, updated_us)
+            self._changed()
 
 
 def _is_step(checkpoint: dict[str, Any]) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver.schema import metadata
+from archiver.schema import UTCDateTime, metadata
 
 # Tables about runs, not about the organisation.
 RUN_TABLES = {"sync_runs", "sync_errors", "api_responses", "api_response_bodies", "alembic_version"}
@@ -69,3 +69,18 @@ def every_text(engine: Engine) -> str:
             for row in connection.execute(sa.text(f'SELECT * FROM "{name}"')):
                 parts.append(repr(tuple(row)))
     return "\n".join(parts)
+
+
+def stored_timestamps(engine: Engine) -> dict[str, list[object]]:
+    """Every timestamp column's values as the driver hands them over ("table.column" -> values).
+
+    SQLite gives the stored text, PostgreSQL a datetime: what pandas, Datasette or a BI tool reads.
+    """
+    found: dict[str, list[object]] = {}
+    with engine.connect() as connection:
+        for table in metadata.sorted_tables:
+            for column in table.columns:
+                if isinstance(column.type, UTCDateTime):
+                    query = f'SELECT "{column.name}" FROM "{table.name}" ORDER BY 1'
+                    found[f"{table.name}.{column.name}"] = list(connection.exec_driver_sql(query).scalars())
+    return found

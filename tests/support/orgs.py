@@ -39,6 +39,7 @@ class ArchivedOrg:
 
     fake: FakeBaseten
     jobs: dict[str, Served] = field(default_factory=dict)  # the newest view of every job ever served
+    first_night: dict[str, Served] = field(default_factory=dict)  # what night 1 served
     deleted_checkpoint: tuple[str, str] = ("", "")
     finished_job: str = ""
     deleted_project: str = ""
@@ -63,7 +64,7 @@ def archive_org(engine: Engine) -> ArchivedOrg:
     fake = FakeBaseten(SPEC)
     org = ArchivedOrg(fake)
     sync(engine, fake, clock=lambda: NIGHTS[0])
-    before = _serve_all(fake)
+    before = org.first_night = _serve_all(fake)
     org.deleted_project = fake.project_ids()[-1]
     kept = [j for j in fake.job_ids() if before[j].project["id"] != org.deleted_project]
     org.finished_job = next(j for j in kept if before[j].job["current_status"] not in TERMINAL_STATUSES)
