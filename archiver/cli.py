@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import re
+import shlex
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -13,10 +16,26 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import sqlalchemy as sa
+from click.core import ParameterSource
 
-from archiver import __version__, db, docs, durations, migrate, query, reports
+from archiver import (
+    __version__,
+    access,
+    backup,
+    db,
+    docs,
+    durations,
+    health,
+    ledger,
+    logs,
+    metrics,
+    migrate,
+    outcome,
+    query,
+    reports,
+)
 from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, RetryPolicy
-from archiver.errors import ArchiverError, UsageError
+from archiver.errors import ArchiverError, DatabaseUnavailable, NeedsConfirmation, UsageError
 from archiver.logs import configure_logging
 from archiver.output import FORMATS, progress_line, render, render_chunks, use_color
 from archiver.schema import SCHEMA_REVISION
@@ -25,14 +44,56 @@ from archiver.sync import ApiSettings, Scope, SyncOptions, sync_archive
 log = logging.getLogger("archiver")
 F = TypeVar("F", bound=Callable[..., Any])
 
+DATABASE_URL_ENVVAR = "ARCHIVER_DATABASE_URL"
+_TYPED_DATABASE_URL = "archiver.database_url"  # the --database-url typed on the command line, masked
+_SUGGESTED_COMMAND = re.compile(r"`(archiver(?: [^`]*)?)`")
+
+
+def _remember_database_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if param.name is not None and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
+        ctx.meta[_TYPED_DATABASE_URL] = db.redact(value)
+    return value
+
+
 database_option = click.option(
     "--database-url",
-    envvar="ARCHIVER_DATABASE_URL",
+    envvar=DATABASE_URL_ENVVAR,
     show_envvar=True,
     default=db.DEFAULT_DATABASE_URL,
     show_default=True,
+    callback=_remember_database_url,
     help="SQLAlchemy URL of the archive: sqlite:///path.db or postgresql://user@host/db.",
 )
+
+
+def with_typed_options(text: str) -> str:
+    """Give each `archiver ...` command a message suggests the --database-url the user typed, masked.
+
+    Copied as it was, `archiver db upgrade` would have migrated the default archive instead. A URL
+    from the environment needs no repeating: the suggested command reads it there too.
+    """
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get(_TYPED_DATABASE_URL) if ctx is not None else None
+    if url is None:
+        return text
+
+    def add(match: re.Match[str]) -> str:
+        command = match[1]
+        if "--database-url" in command or not _takes_database_url(command.split()[1:]):
+            return match[0]
+        return f"`{command} --database-url {shlex.quote(url)}`"
+
+    return _SUGGESTED_COMMAND.sub(add, text)
+
+
+def _takes_database_url(words: list[str]) -> bool:
+    command: click.Command = cli
+    for word in words:
+        if not isinstance(command, click.Group) or word not in command.commands:
+            break
+        command = command.commands[word]
+    # demo's --database-url is its own (never the archive's): only the shared option counts.
+    return any(isinstance(p, click.Option) and p.envvar == DATABASE_URL_ENVVAR for p in command.params)
 
 
 format_option = click.option(
@@ -59,6 +120,18 @@ def _duration(value: str, option: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def duration_option(name: str, default: str | None, help_text: str) -> Callable[[F], F]:
+    """An option that takes a duration (90s, 15m, 6h, 7d or seconds) as a timedelta; None if not given."""
+    return click.option(
+        name,
+        default=default,
+        show_default=default is not None,
+        metavar="DURATION",
+        callback=lambda _ctx, _param, value: None if value is None else _duration(value, name),
+        help=help_text,
+    )
+
+
 def _echo_rows(rows: query.Rows, fmt: str) -> None:
     color = use_color(sys.stdout)
     try:
@@ -75,22 +148,52 @@ class ArchiverGroup(click.Group):
     """Turn the archiver's errors into messages and exit statuses, in one place."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        configure_logging()  # from the defaults: in-process callers run many commands
+        wants_json = _asks_for_json(ctx.args)
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:
+            if not wants_json:
+                raise
+            configure_logging(log_format="json")  # the option's own callback never ran
+            logs.say(
+                exc.format_message(), err=True, level="error", event="usage_error", exit_code=exc.exit_code
+            )
+            ctx.exit(exc.exit_code)
         except ArchiverError as exc:
-            click.echo(f"error: {exc}", err=True)
+            say_error(exc)
             ctx.exit(exc.exit_code)
         except sa.exc.DBAPIError as exc:
             # A safety net: expected database failures are ArchiverErrors already.
-            click.echo(f"error: database error: {db.describe_db_error(exc)}", err=True)
+            say_error(DatabaseUnavailable(f"database error: {db.describe_db_error(exc)}"))
             ctx.exit(1)
 
 
-def _configure_verbosity(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-    ctx.meta["archiver.verbose"] = value if isinstance(value, int) else ctx.meta.get("archiver.verbose", 0)
-    if isinstance(value, str):
-        ctx.meta["archiver.log_format"] = value
-    configure_logging(ctx.meta.get("archiver.verbose", 0), ctx.meta.get("archiver.log_format", "text"))
+def _asks_for_json(args: list[str]) -> bool:
+    """Whether a command line asks for JSON output, read before Click parses it (a usage error stops that)."""
+    pairs = itertools.pairwise([*args, ""])
+    return any(arg == "--log-format=json" or (arg, value) == ("--log-format", "json") for arg, value in pairs)
+
+
+def say_error(exc: ArchiverError) -> None:
+    """Report an error on stderr: one line, or one JSON event with --log-format json."""
+    message = with_typed_options(str(exc))
+    logs.say(
+        message if logs.json_output() else f"error: {message}",
+        err=True,
+        level="error",
+        event="error",
+        error=type(exc).__name__,
+        exit_code=exc.exit_code,
+    )
+
+
+def _configure_logging(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"archiver.{param.name}"] = value
+    verbose, quiet = ctx.meta.get("archiver.verbose", 0), ctx.meta.get("archiver.quiet", False)
+    if verbose and quiet:
+        raise click.UsageError("--quiet and -v ask for opposite things: give one of them", ctx)
+    configure_logging(verbose, ctx.meta.get("archiver.log_format", "text"), quiet=quiet)
     return value
 
 
@@ -101,7 +204,7 @@ def logging_options(command: F) -> F:
         "--verbose",
         count=True,
         expose_value=False,
-        callback=_configure_verbosity,
+        callback=_configure_logging,
         help="-v: a line per project and job on stderr; -vv: debug, with every request.",
     )(command)
     return click.option(
@@ -110,9 +213,9 @@ def logging_options(command: F) -> F:
         default="text",
         show_default=True,
         expose_value=False,
-        callback=_configure_verbosity,
+        callback=_configure_logging,
         is_eager=True,
-        help="Log lines on stderr as text, or one JSON object per event.",
+        help="Text (log lines stamped in UTC), or JSON: every line written, stdout and stderr, one JSON object.",
     )(command)
 
 
@@ -128,7 +231,23 @@ def cli() -> None:
     """
 
 
+def _metrics_file(path: Path | None) -> Path | None:
+    """Refuse, before the run, a metrics file whose directory is missing: the run's metrics would be lost."""
+    if path is not None and not path.parent.is_dir():
+        raise click.BadParameter(
+            f"no directory {path.parent} to write {path.name} in", param_hint="--metrics-file"
+        )
+    return path
+
+
 def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str:
+    if api_key_file is not None and api_key:
+        ctx = click.get_current_context()
+        given = "--api-key" if ctx.get_parameter_source("api_key") is ParameterSource.COMMANDLINE else None
+        raise UsageError(
+            f"{given or 'BASETEN_API_KEY'} and --api-key-file both give a key: keep one "
+            f"({'drop --api-key' if given else 'unset BASETEN_API_KEY'}, or drop --api-key-file)"
+        )
     if api_key_file is not None:
         try:
             key = api_key_file.read_text().strip()
@@ -167,6 +286,20 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str:
     default=DEFAULT_API_URL,
     show_default=True,
     help="Base URL of the Baseten API.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=lambda _ctx, _param, value: _metrics_file(value),
+    help="After every run, however it ends, write Prometheus metrics here (node_exporter's textfile "
+    "collector: a *.prom file in its directory), atomically.",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    callback=_configure_logging,
+    help="Print nothing when the run succeeds; errors and failed jobs still go to stderr (for cron's MAILTO).",
 )
 @database_option
 @click.option("--project", "projects", multiple=True, metavar="ID", help="Only this project (repeatable).")
@@ -243,6 +376,8 @@ def sync(
     max_attempts: int,
     max_retry_seconds: float,
     timeout: float,
+    metrics_file: Path | None,
+    quiet: bool,
 ) -> None:
     """Archive projects, jobs and checkpoints from the Baseten API.
 
@@ -253,8 +388,9 @@ def sync(
 
     \b
     Exit status: 0 everything archived; 1 fatal (bad key, API or database unreachable,
-    schema out of date, another sync running); 2 usage error; 3 some jobs failed (named on
-    stderr); 130 interrupted by SIGINT/SIGTERM (what was complete is committed).
+    schema out of date); 2 usage error; 3 some jobs failed (named on stderr); 75 another
+    sync is running on this database (nothing done: harmless, try later); 130 interrupted
+    by SIGINT/SIGTERM (what was complete is committed).
 
     \b
     Examples:
@@ -270,20 +406,38 @@ def sync(
         concurrency=concurrency,
         migrate=migrate_schema,
         progress=progress_line(),
+        on_finish=(recorder := outcome.Recorder()).finished,
     )
     retry = RetryPolicy(attempts=max_attempts, deadline_s=max_retry_seconds, timeout_s=timeout)
     api = ApiSettings(_read_api_key(api_key, api_key_file), api_url, max_rps, concurrency, retry)
-    report = sync_archive(database_url, api, options)
+    ended = recorder.run(lambda: sync_archive(database_url, api, options))
     if options.progress is not None:
         click.echo("\r\033[K", err=True, nl=False)  # clear the progress line
-    click.echo(report.summary())
-    for failure in report.failures:
-        click.echo(f"failed: {failure}", err=True)
-    sys.exit(report.exit_code)
+    if metrics_file is not None:
+        metrics.write(metrics_file, ended, database_url)
+    _tell(ended, quiet=quiet)
+    sys.exit(ended.exit_code)
+
+
+def _tell(ended: outcome.Outcome, *, quiet: bool) -> None:
+    """Say how a sync ended: the error if fatal, then the summary (in JSON: an event holding every counter).
+
+    Quiet, a run that succeeded says nothing at all.
+    """
+    if ended.error is not None:
+        say_error(ended.error)
+    if quiet and ended.exit_code == 0:
+        return
+    if logs.json_output():
+        level = "info" if ended.exit_code == 0 else "error" if ended.status == ledger.FAILED else "warning"
+        logs.say(with_typed_options(ended.message), event="summary", level=level, **ended.fields())
+    elif ended.error is None:
+        click.echo(ended.message)
+        for failure in ended.report.failures:
+            click.echo(f"failed: {failure}", err=True)
 
 
 @cli.command()
-@logging_options
 @database_option
 @click.option(
     "--limit", type=click.IntRange(1), default=20, show_default=True, help="How many runs, newest first."
@@ -300,6 +454,55 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
     engine = query.open_archive(database_url)
     with query.results(engine, reports.runs(limit)) as rows:
         _echo_rows(rows, fmt)
+
+
+@cli.command()
+@database_option
+@duration_option(
+    "--max-age", "26h", "Error when the last successful run ended longer ago than this (dbt's error_after)."
+)
+@duration_option(
+    "--warn-age",
+    None,
+    "Warn when the last successful run ended longer ago than this (dbt's warn_after); default: never.",
+)
+@duration_option(
+    "--max-run-time",
+    "24h",
+    "Error when a run has been running longer than this: stuck, or killed (sync's option of that name).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="A line per check for people, or a JSON object per check.",
+)
+def check(
+    database_url: str, max_age: timedelta, warn_age: timedelta | None, max_run_time: timedelta, fmt: str
+) -> None:
+    """Say whether last night's sync worked: a line per check.
+
+    \b
+    Checks: the database is reachable, the schema current, the last run succeeded, the last
+    successful run is recent enough, no run is stuck. It only reads the archive.
+
+    \b
+    Exit status: 0 every check ok; 4 a warning (the last run partial or interrupted, or older
+    than --warn-age); 5 an error (database unreachable, schema out of date, the last run
+    failed, no success within --max-age, a run stuck); 2 usage error.
+
+    \b
+    Examples:
+      archiver check --max-age 26h
+      archiver check --format json --warn-age 25h --max-age 50h
+    """
+    limits = health.Limits(max_age=max_age, warn_age=warn_age, max_run_time=max_run_time)
+    findings = health.check_archive(database_url, limits)
+    for finding in findings:
+        click.echo(finding.render(fmt, with_typed_options))
+    sys.exit(health.exit_code(findings))
 
 
 @cli.command()
@@ -320,12 +523,12 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
     help="The archive whose kept API responses are replayed.",
 )
 def rebuild(target_url: str, source_url: str) -> None:
-    """Rebuild an archive into an empty database by replaying the API responses it kept.
+    """Rebuild an archive by replaying the API responses it kept.
 
     \b
-    Every run is replayed in order through the same code, with its own time, scope and
-    options: the result equals the archive. After a parser fix, the rebuilt archive is what
-    the archive would have been: this is how a fix reaches the past.
+    Into an empty database. Every run is replayed in order through the same code, with its
+    own time, scope and options: the result equals the archive. After a parser fix, the
+    rebuilt archive is what the archive would have been: this is how a fix reaches the past.
 
     \b
     Examples:
@@ -335,7 +538,7 @@ def rebuild(target_url: str, source_url: str) -> None:
     from archiver.rebuild import rebuild as replay
 
     report = replay(source_url, target_url)
-    click.echo(report.summary())
+    logs.say(report.summary(), event="summary")
 
 
 @cli.group(name="db")
@@ -357,24 +560,80 @@ def upgrade(revision: str, database_url: str) -> None:
 @db_group.command()
 @click.argument("revision")
 @database_option
-def downgrade(revision: str, database_url: str) -> None:
-    """Downgrade the schema to REVISION ('base' removes every archive table)."""
-    engine = db.make_engine(database_url)
+@click.option(
+    "--yes", is_flag=True, help="Go ahead even though the downgrade deletes data (back it up first)."
+)
+def downgrade(revision: str, database_url: str, yes: bool) -> None:
+    """Step the schema back to REVISION.
+
+    \b
+    'base' removes every archive table. A downgrade that would delete data (tables with
+    rows, columns with values: history, the run ledger) says what, and how to back up
+    first, and changes nothing unless given --yes.
+    """
+    engine = db.make_engine(db.require_existing(database_url))
     db.check_connection(engine)
+    if not yes and (losses := migrate.downgrade_losses(engine, revision)):
+        raise NeedsConfirmation(
+            f"downgrading to {revision} would delete {'; '.join(map(str, losses))}. Nothing was changed: "
+            f"{backup.how_to_back_up(engine.url)}, then run `archiver db downgrade {revision} --yes`"
+        )
     migrate.downgrade(engine, revision)
     click.echo(f"{db.redact(engine.url)} is at revision {migrate.current_revision(engine) or 'base'}")
+
+
+@db_group.command(name="grant-read")
+@click.argument("role")
+@database_option
+def grant_read(role: str, database_url: str) -> None:
+    """Let a PostgreSQL role read the archive, now and after upgrades.
+
+    \b
+    Grants ROLE USAGE on the schema and SELECT on every table and view, and default
+    privileges FOR ROLE the archive's owner, so that tables and views later migrations
+    create are readable too. Run it as the archive's owner or a superuser.
+
+    \b
+    Example:
+      psql -c "CREATE ROLE archiver_reader LOGIN PASSWORD '...'"
+      archiver db grant-read archiver_reader
+    """
+    engine = db.make_engine(db.require_existing(database_url))
+    db.check_connection(engine)
+    schema, owners = access.grant_read(engine, role)
+    click.echo(
+        f"{role} may read every table and view in schema {schema} of {db.redact(engine.url)}, and those "
+        f"that {' and '.join(owners)} create in later migrations"
+    )
+
+
+@db_group.command(name="backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@database_option
+def backup_command(path: Path, database_url: str) -> None:
+    """Copy a SQLite archive to PATH, consistently, while it is in use.
+
+    \b
+    The copy is a new file only you can read (0600); readers and even a running sync go on
+    meanwhile. For PostgreSQL, use pg_dump (the message says how).
+    """
+    size = backup.backup_sqlite(database_url, path)
+    click.echo(f"backed up {db.redact(database_url)} to {path} ({size} bytes)")
 
 
 @db_group.command()
 @database_option
 def current(database_url: str) -> None:
-    """Show the schema revision of the archive and the newest one known."""
-    engine = db.make_engine(database_url)
-    db.check_connection(engine)
+    """Show which schema revision the archive is at.
+
+    \b
+    It reads the archive only: a missing SQLite file is an error, never a new archive.
+    """
+    engine = db.open_existing(database_url)
     at = migrate.current_revision(engine)
     head = SCHEMA_REVISION
     state = "up to date" if at == head else "out of date: run `archiver db upgrade`"
-    click.echo(f"{at or 'base (empty)'} (head {head}, {state})")
+    click.echo(with_typed_options(f"{at or 'base (empty)'} (head {head}, {state})"))
 
 
 @cli.command()
@@ -389,13 +648,22 @@ def current(database_url: str) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Which fake organisation to generate.")
 def demo(database_url: str, seed: int) -> None:
-    """Archive a generated organisation from the built-in fake API: no key needed."""
+    """Archive a fake organisation: no API key needed.
+
+    \b
+    Serves a generated organisation from the built-in fake API on loopback, archives it with
+    the real sync, and prints storage by project.
+    """
     from archiver.demo import run_demo
 
     report, columns, rows = run_demo(database_url, seed)
-    click.echo(report.summary())
-    click.echo(f"\nArchive: {db.redact(database_url)}. Storage by project:\n")
-    click.echo(render(columns, rows), nl=False)
+    if logs.json_output():
+        logs.say(report.summary(), event="summary", **outcome.of_report(report, report.seconds).fields())
+        click.echo(render(columns, rows, "jsonl"), nl=False)
+    else:
+        click.echo(report.summary())
+        click.echo(f"\nArchive: {db.redact(database_url)}. Storage by project:\n")
+        click.echo(render(columns, rows), nl=False)
     sys.exit(report.exit_code)
 
 
@@ -404,7 +672,9 @@ def demo(database_url: str, seed: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8008, show_default=True, help="Port (0: any free port).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated organisation.")
-@click.option("--projects", type=click.IntRange(0), default=3, show_default=True)
+@click.option(
+    "--projects", type=click.IntRange(0), default=3, show_default=True, help="Projects to generate."
+)
 @click.option(
     "--jobs",
     "jobs_per_project",
@@ -454,7 +724,9 @@ def fake_api(
     rate_limit: float | None,
     fault_rate: float,
 ) -> None:
-    """Serve a fake Baseten API with a generated organisation, for trials, tests and benchmarks.
+    """Serve a fake Baseten API for trials and tests.
+
+    A generated organisation, for trials, tests and benchmarks.
 
     \b
     Example:
@@ -480,10 +752,12 @@ def fake_api(
         server,
         host,
         port,
-        ready=lambda url: click.echo(
+        ready=lambda url: logs.say(
             f"Fake Baseten API on {url} ({fake.DEFAULT_API_KEY if api_key is None else 'your --api-key'}"
             " as the key). Ctrl-C stops it.",
             err=True,
+            event="listening",
+            url=url,
         ),
     )
 
@@ -503,7 +777,7 @@ as_of_option = click.option(
 @format_option
 @as_of_option
 def query_command(sql: str, database_url: str, fmt: str, as_of: datetime | None) -> None:
-    """Run one read-only SQL statement on the archive and print its rows.
+    """Run one read-only SQL statement and print its rows.
 
     \b
     The views checkpoint_facts, job_facts and project_storage_daily are the place to start;
@@ -533,7 +807,9 @@ def query_command(sql: str, database_url: str, fmt: str, as_of: datetime | None)
 )
 @database_option
 def docs_command(fmt: str, database_url: str) -> None:
-    """Print what every table, view and column means (PostgreSQL has them as comments too).
+    """Print what every table, view and column means.
+
+    PostgreSQL archives carry the same descriptions as comments.
 
     \b
     Examples:
@@ -548,14 +824,20 @@ def docs_command(fmt: str, database_url: str) -> None:
 
 @cli.group()
 def report() -> None:
-    """Ready-made reports over the views; `archiver query` answers anything else."""
+    """Ready-made reports over the views.
+
+    `archiver query` answers anything else.
+    """
 
 
 @report.command(name="storage")
 @database_option
 @format_option
 def storage_report(database_url: str, fmt: str) -> None:
-    """Checkpoint storage by project, largest first: live (still on Baseten) and archived."""
+    """Checkpoint storage by project, largest first.
+
+    Live (still on Baseten) and archived (deleted there, kept here).
+    """
     engine = query.open_archive(database_url)
     with query.results(engine, reports.storage()) as rows:
         _echo_rows(rows, fmt)
@@ -578,7 +860,9 @@ def storage_report(database_url: str, fmt: str) -> None:
 def jobs_report(
     statuses: tuple[str, ...], since: str | None, projects: tuple[str, ...], database_url: str, fmt: str
 ) -> None:
-    """Jobs, most recently updated first, with checkpoints, storage and GPU hours.
+    """Jobs, newest first, with storage and GPU hours.
+
+    Most recently updated first, with checkpoint counts, storage and GPU hours.
 
     \b
     Example: archiver report jobs --status FAILED --since 7d
@@ -594,7 +878,10 @@ def jobs_report(
 @database_option
 @format_option
 def checkpoints_report(jobs: tuple[str, ...], database_url: str, fmt: str) -> None:
-    """The checkpoints of a job, oldest first, deleted ones included (see deleted_at)."""
+    """A job's checkpoints, deleted ones included.
+
+    Oldest first; a checkpoint deleted on Baseten has deleted_at set.
+    """
     engine = query.open_archive(database_url)
     reports.require_jobs(engine, jobs)
     with query.results(engine, reports.checkpoints(jobs)) as rows:

@@ -206,17 +206,20 @@ class BasetenClient:
             with self._counting:
                 self.requests_made += 1
             wait: float | None
+            sent = time.monotonic()
             try:
                 response = self._http.request(method, path, json=json_body)
                 # Read the body here, so a connection dropped mid-body is retried like any reset.
                 response.read()
             except (httpx.TransportError, httpx.DecodingError) as exc:
+                _log_attempt(method, path, type(exc).__name__, sent, attempt)
                 # Resets, refused connections, timeouts, bodies cut short or garbled in transit.
                 # Only the class name: httpx messages can quote request headers.
                 problem = f"{type(exc).__name__} on {method} {path}"
                 wait = self._backoff(attempt)
             else:
                 status = response.status_code
+                _log_attempt(method, path, status, sent, attempt)
                 if status < 300:
                     return self._answer(response, where)
                 if status < 400:
@@ -293,6 +296,24 @@ class BasetenClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
+
+
+def _log_attempt(method: str, path: str, answer: int | str, sent: float, attempt: int) -> None:
+    """-vv: a line per attempt, with its status (or the transport error) and time; the key, a header,
+    is never among what is logged."""
+    if log.isEnabledFor(logging.DEBUG):
+        ms = round((time.monotonic() - sent) * 1000, 1)
+        status, error = (answer, None) if isinstance(answer, int) else (None, answer)
+        log.debug(
+            "%s %s: %s in %.0f ms (attempt %d)",
+            method,
+            path,
+            answer,
+            ms,
+            attempt,
+            extra={"event": "request", "method": method, "path": path, "status": status, "error": error}
+            | {"ms": ms, "attempt": attempt},
+        )
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -6,6 +6,7 @@ import functools
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from archiver.normalize import canonical_json
 
 DEFAULT_DATABASE_URL = "sqlite:///archive.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_HEADER = b"SQLite format 3\x00"
 # Rows per statement: well under SQLite's 32,766 bound variables with a dozen columns.
 BATCH_ROWS = 1_000
 
@@ -49,8 +51,12 @@ def redact(url: str | sa.URL) -> str:
     return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
-def make_engine(url: str | sa.URL) -> Engine:
-    """Create an engine: SQLite in WAL mode with foreign keys and a busy timeout."""
+def make_engine(url: str | sa.URL, *, reading: bool = False) -> Engine:
+    """Create an engine: SQLite in WAL mode with foreign keys and a busy timeout.
+
+    A `reading` engine leaves a SQLite file as it is: it never switches the journal mode, which
+    rewrites the file. (Queries refuse writes themselves: `query.read_only`.)
+    """
     parsed = parse_url(url)
     try:
         engine = sa.create_engine(
@@ -60,14 +66,57 @@ def make_engine(url: str | sa.URL) -> Engine:
             pool_pre_ping=parsed.get_backend_name() == "postgresql",
         )
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        hint = " (install the extra: pip install 'archiver[postgres]')" if "psycopg" in str(exc) else ""
+        hint = (
+            " (install the PostgreSQL driver into the archiver's environment: "
+            "pip install 'baseten-checkpoint-archiver[postgres]', or pip install 'psycopg[binary]>=3.1')"
+            if "psycopg" in str(exc)
+            else ""
+        )
         raise UsageError(f"cannot use database {redact(parsed)}: {type(exc).__name__}{hint}") from None
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, reading)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def open_existing(url: str | sa.URL) -> Engine:
+    """Open an archive that must already exist, for reading: create no file and change none.
+
+    A SQLite path that is missing, empty or not a SQLite database is an error, not a new archive.
+    The file is opened read-write, though nothing writes to it: the last reader to close then
+    removes the `-wal` and `-shm` files it needed, where a read-only open would leave them behind.
+    """
+    engine = make_engine(require_existing(url), reading=True)
+    check_connection(engine)
+    return engine
+
+
+def require_existing(url: str | sa.URL) -> sa.URL:
+    """Parse a database URL; refuse a SQLite path that holds no database, before SQLite would create it."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        _require_sqlite_file(Path(parsed.database))
+    return parsed
+
+
+def _require_sqlite_file(path: Path) -> None:
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        raise DatabaseUnavailable(
+            f"there is no archive at {path}: run `archiver sync` (or `archiver demo`) to make one, "
+            "or point --database-url / ARCHIVER_DATABASE_URL at an existing archive"
+        ) from None
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot read {path}: {exc.strerror}") from None
+    if header != SQLITE_HEADER:
+        what = "an empty file" if not header else "not a SQLite database"
+        raise DatabaseUnavailable(
+            f"{path} is {what}, not an archive (left as it is): check --database-url / ARCHIVER_DATABASE_URL"
+        )
+
+
+def _configure_sqlite(engine: Engine, reading: bool) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         assert isinstance(dbapi_connection, sqlite3.Connection)
@@ -76,8 +125,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        if not reading:  # switching the journal mode rewrites the file
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -86,28 +136,30 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 @contextmanager
-def migration_transaction(connection: Connection) -> Iterator[None]:
+def migration_transaction(connection: Connection, *, commit: bool = True) -> Iterator[None]:
     """Run a migration in one transaction; on SQLite with foreign keys checked at its end, not per statement.
 
     Alembic's batch mode rebuilds a SQLite table by copying it, dropping the original and renaming
     the copy: with foreign keys enforced, dropping a table that other rows refer to fails. The
-    pragma only changes outside a transaction, so it is set around it.
+    pragma only changes outside a transaction, so it is set around it. Without `commit`, the
+    migration is tried and rolled back (both databases roll back DDL).
     """
     driver = connection.connection.driver_connection
-    if not isinstance(driver, sqlite3.Connection):
-        with connection.begin():
-            yield
-        return
-    driver.execute("PRAGMA foreign_keys = OFF")
+    sqlite = isinstance(driver, sqlite3.Connection)
+    if isinstance(driver, sqlite3.Connection):
+        driver.execute("PRAGMA foreign_keys = OFF")
     try:
-        with connection.begin():
+        with connection.begin() as transaction:
             yield
-            if connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+            if not commit:
+                transaction.rollback()
+            elif sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
                 raise sa.exc.IntegrityError(
                     "PRAGMA foreign_key_check", None, sqlite3.IntegrityError("FOREIGN KEY constraint failed")
                 )
     finally:
-        driver.execute("PRAGMA foreign_keys = ON")
+        if isinstance(driver, sqlite3.Connection):
+            driver.execute("PRAGMA foreign_keys = ON")
 
 
 def check_connection(engine: Engine) -> None:

@@ -2,13 +2,14 @@
 
     ArchiverError                 base; `exit_code` is what the CLI exits with
     ├── UsageError                bad options or configuration (2)
-    │   └── QueryError            `archiver query` refused a statement, or the database rejected it
+    │   ├── QueryError            `archiver query` refused a statement, or the database rejected it
+    │   └── NeedsConfirmation     a step that deletes data, asked for without --yes: nothing changed
     ├── FatalError                the run cannot go on; nothing half-written (1)
     │   ├── AuthError             the API refused the key
     │   ├── ApiUnavailable        the API could not be reached for the organisation listing
     │   ├── DatabaseUnavailable   the database could not be reached or written
     │   ├── SchemaOutOfDate       the database is at an older (or unknown) revision
-    │   ├── SyncInProgress        another sync holds the lock on this database
+    │   ├── SyncInProgress        another sync holds the lock on this database (75, EX_TEMPFAIL)
     │   └── Interrupted           SIGINT/SIGTERM stopped the run (130)
     └── JobError                  one project or job could not be archived; the run goes on (3)
         ├── ApiError              an HTTP error that retries did not cure
@@ -41,6 +42,10 @@ class QueryError(UsageError):
     """A statement given to `archiver query` writes, is not one statement, or failed in the database."""
 
 
+class NeedsConfirmation(UsageError):
+    """A step that would delete data (a downgrade dropping tables or history) was asked for without --yes."""
+
+
 class FatalError(ArchiverError):
     """The run stops; what was committed before stays committed."""
 
@@ -64,7 +69,10 @@ class SchemaOutOfDate(FatalError):
 
 
 class SyncInProgress(FatalError):
-    """Another sync is running against the same database."""
+    """Another sync is running against the same database: harmless, try again later."""
+
+    # sysexits' EX_TEMPFAIL: monitoring can tell "already running" from a fatal error.
+    exit_code = 75
 
 
 class Interrupted(FatalError):

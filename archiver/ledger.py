@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from archiver import __version__
+from archiver import __version__, db
+from archiver.errors import ArchiverError
 from archiver.schema import sync_errors, sync_runs
 
 RUNNING = "running"
@@ -86,3 +88,22 @@ def finish_run(
             .where(sync_runs.c.id == run_id)
             .values(status=status, finished_at=finished_at, error_summary=error_summary, **counts)
         )
+
+
+def last_success(connection: Connection) -> datetime | None:
+    """When a run last ended with status succeeded; None if none has."""
+    latest = sa.select(sa.func.max(sync_runs.c.finished_at)).where(sync_runs.c.status == SUCCEEDED)
+    found: datetime | None = connection.execute(latest).scalar()
+    return found
+
+
+def last_success_in(database_url: str) -> datetime | None:
+    """`last_success` of an existing archive, read without writing; None when it cannot be read."""
+    with suppress(ArchiverError, sa.exc.DBAPIError):
+        engine = db.open_existing(database_url)
+        try:
+            with engine.connect() as connection:
+                return last_success(connection)
+        finally:
+            engine.dispose()
+    return None

@@ -1,4 +1,9 @@
-"""Logging fit for cron: quiet by default, a line per job with -v, JSON on request."""
+"""Logging fit for cron: quiet by default, a line per job with -v, every request with -vv, JSON on request.
+
+Log lines go to stderr, stamped with the time in UTC (ISO 8601). `say` writes what a command
+reports itself (its summary, its errors) in the chosen format too, so that with
+`--log-format json` every line a command writes, on stdout or stderr, is one JSON object.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,23 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Libraries whose warnings would otherwise reach stderr unformatted, through logging's last resort.
+_LIBRARIES = ("httpx", "httpcore", "alembic", "sqlalchemy", "py.warnings")
+
+
+class _Settings:
+    log_format = "text"
+
+
+_settings = _Settings()
+
+
+def timestamp(created: float) -> str:
+    """A log record's time as ISO 8601 in UTC, to the millisecond."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
 class JsonFormatter(logging.Formatter):
@@ -15,7 +35,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         event = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -26,17 +46,49 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(event, default=str)
 
 
-def configure_logging(verbose: int = 0, log_format: str = "text") -> None:
-    """Send the archiver's logs to stderr: warnings by default, -v info, -vv debug."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
+class TextFormatter(logging.Formatter):
+    """`2026-06-02T02:15:07.123+00:00 WARNING message`: a cron log read days later needs the time."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{timestamp(record.created)} {record.levelname} {record.getMessage()}"
+
+
+def configure_logging(verbose: int = 0, log_format: str = "text", *, quiet: bool = False) -> None:
+    """Send logs to stderr: warnings by default, errors only when quiet, -v info, -vv debug."""
+    if quiet:
+        level = logging.ERROR
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    _settings.log_format = log_format
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logger = logging.getLogger("archiver")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
-    # httpx logs every request URL at INFO: keep it for -vv only (it never logs headers).
-    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    # -vv logs each request itself (archiver.client); httpx's own lines would repeat them as prose.
+    for name in _LIBRARIES:
+        library = logging.getLogger(name)
+        library.handlers[:] = [handler]
+        library.setLevel(max(level, logging.WARNING))
+        library.propagate = False
+    logging.captureWarnings(True)
+
+
+def json_output() -> bool:
+    """Whether the command writes JSON lines (--log-format json)."""
+    return _settings.log_format == "json"
+
+
+def say(
+    message: str, *, err: bool = False, level: str = "info", event: str = "message", **fields: Any
+) -> None:
+    """Write one line a command reports: the message as it is, or one JSON object holding `fields` too."""
+    stream = sys.stderr if err else sys.stdout
+    if json_output():
+        record = {"time": timestamp(datetime.now(UTC).timestamp()), "level": level, "logger": "archiver"}
+        line = json.dumps({**record, "event": event, "message": message, **fields}, default=str)
+    else:
+        line = message
+    stream.write(line + "\n")
+    stream.flush()

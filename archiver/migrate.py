@@ -8,20 +8,23 @@ a nightly run that finds the schema current never loads Alembic or its revision 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import db, docs
 from archiver.db import describe_db_error, redact
-from archiver.errors import DatabaseUnavailable, SchemaOutOfDate
+from archiver.errors import DatabaseUnavailable, SchemaOutOfDate, UsageError
 from archiver.schema import SCHEMA_REVISION
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+T = TypeVar("T")
 
 
 def _script_location() -> str:
@@ -80,14 +83,75 @@ def downgrade(engine: Engine, revision: str) -> None:
     _run(engine, lambda config: command.downgrade(config, revision))
 
 
-def _run(engine: Engine, action: Callable[[Config], object]) -> None:
+def _run(
+    engine: Engine,
+    action: Callable[[Config], object],
+    *,
+    commit: bool = True,
+    then: Callable[[sa.Connection], T] | None = None,
+) -> T | None:
+    """Run an Alembic command on one transaction; `then` reads the result before it commits (or not)."""
+    from alembic.util import CommandError
+
     config = alembic_config()
-    with engine.connect() as connection, db.migration_transaction(connection):
+    with engine.connect() as connection, db.migration_transaction(connection, commit=commit):
         config.attributes["connection"] = connection
-        action(config)
+        try:
+            action(config)
+        except CommandError as exc:  # a revision that does not exist, mostly
+            raise UsageError(
+                f"{exc}; the revisions are {', '.join(sorted(known_revisions()))}, head and base"
+            ) from None
         # Descriptions come from the code, not from revisions: written here for whatever the
         # revisions left, even when there was none to run, so `db upgrade` refreshes them.
         docs.write_comments(connection)
+        return None if then is None else then(connection)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Data a downgrade would delete: a table's rows, or the values a column holds."""
+
+    table: str
+    column: str | None  # None: the whole table
+    count: int
+
+    def __str__(self) -> str:
+        if self.column is None:
+            return f"table {self.table} ({self.count} rows)"
+        return f"column {self.table}.{self.column} ({self.count} values)"
+
+
+def downgrade_losses(engine: Engine, revision: str) -> list[Loss]:
+    """What downgrading to `revision` would delete: the downgrade is run in a transaction that is
+    rolled back, and every table or column it dropped that holds data is counted."""
+    from alembic import command
+
+    before = _tables(engine)
+    after = _run(engine, lambda config: command.downgrade(config, revision), commit=False, then=_tables)
+    assert after is not None
+    losses = []
+    with engine.connect() as connection:
+        for name, columns in sorted(before.items()):
+            table = sa.table(name)
+            if name not in after:
+                rows = sa.select(sa.func.count()).select_from(table)
+                losses.append(Loss(name, None, connection.execute(rows).scalar_one()))
+                continue
+            for column in sorted(columns - after[name]):
+                values = sa.select(sa.func.count(sa.column(column))).select_from(table)
+                losses.append(Loss(name, column, connection.execute(values).scalar_one()))
+    return [loss for loss in losses if loss.count]
+
+
+def _tables(bind: Engine | sa.Connection) -> dict[str, set[str]]:
+    """The archive's tables (views are no data) and their columns; alembic_version is bookkeeping."""
+    inspector = sa.inspect(bind)
+    return {
+        table: {column["name"] for column in inspector.get_columns(table)}
+        for table in inspector.get_table_names()
+        if table != "alembic_version"
+    }
 
 
 def require_current(engine: Engine) -> None:

@@ -20,6 +20,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
 
+from archiver import logs
+
 FORMATS = ("table", "csv", "json", "jsonl")
 
 Formatter = Callable[[Any], str]
@@ -215,8 +217,12 @@ def _is_number(value: Any) -> bool:
 
 def progress_line() -> Callable[[int, int], None] | None:
     """A progress callback that redraws one stderr line, or None when stderr is not a terminal
-    (cron, pipes) or log lines are on (they would interleave)."""
-    if not sys.stderr.isatty() or logging.getLogger("archiver").isEnabledFor(logging.INFO):
+    (cron, pipes), log lines are on (they would interleave), the output is JSON, or --quiet."""
+    if (
+        not sys.stderr.isatty()
+        or logging.getLogger("archiver").getEffectiveLevel() != logging.WARNING
+        or logs.json_output()
+    ):
         return None
 
     def draw(done: int, total: int) -> None:

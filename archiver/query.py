@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,16 +49,7 @@ class Rows:
 
 def open_archive(database_url: str) -> Engine:
     """Open an existing, up-to-date archive for reading; never create or migrate one."""
-    url = db.parse_url(database_url)
-    path = url.database or ""
-    # Connecting would create the file: a mistyped path deserves a message, not an empty archive.
-    if url.get_backend_name() == "sqlite" and path not in ("", ":memory:") and not Path(path).exists():
-        raise DatabaseUnavailable(
-            f"there is no archive at {path}: run `archiver sync` (or `archiver demo`) to make one, "
-            "or point --database-url / ARCHIVER_DATABASE_URL at an existing archive"
-        )
-    engine = db.make_engine(url)
-    db.check_connection(engine)
+    engine = db.open_existing(database_url)
     migrate.require_current(engine)
     return engine
 

@@ -85,6 +85,7 @@ class SyncOptions:
     migrate: bool = False  # upgrade an out-of-date schema instead of refusing to run
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[int, int], None] | None = None  # (jobs done, jobs known so far)
+    on_finish: Callable[[SyncReport], None] | None = None  # told the report once the run has recorded its end
 
     def recorded(self) -> dict[str, Any]:
         """What besides scope and `full` decides what a run archives, as `sync_runs.options` keeps it."""
@@ -113,6 +114,7 @@ class SyncReport:
     counts: RunCounts = field(default_factory=RunCounts)
     gone: list[Failure] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    rate_limited: int = 0  # requests the API answered with 429
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -251,11 +253,14 @@ class Sync:
                 raise
             finally:
                 self.report.counts.requests = self.client.requests_made
+                self.report.rate_limited = self.client.rate_limited
                 self.report.seconds = time.monotonic() - started
                 self.report.interrupted = self.options.stop.is_set()
                 if self.report.interrupted:
                     status = ledger.INTERRUPTED
                 self._finish(run_id, status, summary)
+                if self.options.on_finish is not None:
+                    self.options.on_finish(self.report)
         return self.report
 
     def _start(self, connection: sa.Connection) -> int:

@@ -41,7 +41,9 @@ def readme_commands() -> list[list[str]]:
     for line in (line for block in blocks for line in block.splitlines()):
         words = shlex.split(line, comments=True)
         for start, word in enumerate(words):
-            if word == "archiver" or word.endswith("/archiver"):
+            # The command, not a user or directory of that name (`useradd ... archiver`, `sudo -u archiver`).
+            at_command = start == 0 or words[start - 1] in ("&&", "||", "|", ";")
+            if (word == "archiver" and at_command) or word.endswith("/bin/archiver"):
                 args = list(
                     itertools.takewhile(lambda w: w not in ("&&", "||", "|", ">>", ">"), words[start + 1 :])
                 )

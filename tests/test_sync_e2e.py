@@ -238,7 +238,7 @@ def test_downgrade_to_base_works_on_an_archive_with_data(database_url: str, arch
     fake = FakeBaseten(OrgSpec(seed=3, projects=2, jobs_per_project=2, checkpoints_per_job=2))
     assert fakes.sync(archive, fake).exit_code == 0
     assert scalar(archive, "SELECT COUNT(*) FROM checkpoints") == fake.total_checkpoints() > 0
-    result = run_archiver("db", "downgrade", "base", env={"ARCHIVER_DATABASE_URL": database_url})
+    result = run_archiver("db", "downgrade", "base", "--yes", env={"ARCHIVER_DATABASE_URL": database_url})
     assert result.exit_code == 0, result.output
     assert migrate.current_revision(archive) is None
     assert [t for t in sa.inspect(archive).get_table_names() if t != "alembic_version"] == []

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from archiver.client import BasetenClient, RetryPolicy
-from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec
+from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, Response
 from archiver.sync import SyncOptions, SyncReport, run_sync
 
 # A fake without faults needs no retries, and a failure should show at once.
@@ -63,3 +63,16 @@ def small_org(projects: int = 1) -> FakeBaseten:
     for _ in range(projects):
         fake.add_project(jobs=1, checkpoints_per_job=1)
     return fake
+
+
+def rate_limit_once(fake: FakeBaseten, path: str = "/v1/training_projects") -> None:
+    """Answer the first request for `path` with a 429 that asks for no wait; the retry gets through."""
+    answered: list[str] = []
+
+    def hook(_method: str, requested: str, _body: bytes) -> Response | None:
+        if requested.split("?")[0] != path or answered:
+            return None
+        answered.append(requested)
+        return Response.of(429, {"error": "slow down", "retry_after": 0}, headers={"Retry-After": "0"})
+
+    fake.intercept(hook)

@@ -1,0 +1,82 @@
+"""Read access to a PostgreSQL archive for BI tools and analysts: `archiver db grant-read ROLE`.
+
+Granting SELECT on today's tables is not enough: a later migration recreates views (and adds
+tables), and the new objects are owned by the role that ran it. So the role also gets default
+privileges FOR ROLE each owner of the archive, which PostgreSQL applies to whatever that owner
+creates from then on.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from archiver import db
+from archiver.errors import DatabaseUnavailable, UsageError
+from archiver.schema import metadata
+from archiver.views import VIEWS
+
+SQLITE_READERS = (
+    "SQLite has no roles: give the reader read permission on the archive file and write permission on its "
+    "directory (for the -wal and -shm files); docs/schema.md says more"
+)
+
+
+def grant_read(engine: Engine, role: str) -> tuple[str, list[str]]:
+    """Let `role` read every table and view of the archive, now and after later migrations.
+
+    Return the schema and the owners whose future objects `role` may read.
+    """
+    if engine.dialect.name != "postgresql":
+        raise UsageError(SQLITE_READERS)
+    try:
+        with engine.begin() as connection:
+            return _grant(connection, role)
+    except sa.exc.ProgrammingError as exc:  # insufficient privilege, mostly
+        raise DatabaseUnavailable(
+            f"granting read access failed: {db.describe_db_error(exc)}; run it as the role that owns the "
+            "archive (the one `archiver sync` and `archiver db upgrade` connect as) or as a superuser"
+        ) from None
+
+
+def _grant(connection: Connection, role: str) -> tuple[str, list[str]]:
+    if (
+        connection.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}).first()
+        is None
+    ):
+        raise UsageError(
+            f"there is no role {role}: create it first (CREATE ROLE {role} LOGIN PASSWORD '...')"
+        )
+    database, schema, user = connection.execute(
+        sa.text("SELECT current_database(), current_schema(), current_user")
+    ).one()
+    owners = _owners(connection, schema) or [user]
+    quote = connection.dialect.identifier_preparer.quote
+    reader, where = quote(role), quote(schema)
+    statements = [
+        f"GRANT CONNECT ON DATABASE {quote(database)} TO {reader}",
+        f"GRANT USAGE ON SCHEMA {where} TO {reader}",
+        # ALL TABLES includes views.
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {where} TO {reader}",
+        *(
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {quote(owner)} IN SCHEMA {where} GRANT SELECT ON TABLES TO {reader}"
+            for owner in owners
+        ),
+    ]
+    for statement in statements:
+        connection.exec_driver_sql(statement)
+    return schema, owners
+
+
+def _owners(connection: Connection, schema: str) -> list[str]:
+    """The roles that own the archive's tables and views: later migrations run as them."""
+    names = [*metadata.tables, *(view.name for view in VIEWS), "alembic_version"]
+    found = connection.execute(
+        sa.text(
+            "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND c.relname = ANY(:names) ORDER BY 1"
+        ),
+        {"schema": schema, "names": names},
+    )
+    return list(found.scalars())

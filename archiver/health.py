@@ -1,0 +1,208 @@
+"""`archiver check`: did last night work? A check per question, each ok, warning or error.
+
+    database    reachable, opened for reading (a check never creates or changes anything)
+    schema      at the revision this archiver needs
+    last_run    how the latest finished run ended: succeeded ok; partial, interrupted warning; failed error
+    freshness   the last successful run ended within --max-age (else error) and --warn-age (else warning),
+                as dbt's `source freshness` has error_after and warn_after
+    running     no run has been `running` longer than --max-run-time: such a run is stuck, or was killed
+
+The command exits with the worst status: 0 ok, 4 warning, 5 error (2 stays a usage error), so a
+monitoring system can page on 5 and open a ticket on 4.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from archiver import db, durations, ledger, migrate
+from archiver.errors import DatabaseUnavailable, SchemaOutOfDate
+from archiver.schema import SCHEMA_REVISION, sync_errors, sync_runs
+
+OK, WARNING, ERROR = "ok", "warning", "error"
+EXIT_CODES = {OK: 0, WARNING: 4, ERROR: 5}
+DEFAULT_MAX_AGE = timedelta(hours=26)  # a nightly run, with two hours' slack
+DEFAULT_MAX_RUN_TIME = timedelta(hours=24)  # sync --max-run-time stops a run before this
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How old the last success may be, and how long a run may take."""
+
+    max_age: timedelta = DEFAULT_MAX_AGE
+    warn_age: timedelta | None = None
+    max_run_time: timedelta = DEFAULT_MAX_RUN_TIME
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's answer: its status, a line for people, and fields for programs."""
+
+    check: str
+    status: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def render(self, fmt: str, edit: Callable[[str], str] = str) -> str:
+        """One line, `OK      freshness: ...`, or a JSON object; `edit` rewrites the message first."""
+        message = edit(self.message)
+        if fmt == "json":
+            return json.dumps(
+                {"check": self.check, "status": self.status, "message": message, **self.details}
+            )
+        return f"{self.status.upper():<7} {self.check}: {message}"
+
+
+def exit_code(findings: list[Finding]) -> int:
+    """The exit status of the worst finding."""
+    return max(EXIT_CODES[finding.status] for finding in findings)
+
+
+def check_archive(database_url: str, limits: Limits, now: datetime | None = None) -> list[Finding]:
+    """Run every check that can run: those after a failed database or schema check cannot."""
+    now = now or datetime.now(UTC)
+    try:
+        engine = db.open_existing(database_url)
+    except DatabaseUnavailable as exc:
+        return [Finding("database", ERROR, str(exc))]
+    try:
+        findings = [Finding("database", OK, f"{db.redact(engine.url)} is reachable")]
+        findings.append(_schema(engine))
+        if findings[-1].status == OK:
+            with engine.connect() as connection:
+                findings += [
+                    _last_run(connection, now),
+                    _freshness(connection, limits, now),
+                    _running(connection, limits, now),
+                ]
+        return findings
+    except DatabaseUnavailable as exc:
+        return [*findings, Finding("database", ERROR, str(exc))]
+    except sa.exc.DBAPIError as exc:
+        return [
+            *findings,
+            Finding("database", ERROR, f"reading the archive failed: {db.describe_db_error(exc)}"),
+        ]
+    finally:
+        engine.dispose()
+
+
+def _schema(engine: Engine) -> Finding:
+    try:
+        at = migrate.current_revision(engine)
+    except SchemaOutOfDate as exc:
+        return Finding("schema", ERROR, str(exc))
+    details = {"revision": at, "head": SCHEMA_REVISION}
+    if at == SCHEMA_REVISION:
+        return Finding("schema", OK, f"at revision {at}, the newest", details)
+    if at is None:
+        message = (
+            f"{db.redact(engine.url)} holds no archive yet: run `archiver sync` (or `archiver db upgrade`)"
+        )
+    elif at not in migrate.known_revisions():
+        message = (
+            f"at revision {at}, newer than this archiver knows ({SCHEMA_REVISION}): upgrade the archiver"
+        )
+    else:
+        message = f"at revision {at}, this archiver needs {SCHEMA_REVISION}: run `archiver db upgrade`"
+    return Finding("schema", ERROR, message, details)
+
+
+def _last_run(connection: Connection, now: datetime) -> Finding:
+    run = connection.execute(
+        sa.select(sync_runs)
+        .where(sync_runs.c.status != ledger.RUNNING)
+        .order_by(sync_runs.c.id.desc())
+        .limit(1)
+    ).first()
+    if run is None:
+        return Finding("last_run", ERROR, "no sync has finished yet: run `archiver sync`")
+    failed = connection.execute(
+        sa.select(sa.func.count()).where(sync_errors.c.sync_run_id == run.id, sync_errors.c.kind != "gone")
+    ).scalar_one()
+    status = {ledger.SUCCEEDED: OK, ledger.PARTIAL: WARNING, ledger.INTERRUPTED: WARNING}.get(
+        run.status, ERROR
+    )
+    message = f"run {run.id} {run.status}, ended {_when(run.finished_at, now)}"
+    if failed:
+        message += f"; {failed} failed"
+    if run.error_summary and status != OK:
+        message += f": {run.error_summary}"
+    if status != OK:
+        message += "; `archiver runs` has the details"
+    details = {
+        "run_id": run.id,
+        "run_status": run.status,
+        "ended_at": _iso(run.finished_at),
+        "jobs_failed": failed,
+        "error_summary": run.error_summary,
+    }
+    return Finding("last_run", status, message, details)
+
+
+def _freshness(connection: Connection, limits: Limits, now: datetime) -> Finding:
+    succeeded = ledger.last_success(connection)
+    max_age = limits.max_age.total_seconds()
+    details: dict[str, Any] = {"last_success_at": _iso(succeeded), "max_age_seconds": max_age}
+    if limits.warn_age is not None:
+        details["warn_age_seconds"] = limits.warn_age.total_seconds()
+    if succeeded is None:
+        return Finding("freshness", ERROR, "no sync has succeeded yet: run `archiver sync`", details)
+    age = (now - succeeded).total_seconds()
+    details["age_seconds"] = round(age, 3)
+    message = f"the last successful run ended {_when(succeeded, now)}"
+    if age > max_age:
+        return Finding(
+            "freshness", ERROR, f"{message}, longer ago than --max-age {durations.describe(max_age)}", details
+        )
+    if limits.warn_age is not None and age > limits.warn_age.total_seconds():
+        warn = durations.describe(limits.warn_age.total_seconds())
+        return Finding("freshness", WARNING, f"{message}, longer ago than --warn-age {warn}", details)
+    return Finding("freshness", OK, f"{message}, within --max-age {durations.describe(max_age)}", details)
+
+
+def _running(connection: Connection, limits: Limits, now: datetime) -> Finding:
+    runs = connection.execute(
+        sa.select(sync_runs.c.id, sync_runs.c.started_at)
+        .where(sync_runs.c.status == ledger.RUNNING)
+        .order_by(sync_runs.c.started_at)
+    ).all()
+    limit = limits.max_run_time.total_seconds()
+    if not runs:
+        return Finding("running", OK, "no run in progress", {"run_id": None})
+    oldest = runs[0]
+    age = (now - oldest.started_at).total_seconds()
+    details = {"run_id": oldest.id, "started_at": _iso(oldest.started_at), "age_seconds": round(age, 3)}
+    if age > limit:
+        message = (
+            f"run {oldest.id} started {_when(oldest.started_at, now)} and is still `running`, longer than "
+            f"--max-run-time {durations.describe(limit)}: it is stuck, or was killed (the next sync records it as failed)"
+        )
+        return Finding("running", ERROR, message, details)
+    return Finding("running", OK, f"run {oldest.id} running since {_when(oldest.started_at, now)}", details)
+
+
+def _when(moment: datetime, now: datetime) -> str:
+    """`2026-06-02T02:19:31+00:00 (3h 12m ago)`."""
+    return f"{_iso(moment)} ({_ago((now - moment).total_seconds())})"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 0:
+        return "in the future: check the clocks"
+    minutes = int(seconds // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    return f"{' '.join(parts)} ago" if parts else "under a minute ago"
