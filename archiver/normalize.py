@@ -123,12 +123,10 @@ def document(value: Any, where: Where) -> Any:
     except ValueError:
         raise where.fail("contains NaN or Infinity, which JSON cannot carry") from None
     except RecursionError:
-        encoded = "[" * (MAX_JSON_DEPTH + 1)  # deeper than Python's own limit: the depth check says so
+        raise _too_deep(where) from None
+    # Only a document with that many brackets can nest that deep: most are never walked.
     if encoded.count("[") + encoded.count("{") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
-        raise where.fail(
-            f"nested more than {MAX_JSON_DEPTH} levels deep, deeper than the archive stores "
-            "(every later write and read would have to recurse through it)"
-        )
+        raise _too_deep(where)
     # json.dumps escapes NUL as \u0000 even with ensure_ascii=False; a literal backslash-u0000
     # in a string also matches, so confirm by walking before refusing.
     if "\\u0000" in encoded or _unstorable(encoded):
@@ -136,6 +134,13 @@ def document(value: Any, where: Where) -> Any:
             if problem := _unstorable(text_):
                 raise Where(where.project_id, where.job_id, path).fail(problem)
     return value
+
+
+def _too_deep(where: Where) -> MalformedResponse:
+    return where.fail(
+        f"nested more than {MAX_JSON_DEPTH} levels deep, deeper than the archive stores "
+        "(every later write and read would have to recurse through it)"
+    )
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

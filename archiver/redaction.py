@@ -70,7 +70,10 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not _secrets:
             return True
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: the handler reports it, unformatted
+            return True
         record.msg, record.args = redact(message), None
         for name, value in list(vars(record).items()):
             if isinstance(value, str) and name not in ("msg", "name", "levelname", "pathname", "filename"):
