@@ -35,7 +35,7 @@ from archiver import (
     reports,
 )
 from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, RetryPolicy
-from archiver.errors import ArchiverError, DatabaseUnavailable, NeedsConfirmation, UsageError
+from archiver.errors import ArchiverError, DatabaseUnavailable, InternalError, NeedsConfirmation, UsageError
 from archiver.logs import configure_logging
 from archiver.output import FORMATS, progress_line, render, render_chunks, use_color
 from archiver.schema import SCHEMA_REVISION
@@ -45,6 +45,7 @@ log = logging.getLogger("archiver")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DATABASE_URL_ENVVAR = "ARCHIVER_DATABASE_URL"
+ENVIRONMENT = ("ARCHIVER_", "BASETEN_")  # the prefixes of the variables the options read
 _TYPED_DATABASE_URL = "archiver.database_url"  # the --database-url typed on the command line, masked
 _SUGGESTED_COMMAND = re.compile(r"`(archiver(?: [^`]*)?)`")
 
@@ -117,7 +118,12 @@ def _duration(value: str, option: str) -> timedelta:
             f"expected a duration longer than zero, such as {durations.EXAMPLES} (or plain seconds); got {value!r}",
             param_hint=option,
         )
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise click.BadParameter(
+            f"{value!r} is longer than a calendar can count", param_hint=option
+        ) from None
 
 
 def duration_option(name: str, default: str | None, help_text: str) -> Callable[[F], F]:
@@ -130,6 +136,31 @@ def duration_option(name: str, default: str | None, help_text: str) -> Callable[
         callback=lambda _ctx, _param, value: None if value is None else _duration(value, name),
         help=help_text,
     )
+
+
+def _query_timeout(value: str) -> float | None:
+    """Read --timeout: a duration, or 0 / none for no limit."""
+    if value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        seconds = durations.parse_seconds(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a duration such as 30s, 5m or 1h (0 or none: no limit); got {value!r}",
+            param_hint="--timeout",
+        ) from None
+    return seconds or None
+
+
+timeout_option = click.option(
+    "--timeout",
+    default=query.DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: _query_timeout(value),
+    help="Stop the statement when it has run this long in the database (30s, 5m, 1h; 0 or none: no limit). "
+    "Exit status 124.",
+)
 
 
 def _echo_rows(rows: query.Rows, fmt: str) -> None:
@@ -151,6 +182,7 @@ class ArchiverGroup(click.Group):
         configure_logging()  # from the defaults: in-process callers run many commands
         wants_json = _asks_for_json(ctx.args)
         try:
+            _refuse_undecodable(ctx.args)
             return super().invoke(ctx)
         except click.ClickException as exc:
             if not wants_json:
@@ -167,6 +199,35 @@ class ArchiverGroup(click.Group):
             # A safety net: expected database failures are ArchiverErrors already.
             say_error(DatabaseUnavailable(f"database error: {db.describe_db_error(exc)}"))
             ctx.exit(1)
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            # The last net: a bug, said in one line (the traceback goes to the debug log, -vv).
+            log.debug("internal error", exc_info=True)
+            say_error(InternalError(exc))
+            ctx.exit(InternalError.exit_code)
+
+
+def _refuse_undecodable(args: list[str]) -> None:
+    """Refuse bytes that are not UTF-8 (Python holds them as surrogates, which no database or URL takes).
+
+    Only where they are is said: the text itself may be a key.
+    """
+    # The group's own args start after the command's name, argument 1.
+    given = [f"argument {n}" for n, arg in enumerate(args, 2) if not _is_utf8(arg)]
+    given += [
+        name for name, value in os.environ.items() if name.startswith(ENVIRONMENT) and not _is_utf8(value)
+    ]
+    if given:
+        raise UsageError(f"{', '.join(given)} is not UTF-8 text: give it again as UTF-8")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _asks_for_json(args: list[str]) -> bool:
@@ -253,6 +314,10 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str:
             key = api_key_file.read_text().strip()
         except OSError as exc:
             raise UsageError(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"--api-key-file {api_key_file} is not text: it should hold the key alone"
+            ) from None
         if not key:
             raise UsageError(f"--api-key-file {api_key_file} is empty")
         return key
@@ -632,6 +697,9 @@ def current(database_url: str) -> None:
     engine = db.open_existing(database_url)
     at = migrate.current_revision(engine)
     head = SCHEMA_REVISION
+    if at is not None and at != head and at not in migrate.known_revisions():
+        click.echo(f"{at} (head {head}): {migrate.unknown_revision(at)}")
+        return
     state = "up to date" if at == head else "out of date: run `archiver db upgrade`"
     click.echo(with_typed_options(f"{at or 'base (empty)'} (head {head}, {state})"))
 
@@ -670,7 +738,9 @@ def demo(database_url: str, seed: int) -> None:
 @cli.command(name="fake-api")
 @logging_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=8008, show_default=True, help="Port (0: any free port).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8008, show_default=True, help="Port (0: any free port)."
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated organisation.")
 @click.option(
     "--projects", type=click.IntRange(0), default=3, show_default=True, help="Projects to generate."
@@ -776,7 +846,10 @@ as_of_option = click.option(
 @database_option
 @format_option
 @as_of_option
-def query_command(sql: str, database_url: str, fmt: str, as_of: datetime | None) -> None:
+@timeout_option
+def query_command(
+    sql: str, database_url: str, fmt: str, as_of: datetime | None, timeout: float | None
+) -> None:
     """Run one read-only SQL statement and print its rows.
 
     \b
@@ -786,7 +859,8 @@ def query_command(sql: str, database_url: str, fmt: str, as_of: datetime | None)
 
     \b
     Exit status: 0 rows printed; 1 no archive, database unreachable or schema out of date;
-    2 the statement was refused (a write, several statements) or the database rejected it.
+    2 the statement was refused (a write, several statements) or the database rejected it;
+    124 stopped by --timeout.
 
     \b
     Examples:
@@ -794,7 +868,7 @@ def query_command(sql: str, database_url: str, fmt: str, as_of: datetime | None)
       archiver query --format csv "SELECT * FROM job_facts" > jobs.csv
     """
     engine = query.open_archive(database_url)
-    with query.results(engine, sql, as_of) as rows:
+    with query.results(engine, sql, as_of, timeout) as rows:
         _echo_rows(rows, fmt)
 
 
@@ -833,13 +907,14 @@ def report() -> None:
 @report.command(name="storage")
 @database_option
 @format_option
-def storage_report(database_url: str, fmt: str) -> None:
+@timeout_option
+def storage_report(database_url: str, fmt: str, timeout: float | None) -> None:
     """Checkpoint storage by project, largest first.
 
     Live (still on Baseten) and archived (deleted there, kept here).
     """
     engine = query.open_archive(database_url)
-    with query.results(engine, reports.storage()) as rows:
+    with query.results(engine, reports.storage(), timeout=timeout) as rows:
         _echo_rows(rows, fmt)
 
 
@@ -857,8 +932,14 @@ def storage_report(database_url: str, fmt: str) -> None:
 @click.option("--project", "projects", multiple=True, metavar="ID", help="Only this project (repeatable).")
 @database_option
 @format_option
+@timeout_option
 def jobs_report(
-    statuses: tuple[str, ...], since: str | None, projects: tuple[str, ...], database_url: str, fmt: str
+    statuses: tuple[str, ...],
+    since: str | None,
+    projects: tuple[str, ...],
+    database_url: str,
+    fmt: str,
+    timeout: float | None,
 ) -> None:
     """Jobs, newest first, with storage and GPU hours.
 
@@ -869,7 +950,7 @@ def jobs_report(
     """
     cutoff = reports.parse_since(since) if since else None
     engine = query.open_archive(database_url)
-    with query.results(engine, reports.jobs(statuses, cutoff, projects)) as rows:
+    with query.results(engine, reports.jobs(statuses, cutoff, projects), timeout=timeout) as rows:
         _echo_rows(rows, fmt)
 
 
@@ -877,14 +958,15 @@ def jobs_report(
 @click.option("--job", "jobs", multiple=True, required=True, metavar="JOB_ID", help="Job (repeatable).")
 @database_option
 @format_option
-def checkpoints_report(jobs: tuple[str, ...], database_url: str, fmt: str) -> None:
+@timeout_option
+def checkpoints_report(jobs: tuple[str, ...], database_url: str, fmt: str, timeout: float | None) -> None:
     """A job's checkpoints, deleted ones included.
 
     Oldest first; a checkpoint deleted on Baseten has deleted_at set.
     """
     engine = query.open_archive(database_url)
     reports.require_jobs(engine, jobs)
-    with query.results(engine, reports.checkpoints(jobs)) as rows:
+    with query.results(engine, reports.checkpoints(jobs), timeout=timeout) as rows:
         _echo_rows(rows, fmt)
 
 

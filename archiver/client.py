@@ -9,6 +9,7 @@ import logging
 import random
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,6 +116,32 @@ class RateLimiter:
             self._next = max(start, now - self._interval) + self._interval
 
 
+def _segment(identifier: str) -> str:
+    """An id as one path segment: a `/`, `?` or control character in it cannot change the request."""
+    return urllib.parse.quote(identifier, safe="")
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse an API URL that is not an http(s) URL with a host and a valid port, before any request."""
+    problem = _base_url_problem(base_url)
+    if problem is not None:
+        raise UsageError(f"the API URL is not usable: {problem}; check --api-url / BASETEN_API_URL")
+
+
+def _base_url_problem(base_url: str) -> str | None:
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        return f"it cannot be parsed ({exc})"
+    if url.scheme not in ("http", "https"):
+        return f"it must start with https:// or http://, got {base_url[:80]!r}"
+    if not url.host:
+        return f"it names no host: {base_url[:80]!r}"
+    if url.port is not None and not 0 < url.port < 65536:
+        return f"port {url.port} is out of range (1 to 65535)"
+    return None
+
+
 class BasetenClient:
     """Read training projects, jobs and checkpoints from the Baseten management API."""
 
@@ -136,11 +163,7 @@ class BasetenClient:
                 "the API key is empty or contains spaces, control or non-ASCII characters that an HTTP header "
                 "cannot carry; check BASETEN_API_KEY or the --api-key-file contents"
             )
-        if not base_url.startswith(("http://", "https://")):
-            raise UsageError(
-                f"the API URL must start with https:// or http://, got {base_url[:80]!r}; "
-                "check --api-url / BASETEN_API_URL"
-            )
+        check_base_url(base_url)
         self.retry = retry or RetryPolicy()
         redaction.register(api_key)
         self._limiter = RateLimiter(max_rps)
@@ -179,12 +202,13 @@ class BasetenClient:
 
     def list_jobs(self, project_id: str) -> ApiResponse:
         """GET /v1/training_projects/{id}/jobs."""
-        return self._request("GET", f"/v1/training_projects/{project_id}/jobs", Where(project_id))
+        return self._request("GET", f"/v1/training_projects/{_segment(project_id)}/jobs", Where(project_id))
 
     def get_checkpoints(self, project_id: str, job_id: str) -> ApiResponse:
         """GET /v1/training_projects/{pid}/jobs/{jid}/checkpoints."""
         where = Where(project_id, job_id)
-        return self._request("GET", f"/v1/training_projects/{project_id}/jobs/{job_id}/checkpoints", where)
+        path = f"/v1/training_projects/{_segment(project_id)}/jobs/{_segment(job_id)}/checkpoints"
+        return self._request("GET", path, where)
 
     def search_jobs(self, *, job_id: str | None = None, project_id: str | None = None) -> ApiResponse:
         """POST /v1/training_jobs/search."""

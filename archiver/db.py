@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,27 +25,46 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Rows per statement: well under SQLite's 32,766 bound variables with a dozen columns.
 BATCH_ROWS = 1_000
+# The drivers the archiver is written for: it calls pysqlite's and psycopg 3's own APIs.
+DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
+_URL_HELP = (
+    "expected e.g. sqlite:///archive.db or postgresql://user@host/dbname "
+    "(set --database-url or ARCHIVER_DATABASE_URL)"
+)
 
 
 def parse_url(url: str | sa.URL) -> sa.URL:
     """Parse a database URL, choosing psycopg 3 for plain `postgresql://` and `postgres://` URLs."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
-        raise UsageError(
-            "the database URL could not be parsed; expected e.g. sqlite:///archive.db or "
-            "postgresql://user@host/dbname (set --database-url or ARCHIVER_DATABASE_URL)"
-        ) from None
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
+        raise UsageError(f"the database URL could not be parsed; {_URL_HELP}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    _refuse_unusable(parsed, str(url))
     return parsed
+
+
+def _refuse_unusable(parsed: sa.URL, text: str) -> None:
+    """Refuse, as a usage error, a URL that parses but names no database the archiver can use."""
+    problem = None
+    if parsed.drivername not in DRIVERS:
+        problem = f"the archiver stores into SQLite or PostgreSQL (psycopg 3), not {parsed.drivername}"
+    elif "\x00" in urllib.parse.unquote(text):
+        problem = "the database URL holds a NUL character"
+    elif parsed.port is not None and not 0 < parsed.port < 65536:
+        problem = f"port {parsed.port} is out of range (1 to 65535)"
+    elif parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        problem = f"{redact(parsed)} names no file (an archive in memory would vanish)"
+    if problem is not None:
+        raise UsageError(f"{problem}; {_URL_HELP}")
 
 
 def redact(url: str | sa.URL) -> str:
     """Render a database URL with its password masked, for messages and logs."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return "<unparseable database URL>"
     # libpq also takes the password as a query parameter: postgresql://user@host/db?password=...
     hidden = {name: "***" for name in parsed.query if name.lower() == "password"}

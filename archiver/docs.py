@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from archiver import db
 from archiver.errors import UsageError
 from archiver.schema import metadata
 from archiver.views import VIEWS
@@ -76,7 +77,7 @@ def fill(document: str) -> str:
 
 def datasette_metadata(database_url: str) -> dict[str, Any]:
     """Datasette's metadata for the SQLite archive at `database_url`: every table, view and column described."""
-    url = sa.engine.make_url(database_url)
+    url = db.parse_url(database_url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         raise UsageError(
             "Datasette reads SQLite files: pass --database-url sqlite:///path/to/archive.db "

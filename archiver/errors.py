@@ -3,21 +3,24 @@
     ArchiverError                 base; `exit_code` is what the CLI exits with
     ├── UsageError                bad options or configuration (2)
     │   ├── QueryError            `archiver query` refused a statement, or the database rejected it
+    │   │   └── QueryTimeout      the statement ran past --timeout and was stopped (124, as timeout(1))
     │   └── NeedsConfirmation     a step that deletes data, asked for without --yes: nothing changed
     ├── FatalError                the run cannot go on; nothing half-written (1)
     │   ├── AuthError             the API refused the key (401, or 403 for the organisation listing)
     │   ├── ApiUnavailable        the API could not be reached for the organisation listing
     │   ├── DatabaseUnavailable   the database could not be reached or written
     │   ├── SchemaOutOfDate       the database is at an older (or unknown) revision
+    │   │   └── SchemaTooNew      the database is at a revision newer than this archiver knows
     │   ├── SyncInProgress        another sync holds the lock on this database (75, EX_TEMPFAIL)
     │   └── Interrupted           SIGINT/SIGTERM stopped the run (130)
-    └── JobError                  one project or job could not be archived; the run goes on (3)
-        ├── ApiError              an HTTP error that retries did not cure
-        │   └── Forbidden         403 for one project or job: the key may not read it
-        ├── MalformedResponse     a response that is not JSON or breaks the schema
-        ├── Unstorable            the database refused one unit's rows, and still takes others
-        ├── SuspectListing        a listing that would mark a mass of rows deleted; nothing marked
-        └── NotFound              404: the project or job is gone (recorded, not a failure)
+    ├── JobError                  one project or job could not be archived; the run goes on (3)
+    │   ├── ApiError              an HTTP error that retries did not cure
+    │   │   └── Forbidden         403 for one project or job: the key may not read it
+    │   ├── MalformedResponse     a response that is not JSON or breaks the schema
+    │   ├── Unstorable            the database refused one unit's rows, and still takes others
+    │   ├── SuspectListing        a listing that would mark a mass of rows deleted; nothing marked
+    │   └── NotFound              404: the project or job is gone (recorded, not a failure)
+    └── InternalError             a bug: an unexpected exception, said in one line (70, EX_SOFTWARE)
 
 Every message says what went wrong, where, and what to do next. None of them carries
 the API key or a database password.
@@ -42,6 +45,13 @@ class UsageError(ArchiverError):
 
 class QueryError(UsageError):
     """A statement given to `archiver query` writes, is not one statement, or failed in the database."""
+
+
+class QueryTimeout(QueryError):
+    """A statement given to `archiver query` (or a report) ran longer than its --timeout: stopped."""
+
+    # timeout(1)'s status: a script can tell "too slow" from "wrong".
+    exit_code = 124
 
 
 class NeedsConfirmation(UsageError):
@@ -75,6 +85,10 @@ class DatabaseUnavailable(FatalError):
 
 class SchemaOutOfDate(FatalError):
     """The database schema is not at the revision this archiver needs."""
+
+
+class SchemaTooNew(SchemaOutOfDate):
+    """The database is at a revision this archiver does not know: a newer archiver migrated it."""
 
 
 class SyncInProgress(FatalError):
@@ -162,3 +176,16 @@ class NotFound(ApiError):
     def __init__(self, message: str, *, response: object = None, **where: Any) -> None:
         super().__init__(message, **where)
         self.response = response  # the client's ApiResponse: the archive keeps what it acted on
+
+
+class InternalError(ArchiverError):
+    """An exception the archiver did not expect: a bug, reported in one line rather than a traceback."""
+
+    # sysexits' EX_SOFTWARE. Only the exception's type is named: its text might hold a secret.
+    exit_code = 70
+
+    def __init__(self, exception: BaseException) -> None:
+        super().__init__(
+            f"unexpected {type(exception).__name__}: this is a bug in the archiver; please report it "
+            "with the command that caused it (-vv logs where it happened)"
+        )

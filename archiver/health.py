@@ -107,9 +107,7 @@ def _schema(engine: Engine) -> Finding:
             f"{db.redact(engine.url)} holds no archive yet: run `archiver sync` (or `archiver db upgrade`)"
         )
     elif at not in migrate.known_revisions():
-        message = (
-            f"at revision {at}, newer than this archiver knows ({SCHEMA_REVISION}): upgrade the archiver"
-        )
+        message = str(migrate.unknown_revision(at))
     else:
         message = f"at revision {at}, this archiver needs {SCHEMA_REVISION}: run `archiver db upgrade`"
     return Finding("schema", ERROR, message, details)

@@ -7,6 +7,7 @@ a nightly run that finds the schema current never loads Alembic or its revision 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -18,13 +19,14 @@ from sqlalchemy.engine import Engine
 
 from archiver import db, docs
 from archiver.db import describe_db_error, redact
-from archiver.errors import DatabaseUnavailable, SchemaOutOfDate, UsageError
+from archiver.errors import DatabaseUnavailable, SchemaOutOfDate, SchemaTooNew, UsageError
 from archiver.schema import SCHEMA_REVISION
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 T = TypeVar("T")
+_STEPS = re.compile(r"[+-][0-9]{1,4}")  # Alembic's relative revisions: -1 is one step down
 
 
 def _script_location() -> str:
@@ -69,18 +71,56 @@ def current_revision(engine: Engine) -> str | None:
     return versions[0] if versions else None
 
 
+def unknown_revision(current: str) -> SchemaOutOfDate:
+    """The error for a database at a revision not in this archiver's migrations."""
+    newer = current.isdigit() and SCHEMA_REVISION.isdigit() and int(current) > int(SCHEMA_REVISION)
+    if newer:
+        return SchemaTooNew(
+            f"the archive is at schema revision {current}, newer than this archiver (knows up to "
+            f"{SCHEMA_REVISION}): upgrade the archiver"
+        )
+    return SchemaOutOfDate(
+        f"the archive is at schema revision {current!r}, which no archiver migration made (this one knows "
+        f"0001 to {SCHEMA_REVISION}): check --database-url / ARCHIVER_DATABASE_URL"
+    )
+
+
+def require_known(engine: Engine) -> str | None:
+    """The database's revision; refuse one this archiver does not know (a newer archiver migrated it)."""
+    current = current_revision(engine)
+    if current is not None and current != SCHEMA_REVISION and current not in known_revisions():
+        raise unknown_revision(current)
+    return current
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the schema to `revision` in one transaction."""
     from alembic import command
 
-    _run(engine, lambda config: command.upgrade(config, revision))
+    target = checked_target(revision)
+    _run(engine, lambda config: command.upgrade(config, target))
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Downgrade the schema to `revision` in one transaction."""
     from alembic import command
 
-    _run(engine, lambda config: command.downgrade(config, revision))
+    target = checked_target(revision)
+    _run(engine, lambda config: command.downgrade(config, target))
+
+
+def checked_target(revision: str) -> str:
+    """Refuse a target that is not a revision of this archiver, head, base or a step such as -1.
+
+    Alembic's richer syntax (`heads`, `x@y`, ranges) means nothing for one linear history, and some
+    of its spellings (`@`, an empty string, `head+5`) fail inside Alembic rather than with a message.
+    """
+    if revision in ("head", "base") or _STEPS.fullmatch(revision) or revision in known_revisions():
+        return revision
+    raise UsageError(
+        f"there is no schema revision {revision!r}: give one of "
+        f"{', '.join(sorted(known_revisions()))}, head or base"
+    )
 
 
 def _run(
@@ -93,12 +133,13 @@ def _run(
     """Run an Alembic command on one transaction; `then` reads the result before it commits (or not)."""
     from alembic.util import CommandError
 
+    require_known(engine)  # Alembic cannot step from a revision it has no file for
     config = alembic_config()
     with engine.connect() as connection, db.migration_transaction(connection, commit=commit):
         config.attributes["connection"] = connection
         try:
             action(config)
-        except CommandError as exc:  # a revision that does not exist, mostly
+        except CommandError as exc:  # a step past either end of the history, mostly
             raise UsageError(
                 f"{exc}; the revisions are {', '.join(sorted(known_revisions()))}, head and base"
             ) from None
@@ -127,8 +168,9 @@ def downgrade_losses(engine: Engine, revision: str) -> list[Loss]:
     rolled back, and every table or column it dropped that holds data is counted."""
     from alembic import command
 
+    target = checked_target(revision)
     before = _tables(engine)
-    after = _run(engine, lambda config: command.downgrade(config, revision), commit=False, then=_tables)
+    after = _run(engine, lambda config: command.downgrade(config, target), commit=False, then=_tables)
     assert after is not None
     losses = []
     with engine.connect() as connection:
@@ -156,7 +198,7 @@ def _tables(bind: Engine | sa.Connection) -> dict[str, set[str]]:
 
 def require_current(engine: Engine) -> None:
     """Refuse to read a database that is not an archive at the newest revision."""
-    current = current_revision(engine)
+    current = require_known(engine)
     if current is None:
         raise SchemaOutOfDate(
             f"{redact(engine.url)} holds no archive yet; run `archiver sync` (or `archiver db upgrade`) first"
@@ -170,7 +212,7 @@ def require_current(engine: Engine) -> None:
 
 def ensure_current(engine: Engine, *, migrate: bool = False) -> None:
     """Create the schema in an empty database; refuse an out-of-date one unless asked to migrate."""
-    current = current_revision(engine)
+    current = require_known(engine)
     head = SCHEMA_REVISION
     if current == head:
         return
@@ -182,11 +224,6 @@ def ensure_current(engine: Engine, *, migrate: bool = False) -> None:
         raise SchemaOutOfDate(
             f"the database {redact(engine.url)} has tables but no archiver schema version "
             f"({', '.join(sorted(tables)[:5])}); point --database-url at an empty or archiver database"
-        )
-    if current not in known_revisions():
-        raise SchemaOutOfDate(
-            f"the database is at revision {current}, which this archiver does not know (newer version?); "
-            "upgrade the archiver"
         )
     if migrate:
         upgrade(engine)

@@ -10,11 +10,18 @@ itself is told so:
 
 The read runs with the session in UTC, so date arithmetic agrees on both databases, and is
 rolled back at the end.
+
+A statement can be given a time limit (`archiver query --timeout`): PostgreSQL's own
+`statement_timeout`, set for the read-only transaction; on SQLite a progress handler that stops
+the statement once its time is spent. Only time in the database counts: a pager that holds the
+rows unread for an hour stops nothing.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,8 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from archiver import asof, db, migrate
-from archiver.errors import DatabaseUnavailable, QueryError
+from archiver import asof, db, durations, migrate
+from archiver.errors import DatabaseUnavailable, QueryError, QueryTimeout
 
 READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "EXPLAIN", "TABLE")
 
@@ -33,6 +40,10 @@ READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "EXPLAIN", "TABLE")
 _SQLITE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00")
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
+DEFAULT_TIMEOUT = "60s"  # `archiver query --timeout`: a BI question, not a batch job
+# SQLite calls the progress handler every this many virtual machine steps: well under a millisecond.
+SQLITE_PROGRESS_STEPS = 10_000
+POSTGRES_MAX_TIMEOUT_MS = 2**31 - 1  # statement_timeout is an int of milliseconds
 _VIEWS_HINT = (
     "the views are checkpoint_facts, job_facts and project_storage_daily; "
     "docs/schema.md describes every table and column"
@@ -45,6 +56,30 @@ class Rows:
 
     columns: list[str]
     rows: Iterator[tuple[Any, ...]]
+
+
+class Deadline:
+    """The database time one statement may take (None: no limit), counted only while the database works."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.spent = 0.0
+        self._since: float | None = None
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """Count the time spent in this block as the database's."""
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.spent += time.monotonic() - self._since
+            self._since = None
+
+    def passed(self) -> bool:
+        """Whether the statement has used up its time (SQLite's progress handler stops it when True)."""
+        running = 0.0 if self._since is None else time.monotonic() - self._since
+        return self.seconds is not None and self.spent + running >= self.seconds
 
 
 def open_archive(database_url: str) -> Engine:
@@ -91,24 +126,65 @@ def read_only(engine: Engine, as_of: datetime | None = None) -> Iterator[Connect
 
 
 @contextmanager
-def results(engine: Engine, statement: str | sa.Select[Any], as_of: datetime | None = None) -> Iterator[Rows]:
+def time_limit(connection: Connection, deadline: Deadline) -> Iterator[None]:
+    """Make the database stop a statement that overruns `deadline` (inside a transaction on PostgreSQL)."""
+    if deadline.seconds is None:
+        yield
+    elif connection.dialect.name == "postgresql":
+        milliseconds = max(1, math.ceil(deadline.seconds * 1000))
+        if milliseconds <= POSTGRES_MAX_TIMEOUT_MS:  # beyond: weeks, as good as none
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
+        yield
+    else:
+        raw: Any = connection.connection.driver_connection
+        raw.set_progress_handler(deadline.passed, SQLITE_PROGRESS_STEPS)
+        try:
+            yield
+        finally:
+            raw.set_progress_handler(None, 0)
+
+
+@contextmanager
+def results(
+    engine: Engine,
+    statement: str | sa.Select[Any],
+    as_of: datetime | None = None,
+    timeout: float | None = None,
+) -> Iterator[Rows]:
     """Run one read-only statement (SQL text, or a select over the views) and yield its rows.
 
-    Database errors, raised when executing or while iterating, become QueryError (the statement
-    is at fault) or DatabaseUnavailable (the database is).
+    A statement that spends more than `timeout` seconds in the database is stopped (QueryTimeout).
+    Other database errors, raised when executing or while iterating, become QueryError (the
+    statement is at fault) or DatabaseUnavailable (the database is).
     """
     if isinstance(statement, str):
         check_read_only(statement)
-    with read_only(engine, as_of) as connection:
+    deadline = Deadline(timeout)
+    with read_only(engine, as_of) as connection, time_limit(connection, deadline):
         dbapi_error: type[Exception] = getattr(connection.dialect.dbapi, "Error", sa.exc.DBAPIError)
         try:
-            if isinstance(statement, str):
-                yield _run_text(connection, statement)
-            else:
-                result = connection.execute(statement)
-                yield Rows(list(result.keys()), (tuple(row) for row in result))
+            with deadline.counting():
+                rows = _execute(connection, statement)
+            yield Rows(rows.columns, _counted(rows.rows, deadline))
         except (sa.exc.DBAPIError, dbapi_error) as exc:
-            raise _explain(exc, connection.dialect.name) from None
+            raise _explain(exc, connection.dialect.name, deadline) from None
+
+
+def _execute(connection: Connection, statement: str | sa.Select[Any]) -> Rows:
+    if isinstance(statement, str):
+        return _run_text(connection, statement)
+    result = connection.execute(statement)
+    return Rows(list(result.keys()), (tuple(row) for row in result))
+
+
+def _counted(rows: Iterator[tuple[Any, ...]], deadline: Deadline) -> Iterator[tuple[Any, ...]]:
+    """Yield the rows, counting the time spent fetching each (SQLite computes rows as they are fetched)."""
+    while True:
+        with deadline.counting():
+            row = next(rows, None)
+        if row is None:
+            return
+        yield row
 
 
 def _run_text(connection: Connection, sql: str) -> Rows:
@@ -136,12 +212,18 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def _explain(exc: BaseException, dialect: str) -> Exception:
+def _explain(exc: BaseException, dialect: str, deadline: Deadline) -> Exception:
     """Turn a database error into a message that says what to change."""
     original = getattr(exc, "orig", None) or exc
     text = str(original).strip() or type(original).__name__
     lowered = text.lower()
     sqlstate = getattr(original, "sqlstate", None)
+    # 57014 is query_canceled (statement_timeout among others); SQLite says "interrupted".
+    if deadline.passed() and (sqlstate == "57014" or lowered == "interrupted"):
+        return QueryTimeout(
+            f"query stopped after {durations.describe(deadline.seconds or 0)} (--timeout): narrow it (a WHERE, "
+            "a LIMIT, a view), or give it longer with --timeout (0 for no limit)"
+        )
     if sqlstate == "25006" or "readonly database" in lowered or "read-only transaction" in lowered:
         return QueryError(
             "archiver query only reads, and the database refused a write "

@@ -87,10 +87,29 @@ def test_a_downgrade_that_deletes_nothing_needs_no_yes(archive: Engine, database
     assert migrate.current_revision(archive) == "0003"
 
 
-def test_a_revision_that_does_not_exist_is_a_usage_error(archive: Engine, database_url: str) -> None:
-    code, output = downgrade(database_url, "0009")
-    assert code == 2 and "Traceback" not in output
-    assert output.startswith("error: Can't locate revision identified by '0009'") and "0001, 0002" in output
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("db", "downgrade", "0009"),
+        ("db", "downgrade", "banana", "--yes"),
+        ("db", "upgrade", "0005x"),
+        ("db", "upgrade", "@"),  # Alembic syntax that failed inside Alembic: an AssertionError
+        ("db", "upgrade", ""),
+        ("db", "upgrade", "head+5"),
+        ("db", "downgrade", "0008@base", "--yes"),  # branch syntax: it went to base
+    ],
+    ids=" ".join,
+)
+def test_a_revision_that_does_not_exist_is_a_usage_error(
+    archive: Engine, database_url: str, command: tuple[str, ...]
+) -> None:
+    result = run_archiver(*command, "--database-url", database_url)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.startswith(
+        f"error: there is no schema revision {command[2]!r}: give one of 0001, 0002"
+    )
+    assert len(result.stderr.splitlines()) == 1
+    assert migrate.current_revision(archive) == SCHEMA_REVISION
 
 
 def test_backup_copies_a_sqlite_archive_while_it_is_read_and_written(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
-from archiver import migrate, query
+from archiver import db, migrate, query
 from archiver.cli import cli
 from archiver.errors import QueryError
 from archiver.output import render
@@ -211,3 +211,68 @@ def test_query_prints_json_columns_alike_on_both_databases(
     result = run_archiver("query", "--format", "json", sql, env={"ARCHIVER_DATABASE_URL": database_url})
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [{"lora_target_modules": ["q_proj", "v_proj"]}]
+
+
+COUNT_FOREVER = (
+    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000000000000) "
+    "SELECT COUNT(*) FROM c"
+)
+
+
+@pytest.mark.parametrize(
+    "command", [("query", COUNT_FOREVER), ("query", "--as-of", "2026-06-02", COUNT_FOREVER)]
+)
+def test_a_query_that_runs_past_its_timeout_is_stopped(
+    archive: Engine, database_url: str, command: tuple[str, ...]
+) -> None:
+    """A runaway statement ran until someone killed it (on PostgreSQL, holding a connection and a snapshot)."""
+    result = archiver(database_url, *command[:-1], "--timeout", "1s", command[-1])
+    assert result.exit_code == 124, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: query stopped after 1 second (--timeout): narrow it (a WHERE, a LIMIT, a view), "
+        "or give it longer with --timeout (0 for no limit)"
+    ]
+
+
+def test_pg_sleep_is_stopped_by_the_statement_timeout_in_a_read_only_transaction(
+    postgres_url: str,
+) -> None:
+    engine = db.make_engine(postgres_url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    stopped = archiver(postgres_url, "query", "--timeout", "1s", "SELECT pg_sleep(5)")
+    assert stopped.exit_code == 124 and "query stopped after 1 second (--timeout)" in stopped.stderr
+    settings = (
+        "SELECT current_setting('statement_timeout') AS t, current_setting('transaction_read_only') AS ro"
+    )
+    limited = archiver(postgres_url, "query", "--format", "json", "--timeout", "90s", settings)
+    assert json.loads(limited.stdout) == [{"t": "90s", "ro": "on"}]
+    default = archiver(postgres_url, "query", "--format", "json", settings)
+    assert json.loads(default.stdout) == [{"t": "1min", "ro": "on"}]
+    unlimited = archiver(postgres_url, "query", "--format", "json", "--timeout", "none", settings)
+    assert json.loads(unlimited.stdout) == [{"t": "0", "ro": "on"}]
+
+
+@pytest.mark.parametrize("timeout", ["0", "none"])
+def test_a_timeout_of_0_or_none_is_no_limit(archive: Engine, database_url: str, timeout: str) -> None:
+    counted = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000) SELECT COUNT(*) AS n FROM c"
+    result = archiver(database_url, "query", "--format", "json", "--timeout", timeout, counted)
+    assert result.exit_code == 0 and json.loads(result.stdout) == [{"n": 1000}]
+
+
+@pytest.mark.parametrize("timeout", ["-1s", "soon", "1e400", ""])
+def test_a_timeout_that_is_no_duration_is_a_usage_error(
+    archive: Engine, database_url: str, timeout: str
+) -> None:
+    result = archiver(database_url, "query", "--timeout", timeout, "SELECT 1")
+    assert (
+        result.exit_code == 2
+        and "Invalid value for --timeout: expected a duration such as 30s" in result.stderr
+    )
+
+
+def test_reports_take_a_timeout_too(org: ArchivedOrg, database_url: str) -> None:
+    for report in (["storage"], ["jobs"], ["checkpoints", "--job", next(iter(org.jobs))]):
+        result = archiver(database_url, "report", *report, "--timeout", "30s", "--format", "json")
+        assert result.exit_code == 0 and json.loads(result.stdout), result.output

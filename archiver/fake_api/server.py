@@ -17,6 +17,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
+from archiver.errors import UsageError
 from archiver.fake_api.protocol import FakeBaseten
 from archiver.fake_api.responses import Response, message
 
@@ -149,7 +150,10 @@ def serve_forever(
     ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve `fake` in the foreground until interrupted, calling `ready(url)` once listening."""
-    server = _Server((host, port), fake)
+    try:
+        server = _Server((host, port), fake)
+    except OSError as exc:  # the port taken, the host unknown or not ours
+        raise UsageError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
     try:
         if ready is not None:
             ready(server.url)
