@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import asbool
 
 from archiver import bulk
 from archiver.errors import DatabaseUnavailable, UsageError
@@ -22,6 +25,9 @@ from archiver.normalize import canonical_json
 DEFAULT_DATABASE_URL = "sqlite:///archive.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_HEADER = b"SQLite format 3\x00"
+# The archive holds user e-mails: a new SQLite file is its owner's alone, and SQLite gives its
+# -wal and -shm the database file's mode.
+PRIVATE_FILE_MODE = 0o600
 # Rows per statement: well under SQLite's 32,766 bound variables with a dozen columns.
 BATCH_ROWS = 1_000
 
@@ -51,13 +57,33 @@ def redact(url: str | sa.URL) -> str:
     return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
+def sqlite_path(url: sa.URL) -> Path | None:
+    """The file a SQLite URL names, a plain path or a `file:` URI (with `uri=true`); None for memory."""
+    database = url.database
+    if not database or database == ":memory:":
+        return None
+    if not (asbool(url.query.get("uri", False)) and database.startswith("file:")):
+        return Path(database)
+    if url.query.get("mode") == "memory":
+        return None
+    path = database.removeprefix("file:")
+    if path.startswith("//"):  # file://localhost/path or file:///path: the path starts after the host
+        _host, slash, after = path[2:].partition("/")
+        path = slash + after
+    path = unquote(path)
+    return Path(path) if path and path != ":memory:" else None
+
+
 def make_engine(url: str | sa.URL, *, reading: bool = False) -> Engine:
     """Create an engine: SQLite in WAL mode with foreign keys and a busy timeout.
 
     A `reading` engine leaves a SQLite file as it is: it never switches the journal mode, which
-    rewrites the file. (Queries refuse writes themselves: `query.read_only`.)
+    rewrites the file. (Queries refuse writes themselves: `query.read_only`.) A writing one creates
+    a missing SQLite file private to its owner before SQLite would create it world-readable.
     """
     parsed = parse_url(url)
+    if not reading and parsed.get_backend_name() == "sqlite":
+        _create_private(parsed)
     try:
         engine = sa.create_engine(
             parsed,
@@ -78,23 +104,53 @@ def make_engine(url: str | sa.URL, *, reading: bool = False) -> Engine:
     return engine
 
 
+def _create_private(url: sa.URL) -> None:
+    path = sqlite_path(url)
+    if path is None or url.query.get("mode") not in (None, "rwc"):
+        return
+    # Failing here (no such directory, no permission) is left to SQLite, whose error the caller reports.
+    with suppress(OSError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+
+
 def open_existing(url: str | sa.URL) -> Engine:
     """Open an archive that must already exist, for reading: create no file and change none.
 
     A SQLite path that is missing, empty or not a SQLite database is an error, not a new archive.
     The file is opened read-write, though nothing writes to it: the last reader to close then
     removes the `-wal` and `-shm` files it needed, where a read-only open would leave them behind.
+    On read-only media it is opened read-only (`read_only_fallback`).
     """
-    engine = make_engine(require_existing(url), reading=True)
+    engine = make_engine(read_only_fallback(require_existing(url)), reading=True)
     check_connection(engine)
     return engine
+
+
+def read_only_fallback(url: sa.URL) -> sa.URL:
+    """The URL to read a SQLite archive whose directory cannot be written (read-only media) with.
+
+    Reading a WAL database needs its `-shm` index, which SQLite creates beside the file. Where it
+    cannot, the file is opened `mode=ro`, and `immutable` when there is no `-shm` and no unmerged
+    `-wal` (then SQLite reads the file alone, taking no locks: right for a file nothing writes).
+    """
+    path = sqlite_path(url) if url.get_backend_name() == "sqlite" else None
+    if path is None:
+        return url
+    real = Path(os.path.realpath(path))  # SQLite keeps the -wal and -shm beside the real file
+    if os.access(real.parent, os.W_OK):
+        return url
+    wal, shm = (real.with_name(real.name + suffix) for suffix in ("-wal", "-shm"))
+    unmerged = wal.exists() and wal.stat().st_size > 0
+    query = {"uri": "true", "mode": "ro"} | ({} if shm.exists() or unmerged else {"immutable": "1"})
+    return url.set(database="file:" + quote(str(real))).update_query_dict(query)
 
 
 def require_existing(url: str | sa.URL) -> sa.URL:
     """Parse a database URL; refuse a SQLite path that holds no database, before SQLite would create it."""
     parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        _require_sqlite_file(Path(parsed.database))
+    path = sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None:
+        _require_sqlite_file(path)
     return parsed
 
 
