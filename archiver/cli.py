@@ -402,7 +402,7 @@ def sync(
 
     \b
     Exit status: 0 everything archived; 1 fatal (bad key, API or database unreachable,
-    schema out of date); 2 usage error; 3 some jobs failed (named on stderr); 75 another
+    schema out of date, sync lock lost); 2 usage error; 3 some jobs failed (named on stderr); 75 another
     sync is running on this database (nothing done: harmless, try later); 130 interrupted
     by SIGINT/SIGTERM (what was complete is committed).
 

@@ -101,7 +101,8 @@ def terminate_lock_connection(database_url: str) -> None:
         killed = rows(
             engine,
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid = :high AND objid = :low AND objsubid = 1",
+            "AND classid = :high AND objid = :low AND objsubid = 1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             high=ADVISORY_KEY >> 32,
             low=ADVISORY_KEY & 0xFFFFFFFF,
         )
