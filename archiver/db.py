@@ -6,7 +6,7 @@ import functools
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -25,9 +25,9 @@ from archiver.normalize import canonical_json
 DEFAULT_DATABASE_URL = "sqlite:///archive.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_HEADER = b"SQLite format 3\x00"
-# The archive holds user e-mails: a new SQLite file is its owner's alone, and SQLite gives its
-# -wal and -shm the database file's mode.
-PRIVATE_FILE_MODE = 0o600
+# The archive holds user e-mails: a SQLite file a writer creates is its owner's alone (mode 0600),
+# whatever the umask; SQLite gives the -wal and -shm files the database file's mode.
+PRIVATE_UMASK = 0o077
 # Rows per statement: well under SQLite's 32,766 bound variables with a dozen columns.
 BATCH_ROWS = 1_000
 
@@ -79,11 +79,9 @@ def make_engine(url: str | sa.URL, *, reading: bool = False) -> Engine:
 
     A `reading` engine leaves a SQLite file as it is: it never switches the journal mode, which
     rewrites the file. (Queries refuse writes themselves: `query.read_only`.) A writing one creates
-    a missing SQLite file private to its owner before SQLite would create it world-readable.
+    a missing SQLite file private to its owner.
     """
     parsed = parse_url(url)
-    if not reading and parsed.get_backend_name() == "sqlite":
-        _create_private(parsed)
     try:
         engine = sa.create_engine(
             parsed,
@@ -102,15 +100,6 @@ def make_engine(url: str | sa.URL, *, reading: bool = False) -> Engine:
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, reading)
     return engine
-
-
-def _create_private(url: sa.URL) -> None:
-    path = sqlite_path(url)
-    if path is None or url.query.get("mode") not in (None, "rwc"):
-        return
-    # Failing here (no such directory, no permission) is left to SQLite, whose error the caller reports.
-    with suppress(OSError):
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
 
 
 def open_existing(url: str | sa.URL) -> Engine:
@@ -173,6 +162,20 @@ def _require_sqlite_file(path: Path) -> None:
 
 
 def _configure_sqlite(engine: Engine, reading: bool) -> None:
+    if not reading:
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _create_private(
+            dialect: sa.Dialect, _record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
+        ) -> DBAPIConnection:
+            # SQLite creates a missing file as it connects. The umask is the process's: a file another
+            # thread creates meanwhile is private too, which does no harm.
+            previous = os.umask(PRIVATE_UMASK)
+            try:
+                return dialect.connect(*cargs, **cparams)
+            finally:
+                os.umask(previous)
+
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         assert isinstance(dbapi_connection, sqlite3.Connection)

@@ -145,6 +145,10 @@ def _advisory_lock(engine: Engine) -> Iterator[AdvisoryLock]:
             with suppress(sa.exc.DBAPIError):
                 holder.execute(sa.text("SELECT pg_advisory_unlock_shared(:key)"), key)
                 holder.commit()
+            # Not back to the pool named and exempt from idle_session_timeout: closing them ends
+            # their sessions, and with them the run's own lock.
+            holder.invalidate()
+            runs.invalidate()
 
 
 def _dedicate(connection: Connection, name: str) -> None:
