@@ -9,16 +9,22 @@ converted by the same bind processors the dialect would use, so what is stored i
 from __future__ import annotations
 
 import functools
+import logging
 import operator
+import weakref
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
+
+log = logging.getLogger("archiver.bulk")
 
 Processor = Callable[[Any], Any]
 _NOTHING = object()
+# Whether the role may create temporary tables, asked once per engine (a run has one).
+_may_stage: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
 
 def converters(table: sa.Table, columns: Sequence[str], dialect: Dialect) -> list[Processor | None]:
@@ -87,6 +93,25 @@ def stage_table(table: sa.Table, columns: Sequence[str]) -> sa.TableClause:
     """The temporary table that stages `columns` of `table` (PostgreSQL)."""
     digest = zlib.crc32(",".join(columns).encode())
     return sa.table(f"archiver_stage_{table.name}_{digest:08x}", *(sa.column(name) for name in columns))
+
+
+def can_stage(connection: Connection) -> bool:
+    """Whether `stage` may create its temporary table: the role has TEMPORARY on the database (PostgreSQL).
+
+    Asked before trying, because a refused `CREATE TEMPORARY TABLE` would abort the transaction.
+    """
+    engine = connection.engine
+    allowed = _may_stage.get(engine)
+    if allowed is None:
+        privilege = "SELECT has_database_privilege(current_database(), 'TEMPORARY')"
+        allowed = bool(connection.exec_driver_sql(privilege).scalar())
+        if not allowed:
+            log.debug(
+                "the database role may not create temporary tables (no TEMPORARY privilege): "
+                "writing rows with INSERT ... VALUES instead of COPY into a staging table"
+            )
+        _may_stage[engine] = allowed
+    return allowed
 
 
 def stage(

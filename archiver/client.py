@@ -18,11 +18,12 @@ from typing import Any
 
 import httpx
 
-from archiver import __version__
+from archiver import __version__, redaction
 from archiver.errors import (
     ApiError,
     ApiUnavailable,
     AuthError,
+    Forbidden,
     JobError,
     MalformedResponse,
     NotFound,
@@ -38,10 +39,6 @@ DEFAULT_API_URL = "https://api.baseten.co"
 # with --max-rps when they need more. At 100 ms a response, 95/s needs 10 requests in flight.
 DEFAULT_MAX_RPS = 95.0
 DEFAULT_CONCURRENCY = 16
-
-
-REDACTED_KEY = "<api key>"
-MIN_MASKED_KEY = 8
 
 
 @dataclass(frozen=True)
@@ -145,9 +142,7 @@ class BasetenClient:
                 "check --api-url / BASETEN_API_URL"
             )
         self.retry = retry or RetryPolicy()
-        self._api_key = api_key
-        # A key this short cannot be told apart from data: masking "k" would rewrite every word.
-        self._maskable = len(api_key) >= MIN_MASKED_KEY
+        redaction.register(api_key)
         self._limiter = RateLimiter(max_rps)
         self._stopping = threading.Event()
         # Sleep between retries; returns True when the run is stopping. Tests pass a recorder.
@@ -223,7 +218,9 @@ class BasetenClient:
                 if status < 300:
                     return self._answer(response, where)
                 if status < 400:
-                    location = self._redact(response.headers.get("Location", "nowhere"))[:200]
+                    location = redaction.shorten(
+                        redaction.redact(response.headers.get("Location", "nowhere")), 200
+                    )
                     raise ApiError(
                         f"{method} {path} answered HTTP {status}, a redirect to {location}; "
                         "check --api-url / BASETEN_API_URL",
@@ -231,10 +228,14 @@ class BasetenClient:
                         project_id=where.project_id,
                         job_id=where.job_id,
                     )
-                if status in (401, 403):
-                    raise AuthError(
-                        f"the Baseten API refused the API key (HTTP {status}); check BASETEN_API_KEY "
-                        "or --api-key-file, and that the key's team can see these projects"
+                if status == 401:
+                    raise refused(status)
+                if status == 403:  # the key is good, but may not read this: its project or job fails
+                    raise Forbidden(
+                        f"{method} {path} answered HTTP 403, the API key may not read it: {_error_text(response)}",
+                        status=status,
+                        project_id=where.project_id,
+                        job_id=where.job_id,
                     )
                 if status == 404:
                     raise NotFound(
@@ -253,7 +254,7 @@ class BasetenClient:
                     wait = self._backoff(attempt)
                 else:
                     raise ApiError(
-                        f"{method} {path} answered HTTP {status}: {self._redact(_error_text(response))}",
+                        f"{method} {path} answered HTTP {status}: {_error_text(response)}",
                         status=status,
                         project_id=where.project_id,
                         job_id=where.job_id,
@@ -280,18 +281,11 @@ class BasetenClient:
             request.method,
             request.url.raw_path.decode("ascii"),
             response.status_code,
-            self._redact_bytes(response.content),
+            redaction.redact_body(response.content),
             request.content,
             where,
             response.headers.get("Content-Type", ""),
         )
-
-    def _redact(self, text: str) -> str:
-        """Mask the API key in text the server sent back, should it ever echo it."""
-        return text.replace(self._api_key, REDACTED_KEY) if self._maskable else text
-
-    def _redact_bytes(self, body: bytes) -> bytes:
-        return body.replace(self._api_key.encode(), REDACTED_KEY.encode()) if self._maskable else body
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
@@ -349,21 +343,31 @@ def _seconds(text: str) -> float | None:
 
 
 def _error_text(response: httpx.Response) -> str:
+    """What an error response says, its secrets masked (before it is cut: no part of one survives), shortened."""
     try:
         body = response.json()
-    except ValueError:
-        return response.text[:200].strip() or response.reason_phrase
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or body)[:200]
-    return str(body)[:200]
+        text = str(body.get("message") or body.get("error") or body) if isinstance(body, dict) else str(body)
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python reads
+        text = response.text.strip() or response.reason_phrase
+    return redaction.shorten(redaction.redact(text), 200)
 
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
-def unreachable(exc: JobError) -> ApiUnavailable:
+def refused(status: int) -> AuthError:
+    """The fatal error of a key the API refused, saying what to check but never what the key is."""
+    return AuthError(
+        f"the Baseten API refused the API key (HTTP {status}); check BASETEN_API_KEY "
+        "or --api-key-file, and that the key's team can see these projects"
+    )
+
+
+def unreachable(exc: JobError) -> ApiUnavailable | AuthError:
     """Turn a failed organisation-level request into the fatal error it is."""
+    if isinstance(exc, Forbidden):  # a key that may not list the projects can read nothing
+        return refused(403)
     return ApiUnavailable(
         f"cannot list training projects: {exc.message}; check BASETEN_API_URL and the network"
     )

@@ -269,15 +269,21 @@ def upsert(
     values are all equal are left untouched, so an unchanged night writes nothing.
 
     SQLite gets one executemany per batch, PostgreSQL one `COPY` into a temporary staging table
-    and one `INSERT ... SELECT`; `bulk.py` says why both bypass per-row statement building.
+    and one `INSERT ... SELECT`; `bulk.py` says why both bypass per-row statement building. A
+    PostgreSQL role that may not create temporary tables gets `INSERT ... VALUES` instead.
     """
     if not rows:
         return
     dialect = connection.dialect.name
-    statement = upsert_statement(dialect, table, tuple(rows[0]), tuple(key), tuple(keep), only_if_changed)
-    if dialect == "postgresql":
+    staged = dialect == "postgresql" and bulk.can_stage(connection)
+    statement = upsert_statement(
+        dialect, table, tuple(rows[0]), tuple(key), tuple(keep), only_if_changed, staged
+    )
+    if staged:
         bulk.stage(connection, table, list(rows[0]), unique_rows(rows, key))
         connection.execute(statement)
+    elif dialect == "postgresql":
+        connection.execute(statement, unique_rows(rows, key))
     else:
         bulk.executemany(connection, statement, table, rows, BATCH_ROWS)
 
@@ -290,10 +296,11 @@ def upsert_statement(
     key: tuple[str, ...],
     keep: tuple[str, ...],
     only_if_changed: bool,
+    staged: bool = False,
 ) -> sa.Insert:
-    """Build (once per shape) the upsert `upsert` runs: VALUES on SQLite, SELECT from the stage on PostgreSQL."""
+    """Build (once per shape) the upsert `upsert` runs: SELECT from the stage when `staged` (PostgreSQL), else VALUES."""
     statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    if dialect == "postgresql":
+    if staged:
         stage = bulk.stage_table(table, columns)
         statement = statement.from_select(list(columns), sa.select(*stage.c))
     skip = set(key) | set(keep)

@@ -5,7 +5,7 @@
     │   ├── QueryError            `archiver query` refused a statement, or the database rejected it
     │   └── NeedsConfirmation     a step that deletes data, asked for without --yes: nothing changed
     ├── FatalError                the run cannot go on; nothing half-written (1)
-    │   ├── AuthError             the API refused the key
+    │   ├── AuthError             the API refused the key (401, or 403 for the organisation listing)
     │   ├── ApiUnavailable        the API could not be reached for the organisation listing
     │   ├── DatabaseUnavailable   the database could not be reached or written
     │   ├── SchemaOutOfDate       the database is at an older (or unknown) revision
@@ -14,7 +14,9 @@
     │   └── Interrupted           SIGINT/SIGTERM stopped the run (130)
     └── JobError                  one project or job could not be archived; the run goes on (3)
         ├── ApiError              an HTTP error that retries did not cure
+        │   └── Forbidden         403 for one project or job: the key may not read it
         ├── MalformedResponse     a response that is not JSON or breaks the schema
+        ├── Unstorable            the database refused one unit's rows, and still takes others
         ├── SuspectListing        a listing that would mark a mass of rows deleted; nothing marked
         └── NotFound              404: the project or job is gone (recorded, not a failure)
 
@@ -51,18 +53,25 @@ class FatalError(ArchiverError):
     """The run stops; what was committed before stays committed."""
 
     exit_code = 1
+    kind = "fatal"  # of its `sync_errors` row
 
 
 class AuthError(FatalError):
-    """The API answered 401 or 403."""
+    """The API answered 401, or 403 for the organisation's project listing."""
+
+    kind = "auth"
 
 
 class ApiUnavailable(FatalError):
     """The API could not be reached at all."""
 
+    kind = "api"
+
 
 class DatabaseUnavailable(FatalError):
     """The database could not be reached or written."""
+
+    kind = "database"
 
 
 class SchemaOutOfDate(FatalError):
@@ -78,6 +87,8 @@ class SyncInProgress(FatalError):
 
 class LockLost(FatalError):
     """The sync lock's connection died mid-run: the run stops rather than write unlocked."""
+
+    kind = "lock"
 
 
 class Interrupted(FatalError):
@@ -124,6 +135,18 @@ class ApiError(JobError):
     def __init__(self, message: str, *, status: int | None = None, **where: str | None) -> None:
         super().__init__(message, **where)
         self.status = status
+
+
+class Forbidden(ApiError):
+    """The API answered 403 for one project or job: the key may not read it."""
+
+    kind = "forbidden"
+
+
+class Unstorable(JobError):
+    """The database refused one project's or job's rows (an index limit, a constraint), yet takes other writes."""
+
+    kind = "database"
 
 
 class MalformedResponse(JobError):

@@ -1,6 +1,6 @@
 """Logging fit for cron: quiet by default, a line per job with -v, every request with -vv, JSON on request.
 
-Log lines go to stderr, stamped with the time in UTC (ISO 8601). `say` writes what a command
+Log lines go to stderr, stamped with the time in UTC (ISO 8601), secrets masked (`archiver.redaction`). `say` writes what a command
 reports itself (its summary, its errors) in the chosen format too, so that with
 `--log-format json` every line a command writes, on stdout or stderr, is one JSON object.
 """
@@ -12,6 +12,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from archiver import redaction
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # Libraries whose warnings would otherwise reach stderr unformatted, through logging's last resort.
@@ -62,6 +64,7 @@ def configure_logging(verbose: int = 0, log_format: str = "text", *, quiet: bool
     _settings.log_format = log_format
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(redaction.RedactingFilter())
     logger = logging.getLogger("archiver")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
@@ -90,5 +93,5 @@ def say(
         line = json.dumps({**record, "event": event, "message": message, **fields}, default=str)
     else:
         line = message
-    stream.write(line + "\n")
+    stream.write(redaction.redact(line) + "\n")
     stream.flush()

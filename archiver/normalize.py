@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from functools import cached_property
 from typing import Any
 
 from archiver.errors import MalformedResponse
+from archiver.redaction import QUOTED_CHARS, shorten
 
 Row = dict[str, Any]
 Reader = Callable[[Any, "Where"], Any]
@@ -34,6 +36,12 @@ COMPLETE_SYNC_STATUSES = frozenset({"COMPLETE", "COMPLETED"})
 TERMINAL_JOB_STATUSES = frozenset(
     {"TRAINING_JOB_COMPLETED", "TRAINING_JOB_FAILED", "TRAINING_JOB_STOPPED", "TRAINING_JOB_DEPLOY_FAILED"}
 )
+# PostgreSQL's btree index entries hold at most 2704 bytes, and a checkpoint's key holds two
+# identifiers (its job's and its own): each may have at most this many bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+# JSON kept in a column (`extra`, LoRA configs) nests at most this deep. Deeper, the writes and
+# reads that serialize it recurse past Python's limit, wherever the stack happens to be.
+MAX_JSON_DEPTH = 256
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 # A JSON number written with a fraction or exponent arrives as a double. Below 2^53 a whole one is
@@ -67,9 +75,15 @@ class Where:
         return MalformedResponse(f"{field_}{problem}", project_id=self.project_id, job_id=self.job_id)
 
 
+# Bounded in depth and breadth: an echoed value nested a thousand deep or ten megabytes long costs no more.
+_QUOTING = reprlib.Repr()
+_QUOTING.maxlevel = 3
+_QUOTING.maxstring = _QUOTING.maxlong = _QUOTING.maxother = 4 * QUOTED_CHARS
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
-    return f"{text[:60]}..." if len(text) > 60 else text
+    """A value taken from a response as an error message quotes it: its first characters, then "…"."""
+    return shorten(_QUOTING.repr(value[: QUOTED_CHARS + 1] if isinstance(value, str) else value))
 
 
 def _describe(value: Any) -> str:
@@ -108,6 +122,11 @@ def document(value: Any, where: Where) -> Any:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except ValueError:
         raise where.fail("contains NaN or Infinity, which JSON cannot carry") from None
+    except RecursionError:
+        raise _too_deep(where) from None
+    # Only a document with that many brackets can nest that deep: most are never walked.
+    if encoded.count("[") + encoded.count("{") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
+        raise _too_deep(where)
     # json.dumps escapes NUL as \u0000 even with ensure_ascii=False; a literal backslash-u0000
     # in a string also matches, so confirm by walking before refusing.
     if "\\u0000" in encoded or _unstorable(encoded):
@@ -115,6 +134,27 @@ def document(value: Any, where: Where) -> Any:
             if problem := _unstorable(text_):
                 raise Where(where.project_id, where.job_id, path).fail(problem)
     return value
+
+
+def _too_deep(where: Where) -> MalformedResponse:
+    return where.fail(
+        f"nested more than {MAX_JSON_DEPTH} levels deep, deeper than the archive stores "
+        "(every later write and read would have to recurse through it)"
+    )
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a JSON value nests arrays and objects more than `limit` levels deep (walked without recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, Mapping) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if level > limit:
+            return True
+        pending.extend((child, level + 1) for child in children)
+    return False
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -162,8 +202,18 @@ def _string(value: Any, where: Where) -> str:
     return value
 
 
+def _key_text(value: Any, where: Where) -> str:
+    text_ = _string(value, where)
+    if len(text_) * 4 > MAX_KEY_BYTES and len(text_.encode()) > MAX_KEY_BYTES:
+        raise where.fail(
+            f"{len(text_.encode())} bytes long, more than the {MAX_KEY_BYTES} an archived identifier may have "
+            f"(a database index cannot hold it): {_short(text_)}"
+        )
+    return text_
+
+
 def _identifier(value: Any, where: Where) -> str:
-    identifier = _string(value, where)
+    identifier = _key_text(value, where)
     if not identifier:
         raise where.fail("an identifier must not be empty")
     return identifier
@@ -315,7 +365,7 @@ CHECKPOINT = ApiObject(
     "TrainingJobCheckpointV1",
     (
         # Any string, the empty one included: it is a directory name, unique within its job.
-        Key("checkpoint_id", _string, required=True, nullable=False),
+        Key("checkpoint_id", _key_text, required=True, nullable=False),
         Key("training_job_id", _string, required=True, nullable=False),
         Key("created_at", _instant, required=True, nullable=False),
         Key("checkpoint_type", _checkpoint_type, required=True, nullable=False),
@@ -369,7 +419,7 @@ def parse_timestamp(value: str, where: Where) -> datetime:
         parsed = datetime.fromisoformat(cleaned)
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise where.fail(f"expected an ISO 8601 timestamp in years 1-9999 UTC, got {value[:60]!r}") from None
+        raise where.fail(f"expected an ISO 8601 timestamp in years 1-9999 UTC, got {_short(value)}") from None
 
 
 def _extra(data: Mapping[str, Any], known: frozenset[str], where: Where) -> dict[str, Any] | None:
@@ -405,7 +455,7 @@ def job_record(data: Any, where: Where) -> JobRecord:
     if where.project_id is not None and row["training_project_id"] != where.project_id:
         # Archiving it would move the job to another project, or break the foreign key.
         raise (where / "training_project_id").fail(
-            f"expected project {where.project_id!r}, got {row['training_project_id']!r}"
+            f"expected project {where.project_id!r}, got {_short(row['training_project_id'])}"
         )
     instance_type = row.pop("instance_type")
     user = row.pop("user")
@@ -538,7 +588,7 @@ def checkpoint_listing(payload: Any, project_id: str, job_id: str) -> Checkpoint
     payload = obj(payload, where)
     job = job_record(_required(payload, "training_job", where), where / "training_job")
     if job.row["id"] != job_id:
-        raise (where / "training_job.id").fail(f"expected job {job_id!r}, got {job.row['id']!r}")
+        raise (where / "training_job.id").fail(f"expected job {job_id!r}, got {_short(job.row['id'])}")
     listed = items(_required(payload, "checkpoints", where), where / "checkpoints")
     by_id: dict[str, Row] = {}
     configs: dict[str, Row] = {}
@@ -626,7 +676,7 @@ def job_listing(payload: Any, project_id: str) -> JobListing:
     project_where = where / "training_project"
     project = project_row(_required(payload, "training_project", where), project_where)
     if project["id"] != project_id:
-        raise (project_where / "id").fail(f"expected project {project_id!r}, got {project['id']!r}")
+        raise (project_where / "id").fail(f"expected project {project_id!r}, got {_short(project['id'])}")
     listed = items(_required(payload, "training_jobs", where), where / "training_jobs")
     jobs: dict[str, JobRecord] = {}
     rejected: list[MalformedResponse] = []
@@ -662,7 +712,9 @@ def checkpoint_row(data: Any, where: Where, job_id: str) -> tuple[Row, Row | Non
     """Normalize one TrainingJobCheckpointV1 and its LoRA config, if any."""
     row = CHECKPOINT.read(data, where)
     if row["training_job_id"] != job_id:
-        raise (where / "training_job_id").fail(f"expected job {job_id!r}, got {row['training_job_id']!r}")
+        raise (where / "training_job_id").fail(
+            f"expected job {job_id!r}, got {_short(row['training_job_id'])}"
+        )
     config = row.pop("lora_adapter_config")
     row["lora_config_sha256"] = config["config_sha256"] if config else None
     return row, config

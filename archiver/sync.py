@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
@@ -23,17 +23,20 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db, ledger, migrate, normalize, responses, store
+from archiver import db, ledger, migrate, normalize, redaction, responses, store
 from archiver.client import ApiResponse, BasetenClient, RetryPolicy, unreachable
 from archiver.db import describe_db_error
 from archiver.errors import (
     ArchiverError,
+    AuthError,
     DatabaseUnavailable,
+    FatalError,
     Interrupted,
     JobError,
     MalformedResponse,
     NotFound,
     SuspectListing,
+    Unstorable,
 )
 from archiver.lock import SyncLock, sync_lock
 from archiver.normalize import CheckpointListing, JobListing
@@ -130,6 +133,15 @@ class SyncReport:
             ledger.INTERRUPTED if self.interrupted else ledger.PARTIAL if self.failures else ledger.SUCCEEDED
         )
 
+    def snapshot(self) -> tuple[RunCounts, int, int]:
+        """What the report holds now, for `restore` when the work it counts is rolled back."""
+        return replace(self.counts), len(self.failures), len(self.gone)
+
+    def restore(self, snapshot: tuple[RunCounts, int, int]) -> None:
+        """Forget what was counted since `snapshot`."""
+        self.counts, failures, gone = replace(snapshot[0]), snapshot[1], snapshot[2]
+        del self.failures[failures:], self.gone[gone:]
+
     def add_writes(self, writes: store.WriteCounts) -> None:
         """Count what a write did to the checkpoints table."""
         self.counts.checkpoints_inserted += writes.inserted
@@ -210,6 +222,8 @@ def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any], T]) -> Fetc
         return Fetched(kept, parse(response.json()))
     except JobError as exc:
         return Fetched(kept, error=exc)
+    except RecursionError:  # the contract bounds depth; this is the net under it
+        return Fetched(kept, error=MalformedResponse("a value is nested too deeply to read"))
 
 
 class Sync:
@@ -239,12 +253,13 @@ class Sync:
             run_id = self._write(self._start)
             self.report.run_id = run_id
             started = time.monotonic()
-            status, summary = ledger.FAILED, None
+            status, summary, fatal = ledger.FAILED, None, None
             try:
                 self._archive()
                 status = self.report.status
             except ArchiverError as exc:
-                summary = str(exc)
+                summary = redaction.redact(str(exc))
+                fatal = exc if isinstance(exc, FatalError) and not isinstance(exc, Interrupted) else None
                 if self.options.stop.is_set() and not isinstance(exc, Interrupted):
                     # e.g. the project listing gave up waiting to retry because a signal came.
                     raise Interrupted(f"interrupted before the run could finish ({exc})") from None
@@ -259,7 +274,7 @@ class Sync:
                 self.report.interrupted = self.options.stop.is_set()
                 if self.report.interrupted:
                     status = ledger.INTERRUPTED
-                self._finish(run_id, status, summary)
+                self._finish(run_id, status, summary, fatal)
                 if self.options.on_finish is not None:
                     self.options.on_finish(self.report)
         return self.report
@@ -280,9 +295,11 @@ class Sync:
         self._lock.hold_run(run_id)
         return run_id
 
-    def _finish(self, run_id: int, status: str, summary: str | None) -> None:
+    def _finish(self, run_id: int, status: str, summary: str | None, fatal: FatalError | None) -> None:
         report = self.report
         failures = [(f, f.kind) for f in report.failures] + [(f, "gone") for f in report.gone]
+        if fatal is not None and summary is not None:  # what ended the run is one of its errors too
+            failures.append((Failure(None, None, fatal.kind, summary), fatal.kind))
         errors = [
             {
                 "project_id": f.project_id,
@@ -398,7 +415,14 @@ class Sync:
                         )
                     )
             self._fail_incomplete(listing.rejected, listing.incomplete)
-            skip = self._write(self._save_listing, listing, wanted is None and listing.complete, fetched.kept)
+            try:
+                skip = self._attempt(
+                    self._save_listing, listing, wanted is None and listing.complete, fetched.kept
+                )
+            except Unstorable as exc:  # its jobs are not read: the next run tries the project again
+                self._fail(exc.located(project_id=project_id, job_id=None))
+                self._write(self._keep, fetched.kept)
+                continue
             jobs = listing.jobs
             self.report.counts.projects += 1
             self.report.counts.jobs += len(jobs)
@@ -462,7 +486,11 @@ class Sync:
         for (project_id, job_id), future in bounded(
             pool, self._fetch_checkpoints, jobs, window, self.options.stop
         ):
-            fetched = future.result()
+            try:
+                fetched = future.result()
+            except AuthError:  # the key was refused midway (rotated?): keep what was read with it
+                self._flush(batch)
+                raise
             if fetched.error is not None:
                 self._fail(fetched.error.located(project_id=project_id, job_id=job_id))
                 if isinstance(fetched.error, NotFound):
@@ -510,10 +538,15 @@ class Sync:
         )
 
     def _flush(self, batch: list[Fetched[CheckpointListing]]) -> None:
+        """Write a batch of whole jobs; when the database refuses it, write each job alone and fail the refused."""
         if not batch:
             return
-        self._write(self._save_checkpoints, batch)
-        for listing in (fetched.result() for fetched in batch):
+        try:
+            self._attempt(self._save_checkpoints, batch)
+            saved = batch
+        except Unstorable:
+            saved = [fetched for fetched in batch if self._save_alone(fetched)]
+        for listing in (fetched.result() for fetched in saved):
             job = listing.job.row
             log.info(
                 "project %s, job %s: %d checkpoints",
@@ -529,6 +562,17 @@ class Sync:
                 },
             )
         self._progress(len(batch))
+
+    def _save_alone(self, fetched: Fetched[CheckpointListing]) -> bool:
+        """Write one job's checkpoints in a transaction of its own; fail the job if the database refuses them."""
+        try:
+            self._attempt(self._save_checkpoints, [fetched])
+            return True
+        except Unstorable as exc:
+            listing = fetched.result()
+            self._fail(exc.located(project_id=listing.project_id, job_id=listing.job.row["id"]))
+            self._write(self._keep, fetched.kept)
+            return False
 
     def _save_checkpoints(self, connection: sa.Connection, batch: list[Fetched[CheckpointListing]]) -> None:
         self._keep(connection, *(fetched.kept for fetched in batch))
@@ -566,15 +610,43 @@ class Sync:
     ) -> T:
         """Run `work` in one transaction, committed only while the sync lock holds; a database failure ends the run."""
         try:
+            return self._attempt(work, *args, **kwargs)
+        except Unstorable as exc:
+            raise _write_failed(exc.message) from None
+
+    def _attempt(
+        self, work: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `work` in one transaction; raise Unstorable if the database refuses it but takes other writes.
+
+        Then what `work` writes is at fault, not the database, and only its project or job need
+        fail. A database that takes no write at all (gone, read-only) ends the run.
+        """
+        before = self.report.snapshot()
+        # StatementError: a value SQLAlchemy could not bind; RecursionError: one too deep to serialize.
+        refusals: tuple[type[BaseException], ...] = (sa.exc.StatementError, RecursionError)
+        try:
             with self.engine.begin() as connection:
                 done = work(connection, *args, **kwargs)
                 self._lock.verify(connection)
                 return done
-        except db.database_errors(self.engine) as exc:
-            raise DatabaseUnavailable(
-                f"writing to the database failed: {describe_db_error(exc)}; "
-                "everything committed before this point is intact, rerun to finish"
-            ) from None
+        except (*db.database_errors(self.engine), *refusals) as exc:
+            self.report.restore(before)
+            problem = describe_db_error(exc)
+        if self._takes_writes():
+            raise Unstorable(f"the database refused its rows ({problem})")
+        raise _write_failed(problem)
+
+    def _takes_writes(self) -> bool:
+        """Whether the database still takes a write: the run's own progress, in a transaction of its own."""
+        if self.report.run_id is None:
+            return False
+        try:
+            with self.engine.begin() as connection:
+                self._record_progress(connection)
+        except db.database_errors(self.engine):
+            return False
+        return True
 
     def _fail_incomplete(
         self, rejected: list[MalformedResponse], incomplete: MalformedResponse | None
@@ -584,7 +656,7 @@ class Sync:
             self._fail(exc)
 
     def _fail(self, exc: JobError) -> None:
-        failure = Failure(exc.project_id, exc.job_id, exc.kind, exc.message)
+        failure = Failure(exc.project_id, exc.job_id, exc.kind, redaction.redact(exc.message))
         fields = {"event": failure.kind, "project_id": failure.project_id, "job_id": failure.job_id}
         if isinstance(exc, NotFound):
             self.report.gone.append(failure)
@@ -593,6 +665,13 @@ class Sync:
             self.report.failures.append(failure)
             self.report.counts.jobs_failed = len(self.report.failures)
             log.error("%s", failure, extra=fields)
+
+
+def _write_failed(problem: str) -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        f"writing to the database failed: {problem}; "
+        "everything committed before this point is intact, rerun to finish"
+    )
 
 
 def run_sync(

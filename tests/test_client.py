@@ -12,7 +12,15 @@ import httpx
 import pytest
 
 from archiver.client import BasetenClient, RateLimiter, RetryPolicy
-from archiver.errors import ApiError, AuthError, MalformedResponse, NotFound, UsageError
+from archiver.errors import (
+    ApiError,
+    ArchiverError,
+    AuthError,
+    Forbidden,
+    MalformedResponse,
+    NotFound,
+    UsageError,
+)
 
 KEY = "sk-test-3f9a1c"
 PROJECTS: dict[str, list[object]] = {"training_projects": []}
@@ -99,18 +107,23 @@ def test_retries_are_bounded() -> None:
         client.get_checkpoints("n4q95w5", "p7qr9qv")
 
 
-@pytest.mark.parametrize("status", [401, 403])
-def test_refused_key_is_fatal_at_once_and_never_echoed(status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "error"), [(401, AuthError), (403, Forbidden)], ids=["401-fatal", "403-its-unit"]
+)
+def test_a_refused_request_is_not_retried_and_never_echoes_the_key(
+    status: int, error: type[ArchiverError]
+) -> None:
+    """401: the key is refused, the run stops. 403: the key may not read this one project or job."""
     calls: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(1)
         return httpx.Response(status, json={"message": f"bad key {KEY}"})
 
-    with pytest.raises(AuthError) as raised:
-        client_for(handler).list_projects()
+    with pytest.raises(error) as raised:
+        client_for(handler).get_checkpoints("n4q95w5", "p7qr9qv")
     assert calls == [1]
-    assert KEY not in str(raised.value) and "refused the API key" in str(raised.value)
+    assert KEY not in str(raised.value) and ("refused the API key" in str(raised.value)) == (status == 401)
 
 
 def test_404_is_not_found_with_its_location() -> None:

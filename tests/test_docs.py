@@ -208,3 +208,25 @@ def test_the_readme_shows_the_commands_that_read() -> None:
     found = {tuple(args[:2]) for args in readme_commands()}
     assert {("report", "jobs"), ("report", "checkpoints"), ("report", "storage"), ("db", "current")} <= found
     assert sum(args[0] == "query" for args in readme_commands()) >= 2
+
+
+def test_the_contributor_guide_names_places_that_exist() -> None:
+    """Where a new column, endpoint, view, report or migration goes: each file and test it names is there."""
+    readme = (ROOT / "README.md").read_text()
+    guide = readme.split("## Changing the archiver\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`((?:archiver|migrations|tests)/[\w/.]+)`", guide)
+    paths = {path for path in named if "YYYY" not in path}  # the one pattern, for a new revision's name
+    tests = set(re.findall(r"`(test_\w+)`", guide))
+    assert len(paths) >= 10 and len(tests) >= 4, "the guide names its places in backticks"
+    assert [path for path in sorted(paths) if not (ROOT / path).exists()] == []
+    defined = {
+        name
+        for source in (ROOT / "tests").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", source.read_text(), flags=re.M)
+    }
+    assert sorted(tests - defined) == []
+    names = set(re.findall(r"`(\w+)\(\)`|`(BasetenClient|ApiResponse|Key|SCHEMA_REVISION)`", guide))
+    code = "".join(path.read_text() for path in (ROOT / "archiver").rglob("*.py"))
+    assert [
+        n for pair in names for n in pair if n and not re.search(rf"\b(def|class) {n}\b|^{n} =", code, re.M)
+    ] == []

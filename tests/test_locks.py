@@ -85,6 +85,14 @@ def run_row(database_url: str, run_id: int = 1) -> tuple[object, ...]:
         engine.dispose()
 
 
+def error_kinds(database_url: str, run_id: int = 1) -> list[tuple[object, ...]]:
+    engine = db.open_existing(database_url)
+    try:
+        return rows(engine, "SELECT kind FROM sync_errors WHERE sync_run_id = :id", id=run_id)
+    finally:
+        engine.dispose()
+
+
 def stored_jobs(database_url: str) -> set[object]:
     """The jobs whose checkpoints the archive holds."""
     engine = db.open_existing(database_url)
@@ -125,6 +133,7 @@ def test_a_sync_whose_lock_connection_is_killed_stops_before_its_next_write(post
     assert err.count("error: lost the sync lock on the database") == 1 and "Traceback" not in err
     status, summary = run_row(postgres_url)
     assert status == "failed" and str(summary).startswith("lost the sync lock")
+    assert error_kinds(postgres_url) == [("lock",)]
     assert run_row(postgres_url, 2)[0] == "succeeded"
     # Nothing the first run fetched after it lost its lock was written.
     assert not stored_jobs(postgres_url) & set(held.fake.job_ids())

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from archiver import store
+from archiver import store, views
 from archiver.normalize import Where, checkpoint_listing, project_row
+from archiver.schema import UTCDateTime
 
 from .support.archive_dump import stored_timestamps
 from .support.databases import rows, scalar
@@ -131,3 +132,39 @@ def test_every_stored_timestamp_says_it_is_utc(archive: Engine) -> None:
             assert isinstance(value, str) and SQLITE_UTC.fullmatch(value), value
             value = datetime.fromisoformat(value)
         assert isinstance(value, datetime) and value.utcoffset() == timedelta(0), value
+
+
+def test_pandas_reads_every_timestamp_as_utc(archive: Engine) -> None:
+    """What an analyst does: `pandas.read_sql(..., parse_dates=...)` on the archive, tables and views.
+    Naive text would come back as naive datetimes, times in no zone at all."""
+    import pandas  # type: ignore[import-untyped]  # no stubs; read as an analyst would
+
+    archive_org(archive)
+    stored = stored_timestamps(archive)
+    by_table: dict[str, list[str]] = {}
+    for name in stored:
+        table, column = name.split(".")
+        by_table.setdefault(table, []).append(column)
+    for view in views.metadata.sorted_tables:
+        if found := [column.name for column in view.columns if isinstance(column.type, UTCDateTime)]:
+            by_table[view.name] = found
+    read = 0
+    with archive.connect() as connection:
+        source: Any = (
+            connection.connection.dbapi_connection if archive.dialect.name == "sqlite" else connection
+        )
+        for table, columns in sorted(by_table.items()):
+            quoted = ", ".join(f'"{column}"' for column in columns)
+            frame = pandas.read_sql_query(f'SELECT {quoted} FROM "{table}"', source, parse_dates=columns)
+            for column in (
+                column for column in columns if frame[column].notna().any()
+            ):  # all NULL: no zone to read
+                assert (
+                    str(frame[column].dtype).startswith("datetime64[") and str(frame[column].dt.tz) == "UTC"
+                ), (
+                    table,
+                    column,
+                    frame[column].dtype,
+                )
+                read += int(frame[column].notna().sum())
+    assert read > 400
