@@ -25,7 +25,9 @@ def backup_sqlite(database_url: str, target: Path) -> int:
         raise UsageError(
             f"archiver db backup copies SQLite archives; for PostgreSQL use pg_dump: {pg_dump(url)}"
         )
-    assert url.database is not None
+    database = db.sqlite_path(url)
+    if database is None:
+        raise UsageError("archiver db backup copies a SQLite archive file, not an in-memory database")
     try:
         # Created here, empty and private, so the copy never exists with wider permissions.
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -33,14 +35,14 @@ def backup_sqlite(database_url: str, target: Path) -> int:
         raise UsageError(f"{target} already exists: a backup never overwrites; choose a new path") from None
     except OSError as exc:
         raise UsageError(f"cannot create {target}: {exc.strerror}") from None
-    source = sqlite3.connect(url.database, isolation_level=None)
+    source = sqlite3.connect(database, isolation_level=None)
     try:
         source.execute(f"PRAGMA busy_timeout = {db.SQLITE_BUSY_TIMEOUT_MS}")
         source.execute("VACUUM INTO ?", (str(target),))
     except sqlite3.Error as exc:
         with suppress(FileNotFoundError):
             target.unlink()
-        raise DatabaseUnavailable(f"backing up {url.database} failed: {exc}") from None
+        raise DatabaseUnavailable(f"backing up {database} failed: {exc}") from None
     finally:
         source.close()
     return target.stat().st_size

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shlex
+import stat
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -320,6 +321,7 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str:
             ) from None
         if not key:
             raise UsageError(f"--api-key-file {api_key_file} is empty")
+        _warn_if_shared(api_key_file)
         return key
     if not api_key:
         raise UsageError(
@@ -327,6 +329,18 @@ def _read_api_key(api_key: str | None, api_key_file: Path | None) -> str:
             "(try `archiver demo` to see the archiver work without one)"
         )
     return api_key
+
+
+def _warn_if_shared(key_file: Path) -> None:
+    """Warn, as ssh does, when users other than the owner may read or change the key file."""
+    mode = stat.S_IMODE(key_file.stat().st_mode)
+    if mode & 0o077:
+        log.warning(
+            "--api-key-file %s is open to other users (mode %04o): make it its owner's alone, chmod 600 %s",
+            key_file,
+            mode,
+            key_file,
+        )
 
 
 @cli.command()
@@ -453,7 +467,7 @@ def sync(
 
     \b
     Exit status: 0 everything archived; 1 fatal (bad key, API or database unreachable,
-    schema out of date); 2 usage error; 3 some jobs failed (named on stderr); 75 another
+    schema out of date, sync lock lost); 2 usage error; 3 some jobs failed (named on stderr); 75 another
     sync is running on this database (nothing done: harmless, try later); 130 interrupted
     by SIGINT/SIGTERM (what was complete is committed).
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import asbool
 
 from archiver import bulk
 from archiver.errors import DatabaseUnavailable, UsageError
@@ -23,6 +26,9 @@ from archiver.normalize import canonical_json
 DEFAULT_DATABASE_URL = "sqlite:///archive.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_HEADER = b"SQLite format 3\x00"
+# The archive holds user e-mails: a SQLite file a writer creates is its owner's alone (mode 0600),
+# whatever the umask; SQLite gives the -wal and -shm files the database file's mode.
+PRIVATE_UMASK = 0o077
 # Rows per statement: well under SQLite's 32,766 bound variables with a dozen columns.
 BATCH_ROWS = 1_000
 # The drivers the archiver is written for: it calls pysqlite's and psycopg 3's own APIs.
@@ -71,11 +77,29 @@ def redact(url: str | sa.URL) -> str:
     return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
+def sqlite_path(url: sa.URL) -> Path | None:
+    """The file a SQLite URL names, a plain path or a `file:` URI (with `uri=true`); None for memory."""
+    database = url.database
+    if not database or database == ":memory:":
+        return None
+    if not (asbool(url.query.get("uri", False)) and database.startswith("file:")):
+        return Path(database)
+    if url.query.get("mode") == "memory":
+        return None
+    path = database.removeprefix("file:")
+    if path.startswith("//"):  # file://localhost/path or file:///path: the path starts after the host
+        _host, slash, after = path[2:].partition("/")
+        path = slash + after
+    path = unquote(path)
+    return Path(path) if path and path != ":memory:" else None
+
+
 def make_engine(url: str | sa.URL, *, reading: bool = False) -> Engine:
     """Create an engine: SQLite in WAL mode with foreign keys and a busy timeout.
 
     A `reading` engine leaves a SQLite file as it is: it never switches the journal mode, which
-    rewrites the file. (Queries refuse writes themselves: `query.read_only`.)
+    rewrites the file. (Queries refuse writes themselves: `query.read_only`.) A writing one creates
+    a missing SQLite file private to its owner.
     """
     parsed = parse_url(url)
     try:
@@ -104,17 +128,38 @@ def open_existing(url: str | sa.URL) -> Engine:
     A SQLite path that is missing, empty or not a SQLite database is an error, not a new archive.
     The file is opened read-write, though nothing writes to it: the last reader to close then
     removes the `-wal` and `-shm` files it needed, where a read-only open would leave them behind.
+    On read-only media it is opened read-only (`read_only_fallback`).
     """
-    engine = make_engine(require_existing(url), reading=True)
+    engine = make_engine(read_only_fallback(require_existing(url)), reading=True)
     check_connection(engine)
     return engine
+
+
+def read_only_fallback(url: sa.URL) -> sa.URL:
+    """The URL to read a SQLite archive whose directory cannot be written (read-only media) with.
+
+    Reading a WAL database needs its `-shm` index, which SQLite creates beside the file. Where it
+    cannot, the file is opened `mode=ro`, and `immutable` when there is no `-shm` and no unmerged
+    `-wal` (then SQLite reads the file alone, taking no locks: right for a file nothing writes).
+    """
+    path = sqlite_path(url) if url.get_backend_name() == "sqlite" else None
+    if path is None:
+        return url
+    real = Path(os.path.realpath(path))  # SQLite keeps the -wal and -shm beside the real file
+    if os.access(real.parent, os.W_OK):
+        return url
+    wal, shm = (real.with_name(real.name + suffix) for suffix in ("-wal", "-shm"))
+    unmerged = wal.exists() and wal.stat().st_size > 0
+    query = {"uri": "true", "mode": "ro"} | ({} if shm.exists() or unmerged else {"immutable": "1"})
+    return url.set(database="file:" + quote(str(real))).update_query_dict(query)
 
 
 def require_existing(url: str | sa.URL) -> sa.URL:
     """Parse a database URL; refuse a SQLite path that holds no database, before SQLite would create it."""
     parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        _require_sqlite_file(Path(parsed.database))
+    path = sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is not None:
+        _require_sqlite_file(path)
     return parsed
 
 
@@ -137,6 +182,20 @@ def _require_sqlite_file(path: Path) -> None:
 
 
 def _configure_sqlite(engine: Engine, reading: bool) -> None:
+    if not reading:
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _create_private(
+            dialect: sa.Dialect, _record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
+        ) -> DBAPIConnection:
+            # SQLite creates a missing file as it connects. The umask is the process's: a file another
+            # thread creates meanwhile is private too, which does no harm.
+            previous = os.umask(PRIVATE_UMASK)
+            try:
+                return dialect.connect(*cargs, **cparams)
+            finally:
+                os.umask(previous)
+
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         assert isinstance(dbapi_connection, sqlite3.Connection)

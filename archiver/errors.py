@@ -12,6 +12,7 @@
     │   ├── SchemaOutOfDate       the database is at an older (or unknown) revision
     │   │   └── SchemaTooNew      the database is at a revision newer than this archiver knows
     │   ├── SyncInProgress        another sync holds the lock on this database (75, EX_TEMPFAIL)
+    │   ├── LockLost              the run lost its sync lock (its connection cut); stopped before writing
     │   └── Interrupted           SIGINT/SIGTERM stopped the run (130)
     ├── JobError                  one project or job could not be archived; the run goes on (3)
     │   ├── ApiError              an HTTP error that retries did not cure
@@ -96,6 +97,12 @@ class SyncInProgress(FatalError):
 
     # sysexits' EX_TEMPFAIL: monitoring can tell "already running" from a fatal error.
     exit_code = 75
+
+
+class LockLost(FatalError):
+    """The sync lock's connection died mid-run: the run stops rather than write unlocked."""
+
+    kind = "lock"
 
 
 class Interrupted(FatalError):

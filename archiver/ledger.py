@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import Any
@@ -23,11 +23,11 @@ FAILED = "failed"
 INTERRUPTED = "interrupted"
 
 
-def close_dead_runs(connection: Connection, now: datetime) -> int:
-    """Mark runs still 'running' as failed: the caller holds the sync lock, so their process is gone."""
+def close_dead_runs(connection: Connection, now: datetime, alive: Collection[int] = ()) -> int:
+    """Mark runs still 'running' as failed, but those `alive` (their process still holds its run lock)."""
     result = connection.execute(
         sa.update(sync_runs)
-        .where(sync_runs.c.status == RUNNING)
+        .where(sync_runs.c.status == RUNNING, sync_runs.c.id.not_in(alive))
         .values(
             status=FAILED,
             finished_at=now,

@@ -38,7 +38,7 @@ from archiver.errors import (
     SuspectListing,
     Unstorable,
 )
-from archiver.lock import sync_lock
+from archiver.lock import SyncLock, sync_lock
 from archiver.normalize import CheckpointListing, JobListing
 from archiver.responses import Kept
 from archiver.schema import RunCounts
@@ -243,10 +243,11 @@ class Sync:
         self.report = SyncReport()
         self.guard = store.DeletionGuard(options.allow_mass_delete)
         self._jobs_done = 0
+        self._lock = SyncLock()
 
     def run(self) -> SyncReport:
         """Archive the scope; raise FatalError for what stops the run."""
-        with sync_lock(self.engine):
+        with sync_lock(self.engine) as self._lock:
             # Under the lock: two first-ever runs must not both create the schema.
             migrate.ensure_current(self.engine, migrate=self.options.migrate)
             run_id = self._write(self._start)
@@ -284,13 +285,15 @@ class Sync:
         latest = ledger.latest_start(connection)
         if latest is not None and self.now <= latest:
             self.now = latest + timedelta(microseconds=1)
-        dead = ledger.close_dead_runs(connection, self.now)
+        dead = ledger.close_dead_runs(connection, self.now, alive=self._lock.live_runs(connection))
         if dead:
             log.warning("%d earlier run(s) never finished (killed or crashed); recorded them as failed", dead)
         options = self.options
-        return ledger.start_run(
+        run_id = ledger.start_run(
             connection, self.now, options.scope.as_json(), options.full, options.recorded()
         )
+        self._lock.hold_run(run_id)
+        return run_id
 
     def _finish(self, run_id: int, status: str, summary: str | None, fatal: FatalError | None) -> None:
         report = self.report
@@ -605,7 +608,7 @@ class Sync:
     def _write(
         self, work: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run `work` in one transaction; a database failure ends the run."""
+        """Run `work` in one transaction, committed only while the sync lock holds; a database failure ends the run."""
         try:
             return self._attempt(work, *args, **kwargs)
         except Unstorable as exc:
@@ -624,7 +627,9 @@ class Sync:
         refusals: tuple[type[BaseException], ...] = (sa.exc.StatementError, RecursionError)
         try:
             with self.engine.begin() as connection:
-                return work(connection, *args, **kwargs)
+                done = work(connection, *args, **kwargs)
+                self._lock.verify(connection)
+                return done
         except (*db.database_errors(self.engine), *refusals) as exc:
             self.report.restore(before)
             problem = describe_db_error(exc)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -49,11 +50,15 @@ def _environment(env: dict[str, str] | None) -> dict[str, str]:
 
 
 def run_archiver(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    prefix: Sequence[str] = (),
 ) -> Result:
-    """Run the real `archiver` command to its end."""
+    """Run the real `archiver` command to its end (under `prefix`, a wrapper command, if given)."""
     completed = subprocess.run(
-        [*archiver_command(), *args],
+        [*prefix, *archiver_command(), *args],
         env=_environment(env),
         cwd=cwd,
         capture_output=True,
