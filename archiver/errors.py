@@ -13,6 +13,7 @@
     │   └── Interrupted           SIGINT/SIGTERM stopped the run (130)
     └── JobError                  one project or job could not be archived; the run goes on (3)
         ├── ApiError              an HTTP error that retries did not cure
+        │   └── Abandoned         a request a stopping run left unsent or unfinished (not a failure)
         ├── MalformedResponse     a response that is not JSON or breaks the schema
         ├── SuspectListing        a listing that would mark a mass of rows deleted; nothing marked
         └── NotFound              404: the project or job is gone (recorded, not a failure)
@@ -119,6 +120,12 @@ class ApiError(JobError):
     def __init__(self, message: str, *, status: int | None = None, **where: str | None) -> None:
         super().__init__(message, **where)
         self.status = status
+
+
+class Abandoned(ApiError):
+    """A request the run left unsent, or stopped retrying, because it is stopping: not a failure, just not done."""
+
+    kind = "abandoned"
 
 
 class MalformedResponse(JobError):

@@ -213,11 +213,13 @@ def test_a_body_garbled_in_transit_is_retried() -> None:
     assert client.list_projects().json() == {"training_projects": []} and len(waits) == 1
 
 
-def test_a_stopping_client_does_not_retry() -> None:
-    client = client_for(lambda request: httpx.Response(503), attempts=5)
+def test_a_stopping_client_sends_nothing_more() -> None:
+    sent: list[httpx.Request] = []
+    client = client_for(lambda request: sent.append(request) or httpx.Response(503), attempts=5)
     client.stop()
-    with pytest.raises(ApiError, match="gave up after 1 attempts"):
+    with pytest.raises(ApiError, match="not sent: the run is stopping"):
         client.list_projects()
+    assert sent == []
 
 
 def test_a_redirect_is_an_error_naming_where_it_points() -> None:
