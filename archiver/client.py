@@ -296,7 +296,13 @@ class BasetenClient:
                     )
                 problem = f"HTTP {status} on {method} {path}"
             elapsed = time.monotonic() - started
-            if attempt >= policy.attempts or elapsed + wait > policy.deadline_s or self._stopping.is_set():
+            if self._stopping.is_set():
+                raise Abandoned(
+                    f"{problem}; not retried: the run is stopping",
+                    project_id=where.project_id,
+                    job_id=where.job_id,
+                )
+            if attempt >= policy.attempts or elapsed + wait > policy.deadline_s:
                 raise ApiError(
                     f"{problem}, gave up after {attempt} attempts in {elapsed:.1f}s",
                     project_id=where.project_id,
@@ -355,7 +361,7 @@ class BasetenClient:
         if budget is not None and spent > budget:
             self.stop(
                 f"the API rate-limited this run (HTTP 429) for more than {durations.describe(budget)} "
-                "(--max-rate-limited-time): stopped early so that the next run is not blocked"
+                "(--max-rate-limited-time)"
             )
 
     def _answer(self, response: httpx.Response, where: Where) -> ApiResponse:

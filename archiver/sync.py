@@ -124,7 +124,6 @@ class SyncReport:
     interrupted: bool = False
     stopped_by: str | None = None  # the limit that ended the run early, when one did
 
-
     @property
     def exit_code(self) -> int:
         """0 when everything was archived, 3 when some jobs failed, 130 when interrupted."""

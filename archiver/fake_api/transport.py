@@ -39,7 +39,9 @@ class FakeTransport(httpx.BaseTransport):
         if answer.fault == "timeout":
             raise httpx.ReadTimeout("timed out", request=request)
         body = b"" if request.method == "HEAD" else answer.body
-        stream: httpx.SyncByteStream = _CutShort(body) if answer.fault == "truncate" else httpx.ByteStream(body)
+        stream: httpx.SyncByteStream = (
+            _CutShort(body) if answer.fault == "truncate" else httpx.ByteStream(body)
+        )
         if answer.fault in DRIPPING:
             stream = _Dripping(answer)
         return httpx.Response(answer.status, headers=answer.headers, stream=stream, request=request)
