@@ -178,3 +178,122 @@ def test_a_run_longer_than_max_run_time_stops_as_partial_with_its_work_committed
     assert len(archived_jobs(engine)) < 30
     statuses, errors = run_and_errors(engine)
     assert statuses == [("partial",)] and [(kind, m) for kind, _, m in errors] == [("limit", cause)]
+
+
+# ------------------------------------------------------------------------------------------------
+# signals, from the first moment to the last
+
+SIGNALS = [signal.SIGTERM, signal.SIGINT]
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (the kernel's SigCgt mask): it is running our code."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def keep_signalling(process: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Send `sig` again and again until the process ends (each send a prompt to stop, however early)."""
+    while process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def assert_stopped_cleanly(returncode: int, stderr: str) -> None:
+    assert returncode == 130, stderr
+    assert "Traceback" not in stderr and "Aborted" not in stderr, stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_a_signal_in_the_first_moments_exits_130_without_a_traceback(
+    sig: signal.Signals, database_url: str, engine: Engine
+) -> None:
+    """It used to exit -15 (SIGTERM) or with a KeyboardInterrupt traceback while still importing."""
+    with serve(FakeBaseten(SPEC)) as url:
+        process = start_archiver("sync", env=sync_env(url, database_url))
+        wait_for(lambda: process.poll() is not None or handles_sigterm(process.pid), "the handler")
+        keep_signalling(process, sig)
+        _, stderr = process.communicate(timeout=GENEROUS_S)
+    assert_stopped_cleanly(process.returncode, stderr)
+    if sa.inspect(engine).has_table("sync_runs"):
+        assert {status for (status,) in rows(engine, "SELECT status FROM sync_runs")} <= {"interrupted"}
+
+
+@contextmanager
+def full_pipe() -> Iterator[tuple[int, int]]:
+    """A pipe whose buffer is already full: a process writing to it waits until the other end reads."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:
+            os.write(write_end, b"." * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)
+    try:
+        yield read_end, write_end
+    finally:
+        os.close(read_end)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_a_signal_after_the_run_while_it_reports_exits_130_with_the_work_committed(
+    sig: signal.Signals, database_url: str, engine: Engine
+) -> None:
+    """It used to exit -15: the run's handler was gone, and the default one killed the process."""
+    fake = FakeBaseten(SPEC)
+    with serve(fake) as url, full_pipe() as (read_end, write_end):
+        process = subprocess.Popen(
+            [*archiver_command(), "sync"],
+            env={**os.environ, **sync_env(url, database_url)},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        os.close(write_end)
+        # The run has recorded its end; its summary waits for room in the pipe.
+        wait_for(
+            lambda: (
+                sa.inspect(engine).has_table("sync_runs")
+                and rows(engine, "SELECT status FROM sync_runs") == [("succeeded",)]
+            ),
+            "the run to record its end",
+            unless=lambda: process.poll() is not None,
+        )
+        process.send_signal(sig)
+        with os.fdopen(read_end, "rb", closefd=False) as reader:
+            stdout = reader.read().decode()  # room in the pipe: the summary goes out, then the process ends
+        _, stderr = process.communicate(timeout=GENEROUS_S)
+    assert_stopped_cleanly(process.returncode, stderr)
+    assert "Archived 1 projects and 4 jobs" in stdout
+    assert f"received {sig.name} as the command ended; its work is complete" in stderr
+    assert archived_jobs(engine) == set(fake.job_ids())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_a_signal_while_a_response_trickles_stops_the_run_at_once(
+    sig: signal.Signals, database_url: str, engine: Engine
+) -> None:
+    """The run used to wait for the trickle, for as long as it lasted; a second signal did nothing either."""
+    fake = FakeBaseten(SPEC)
+    slow_job = fake.job_ids()[0]
+    path = drip_checkpoints(fake, slow_job, TRICKLE)
+    with serve(fake) as url:
+        process = start_archiver("sync", "--concurrency", "1", env=sync_env(url, database_url))
+        stderr = Lines(process.stderr)
+        wait_for(
+            lambda: fake.request_count(path) == 1, "the trickle", unless=lambda: process.poll() is not None
+        )
+        process.send_signal(sig)
+        process.wait(timeout=GENEROUS_S)  # the trickle alone would take 1,000 s
+    assert_stopped_cleanly(process.returncode, stderr.text())
+    assert rows(engine, "SELECT status FROM sync_runs") == [("interrupted",)]
+    assert slow_job not in archived_jobs(engine)
