@@ -229,7 +229,9 @@ def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any], T]) -> Fetc
         return Fetched(None, error=exc)
     kept = Kept.of(response)
     try:
-        return Fetched(kept, parse(response.json()))
+        payload = response.json()
+        del response  # the raw body: what is parsed from it takes its place
+        return Fetched(kept, parse(payload))
     except JobError as exc:
         return Fetched(kept, error=exc)
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -197,10 +197,8 @@ def keep_signalling(process: subprocess.Popen[str], sig: signal.Signals) -> None
     """Send `sig` again and again until the process ends (each send a prompt to stop, however early)."""
     while process.poll() is None:
         process.send_signal(sig)
-        try:
+        with suppress(subprocess.TimeoutExpired):
             process.wait(timeout=0.05)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def assert_stopped_cleanly(returncode: int, stderr: str) -> None:
