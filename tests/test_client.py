@@ -215,7 +215,12 @@ def test_a_body_garbled_in_transit_is_retried() -> None:
 
 def test_a_stopping_client_sends_nothing_more() -> None:
     sent: list[httpx.Request] = []
-    client = client_for(lambda request: sent.append(request) or httpx.Response(503), attempts=5)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(503)
+
+    client = client_for(answer, attempts=5)
     client.stop()
     with pytest.raises(ApiError, match="not sent: the run is stopping"):
         client.list_projects()

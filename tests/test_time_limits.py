@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from archiver.fake_api import FakeBaseten, OrgSpec, Response, serve
 
-from .support.commands import Lines, archiver_command, run_archiver, start_archiver, sync_env
+from .support.commands import Lines, Result, archiver_command, run_archiver, start_archiver, sync_env
 from .support.databases import rows
 from .support.waiting import GENEROUS_S, wait_for
 
@@ -113,6 +113,15 @@ def test_a_response_larger_than_max_response_mb_fails_its_job(
 # --max-rate-limited-time and --max-run-time
 
 
+def assert_stopped_early(result: Result, engine: Engine, cause: str) -> None:
+    """Exit 3, the cause in the summary and in sync_errors, the run recorded as partial."""
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.stderr
+    assert f"Stopped early: {cause}; what is complete was committed, rerun to finish." in result.stdout
+    statuses, errors = run_and_errors(engine)
+    assert statuses == [("partial",)] and [(kind, m) for kind, _, m in errors] == [("limit", cause)]
+
+
 def rate_limit_after(fake: FakeBaseten, allowed: int) -> None:
     """Let `allowed` requests through, then answer every one with 429 and Retry-After: 1."""
     seen: list[str] = []
@@ -145,13 +154,9 @@ def test_a_429_storm_longer_than_max_rate_limited_time_stops_the_run_as_partial(
             "1",
             env=sync_env(url, database_url),
         )
-    assert result.exit_code == 3, result.output
     cause = "the API rate-limited this run (HTTP 429) for more than 2 seconds (--max-rate-limited-time)"
-    assert f"Stopped early: {cause}" in result.stdout
+    assert_stopped_early(result, engine, cause)
     assert len(archived_jobs(engine)) == 1  # what was fetched is committed
-    statuses, errors = run_and_errors(engine)
-    assert statuses == [("partial",)]
-    assert [(kind, message) for kind, _, message in errors] == [("limit", cause)]
 
 
 @pytest.mark.slow
@@ -170,14 +175,9 @@ def test_a_run_longer_than_max_run_time_stops_as_partial_with_its_work_committed
             "json",
             env=sync_env(url, database_url),
         )
-    assert result.exit_code == 3, result.output
-    assert "Traceback" not in result.stderr
-    cause = "the run went on for longer than 1 second (--max-run-time)"
     assert all(line.startswith("{") for line in result.output.splitlines())  # JSON, every line
-    assert f"Stopped early: {cause}" in result.stdout
+    assert_stopped_early(result, engine, "the run went on for longer than 1 second (--max-run-time)")
     assert len(archived_jobs(engine)) < 30
-    statuses, errors = run_and_errors(engine)
-    assert statuses == [("partial",)] and [(kind, m) for kind, _, m in errors] == [("limit", cause)]
 
 
 # ------------------------------------------------------------------------------------------------
