@@ -2,4 +2,4 @@
 
 from archiver.entry import main
 
-main()
+raise SystemExit(main())

@@ -60,6 +60,12 @@ def install() -> None:
         signal.signal(sig, _handle)
 
 
+def ignore() -> None:
+    """Ignore SIGINT and SIGTERM from here on: the command is done, and exits as it would have."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 @contextmanager
 def during_run(on_signal: Callable[[str], None]) -> Iterator[None]:
     """Hand signals to `on_signal(name)` while a run goes on; afterwards, only note them.
