@@ -1,5 +1,5 @@
 """`python -m archiver`: the same as the `archiver` command."""
 
-from archiver.cli import main
+from archiver.entry import main
 
-main()
+raise SystemExit(main())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -35,7 +34,13 @@ from archiver import (
     query,
     reports,
 )
-from archiver.client import DEFAULT_API_URL, DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS, RetryPolicy
+from archiver.client import (
+    DEFAULT_API_URL,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RESPONSE_MB,
+    DEFAULT_MAX_RPS,
+    RetryPolicy,
+)
 from archiver.errors import ArchiverError, DatabaseUnavailable, InternalError, NeedsConfirmation, UsageError
 from archiver.logs import configure_logging
 from archiver.output import FORMATS, progress_line, render, render_chunks, use_color
@@ -48,6 +53,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 DATABASE_URL_ENVVAR = "ARCHIVER_DATABASE_URL"
 ENVIRONMENT = ("ARCHIVER_", "BASETEN_")  # the prefixes of the variables the options read
 _TYPED_DATABASE_URL = "archiver.database_url"  # the --database-url typed on the command line, masked
+# A night's run must end before `archiver check --max-run-time` (24h) calls it stuck.
+DEFAULT_MAX_RUN_TIME = "23h"
+DEFAULT_MAX_RATE_LIMITED = "30m"
 _SUGGESTED_COMMAND = re.compile(r"`(archiver(?: [^`]*)?)`")
 
 
@@ -181,7 +189,7 @@ class ArchiverGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         configure_logging()  # from the defaults: in-process callers run many commands
-        wants_json = _asks_for_json(ctx.args)
+        wants_json = logs.asks_for_json(ctx.args)
         try:
             _refuse_undecodable(ctx.args)
             return super().invoke(ctx)
@@ -229,12 +237,6 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _asks_for_json(args: list[str]) -> bool:
-    """Whether a command line asks for JSON output, read before Click parses it (a usage error stops that)."""
-    pairs = itertools.pairwise([*args, ""])
-    return any(arg == "--log-format=json" or (arg, value) == ("--log-format", "json") for arg, value in pairs)
 
 
 def say_error(exc: ArchiverError) -> None:
@@ -437,7 +439,26 @@ def _warn_if_shared(key_file: Path) -> None:
     type=click.FloatRange(0.1),
     default=RetryPolicy.timeout_s,
     show_default=True,
-    help="Seconds to wait for one response.",
+    help="Seconds one try of a request may take, from sending it to the last byte of the answer.",
+)
+@click.option(
+    "--max-response-mb",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_RESPONSE_MB,
+    show_default=True,
+    help="A response larger than this many MiB fails its job (checked as it arrives).",
+)
+@duration_option(
+    "--max-rate-limited-time",
+    DEFAULT_MAX_RATE_LIMITED,
+    "Stop the run early (partial, exit 3) once it has spent this long waiting on the API's 429s "
+    "(90s, 15m, 6h or seconds), so that a rate-limit storm does not block the next night.",
+)
+@duration_option(
+    "--max-run-time",
+    DEFAULT_MAX_RUN_TIME,
+    "Stop the run early (partial, exit 3) once it has run this long; below `archiver check "
+    "--max-run-time` (24h), so that a long run ends before check calls it stuck.",
 )
 def sync(
     api_key: str | None,
@@ -455,6 +476,9 @@ def sync(
     max_attempts: int,
     max_retry_seconds: float,
     timeout: float,
+    max_response_mb: int,
+    max_rate_limited_time: timedelta,
+    max_run_time: timedelta,
     metrics_file: Path | None,
     quiet: bool,
 ) -> None:
@@ -467,7 +491,8 @@ def sync(
 
     \b
     Exit status: 0 everything archived; 1 fatal (bad key, API or database unreachable,
-    schema out of date, sync lock lost); 2 usage error; 3 some jobs failed (named on stderr); 75 another
+    schema out of date, sync lock lost); 2 usage error; 3 some jobs failed (named on stderr), or the run
+    stopped early at --max-run-time or --max-rate-limited-time; 75 another
     sync is running on this database (nothing done: harmless, try later); 130 interrupted
     by SIGINT/SIGTERM (what was complete is committed).
 
@@ -484,11 +509,13 @@ def sync(
         recheck_after=recheck_after,
         concurrency=concurrency,
         migrate=migrate_schema,
+        max_run_time=max_run_time,
         progress=progress_line(),
         on_finish=(recorder := outcome.Recorder()).finished,
     )
     retry = RetryPolicy(attempts=max_attempts, deadline_s=max_retry_seconds, timeout_s=timeout)
-    api = ApiSettings(_read_api_key(api_key, api_key_file), api_url, max_rps, concurrency, retry)
+    key = _read_api_key(api_key, api_key_file)
+    api = ApiSettings(key, api_url, max_rps, concurrency, retry, max_response_mb, max_rate_limited_time)
     ended = recorder.run(lambda: sync_archive(database_url, api, options))
     if options.progress is not None:
         click.echo("\r\033[K", err=True, nl=False)  # clear the progress line

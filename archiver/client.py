@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -19,8 +19,9 @@ from typing import Any
 
 import httpx
 
-from archiver import __version__, redaction
+from archiver import __version__, durations, redaction
 from archiver.errors import (
+    Abandoned,
     ApiError,
     ApiUnavailable,
     AuthError,
@@ -40,6 +41,8 @@ DEFAULT_API_URL = "https://api.baseten.co"
 # with --max-rps when they need more. At 100 ms a response, 95/s needs 10 requests in flight.
 DEFAULT_MAX_RPS = 95.0
 DEFAULT_CONCURRENCY = 16
+# A checkpoint listing is about 400 bytes a checkpoint: 256 MiB holds over half a million of them.
+DEFAULT_MAX_RESPONSE_MB = 256
 
 
 @dataclass(frozen=True)
@@ -76,18 +79,28 @@ class RetryPolicy:
     backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     deadline_s: float = 300.0  # total time one request may take, waits included
-    timeout_s: float = 30.0  # per attempt: connect, read, write
+    timeout_s: float = 30.0  # per attempt, from sending to the body's last byte
+
+
+class _TooSlow(httpx.TimeoutException):
+    """A response whose body did not arrive whole within the attempt's deadline (a trickle, an endless body)."""
 
 
 class RateLimiter:
     """Pace request starts: at most `rate` in any one-second window, spread evenly."""
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self._interval = 1.0 / rate
         self._window = max(1, int(rate))
         self._clock = clock
+        self._sleep = sleep  # the client's stop event's wait: a stopping run does not wait its turn
         self._lock = threading.Lock()
         self._next = 0.0
         self._starts: deque[float] = deque()
@@ -109,7 +122,7 @@ class RateLimiter:
                 start = max(start, self._starts[0] + 1.0 + self._margin)
                 self._starts.popleft()
             if start > now:
-                time.sleep(start - now)
+                self._sleep(start - now)
                 now = max(self._clock(), start)
             self._starts.append(now)
             # From the scheduled start, so that waking late does not slow the pace.
@@ -155,6 +168,8 @@ class BasetenClient:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         wait: Callable[[float], bool] | None = None,
+        max_response_mb: int = DEFAULT_MAX_RESPONSE_MB,
+        max_rate_limited_s: float | None = None,
     ) -> None:
         api_key = api_key.strip()  # a trailing newline from `$(cat keyfile)` or an editor
         if not api_key or not api_key.isascii() or not api_key.isprintable() or " " in api_key:
@@ -166,10 +181,15 @@ class BasetenClient:
         check_base_url(base_url)
         self.retry = retry or RetryPolicy()
         redaction.register(api_key)
-        self._limiter = RateLimiter(max_rps)
         self._stopping = threading.Event()
+        self._limiter = RateLimiter(max_rps, sleep=self._stopping.wait)
         # Sleep between retries; returns True when the run is stopping. Tests pass a recorder.
         self._wait = wait or self._stopping.wait
+        self.max_response_mb = max_response_mb
+        self.max_rate_limited_s = max_rate_limited_s  # for the whole run; None: no limit
+        self.rate_limited_s = 0.0  # time the run spent waiting as 429s asked (overlapping waits once)
+        self._rate_limited_until = 0.0
+        self.stop_reason: str | None = None  # why the run was stopped, when a limit (not a signal) did it
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Api-Key {api_key}", "User-Agent": f"archiver/{__version__}"},
@@ -192,9 +212,20 @@ class BasetenClient:
         """Close the connection pool."""
         self._http.close()
 
-    def stop(self) -> None:
-        """Make waiting requests give up (used on SIGINT/SIGTERM)."""
-        self._stopping.set()
+    def stop(self, reason: str | None = None) -> None:
+        """Send nothing more and stop waiting (a signal; or a limit, which gives its reason).
+
+        Answers under way may finish: the run waits a moment for them (`archiver.sync.bounded`).
+        """
+        with self._counting:
+            if reason is not None and not self._stopping.is_set():
+                self.stop_reason = reason
+            self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called: requests give up."""
+        return self._stopping.is_set()
 
     def list_projects(self) -> ApiResponse:
         """GET /v1/training_projects."""
@@ -222,19 +253,25 @@ class BasetenClient:
         while True:
             attempt += 1
             self._limiter.acquire()
+            if self._stopping.is_set():
+                raise Abandoned(
+                    f"{method} {path} not sent: the run is stopping",
+                    project_id=where.project_id,
+                    job_id=where.job_id,
+                )
             with self._counting:
                 self.requests_made += 1
             wait: float | None
             sent = time.monotonic()
             try:
-                response = self._http.request(method, path, json=json_body)
-                # Read the body here, so a connection dropped mid-body is retried like any reset.
-                response.read()
+                response = self._send(method, path, json_body, where, deadline=sent + policy.timeout_s)
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 _log_attempt(method, path, type(exc).__name__, sent, attempt)
                 # Resets, refused connections, timeouts, bodies cut short or garbled in transit.
                 # Only the class name: httpx messages can quote request headers.
                 problem = f"{type(exc).__name__} on {method} {path}"
+                if isinstance(exc, _TooSlow):
+                    problem = f"no whole response within {policy.timeout_s:g}s (--timeout) on {method} {path}"
                 wait = self._backoff(attempt)
             else:
                 status = response.status_code
@@ -270,10 +307,9 @@ class BasetenClient:
                         response=self._answer(response, where),
                     )
                 if status == 429:
-                    with self._counting:
-                        self.rate_limited += 1
                     told = _retry_after(response)
                     wait = self._backoff(attempt) if told is None else told
+                    self._count_rate_limited(wait)
                 elif status >= 500 or status == 408:
                     wait = self._backoff(attempt)
                 else:
@@ -285,7 +321,13 @@ class BasetenClient:
                     )
                 problem = f"HTTP {status} on {method} {path}"
             elapsed = time.monotonic() - started
-            if attempt >= policy.attempts or elapsed + wait > policy.deadline_s or self._stopping.is_set():
+            if self._stopping.is_set():
+                raise Abandoned(
+                    f"{problem}; not retried: the run is stopping",
+                    project_id=where.project_id,
+                    job_id=where.job_id,
+                )
+            if attempt >= policy.attempts or elapsed + wait > policy.deadline_s:
                 raise ApiError(
                     f"{problem}, gave up after {attempt} attempts in {elapsed:.1f}s",
                     project_id=where.project_id,
@@ -293,11 +335,59 @@ class BasetenClient:
                 )
             log.info("%s; retry %d of %d in %.1fs", problem, attempt, policy.attempts - 1, wait)
             if self._wait(wait):
-                raise ApiError(
+                raise Abandoned(
                     f"{problem}; stopped while waiting to retry",
                     project_id=where.project_id,
                     job_id=where.job_id,
                 )
+
+    def _send(
+        self, method: str, path: str, json_body: Any, where: Where, *, deadline: float
+    ) -> httpx.Response:
+        """Send one attempt and read its whole body by `deadline`, within --max-response-mb.
+
+        httpx's timeouts are per read: a body that trickles a byte a second, or never ends, would
+        never time out. Reading it here also retries a connection dropped mid-body like any reset.
+        """
+        response = self._http.send(self._http.build_request(method, path, json=json_body), stream=True)
+        try:
+            limit = self.max_response_mb * 1024 * 1024
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise self._too_large(method, path, f"it announces {int(declared):,} bytes", where)
+            response.stream = _Bounded(response.stream, deadline, limit)
+            try:
+                response.read()
+            except _TooLarge:
+                raise self._too_large(method, path, f"more than {limit:,} bytes arrived", where) from None
+            return response
+        finally:
+            response.close()
+
+    def _too_large(self, method: str, path: str, how: str, where: Where) -> ApiError:
+        return ApiError(
+            f"{method} {path}: the response is larger than --max-response-mb {self.max_response_mb} ({how}); "
+            "raise --max-response-mb if the API really holds that much",
+            project_id=where.project_id,
+            job_id=where.job_id,
+        )
+
+    def _count_rate_limited(self, wait: float) -> None:
+        """Add a 429's wait to the run's total; past --max-rate-limited-time, stop the run.
+
+        The total is wall time: requests waiting side by side count once.
+        """
+        now = time.monotonic()
+        with self._counting:
+            self.rate_limited += 1
+            self.rate_limited_s += max(0.0, now + wait - max(now, self._rate_limited_until))
+            self._rate_limited_until = max(self._rate_limited_until, now + wait)
+            spent, budget = self.rate_limited_s, self.max_rate_limited_s
+        if budget is not None and spent > budget:
+            self.stop(
+                f"the API rate-limited this run (HTTP 429) for more than {durations.describe(budget)} "
+                "(--max-rate-limited-time)"
+            )
 
     def _answer(self, response: httpx.Response, where: Where) -> ApiResponse:
         request = response.request
@@ -314,6 +404,35 @@ class BasetenClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
+
+
+class _TooLarge(Exception):
+    """More bytes arrived than --max-response-mb allows."""
+
+
+class _Bounded(httpx.SyncByteStream):
+    """A response body read against the attempt's deadline and the size limit.
+
+    Both are checked as each piece arrives; a body that stalls altogether meets httpx's read timeout.
+    """
+
+    def __init__(self, body: Any, deadline: float, limit: int) -> None:
+        self._body = body
+        self._deadline = deadline
+        self._limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        received = 0
+        for piece in self._body:
+            received += len(piece)
+            if received > self._limit:
+                raise _TooLarge
+            if time.monotonic() > self._deadline:
+                raise _TooSlow("the response did not arrive whole in time")
+            yield piece
+
+    def close(self) -> None:
+        self._body.close()
 
 
 def _log_attempt(method: str, path: str, answer: int | str, sent: float, attempt: int) -> None:

@@ -16,7 +16,8 @@
     │   └── Interrupted           SIGINT/SIGTERM stopped the run (130)
     ├── JobError                  one project or job could not be archived; the run goes on (3)
     │   ├── ApiError              an HTTP error that retries did not cure
-    │   │   └── Forbidden         403 for one project or job: the key may not read it
+    │   │   ├── Forbidden         403 for one project or job: the key may not read it
+    │   │   └── Abandoned         a request a stopping run left unsent or unfinished (not a failure)
     │   ├── MalformedResponse     a response that is not JSON or breaks the schema
     │   ├── Unstorable            the database refused one unit's rows, and still takes others
     │   ├── SuspectListing        a listing that would mark a mass of rows deleted; nothing marked
@@ -155,6 +156,12 @@ class Forbidden(ApiError):
     """The API answered 403 for one project or job: the key may not read it."""
 
     kind = "forbidden"
+
+
+class Abandoned(ApiError):
+    """A request the run left unsent, or stopped retrying, because it is stopping: not a failure, just not done."""
+
+    kind = "abandoned"
 
 
 class Unstorable(JobError):

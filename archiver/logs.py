@@ -7,6 +7,7 @@ reports itself (its summary, its errors) in the chosen format too, so that with
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
@@ -81,6 +82,12 @@ def configure_logging(verbose: int = 0, log_format: str = "text", *, quiet: bool
 def json_output() -> bool:
     """Whether the command writes JSON lines (--log-format json)."""
     return _settings.log_format == "json"
+
+
+def asks_for_json(args: list[str]) -> bool:
+    """Whether a command line asks for JSON output, read before Click parses it (a usage error stops that)."""
+    pairs = itertools.pairwise([*args, ""])
+    return any(arg == "--log-format=json" or (arg, value) == ("--log-format", "json") for arg, value in pairs)
 
 
 def say(

@@ -47,6 +47,7 @@ class Outcome:
             "run_id": report.run_id,
             **report.counts.as_dict(),
             "rate_limited": report.rate_limited,
+            "stopped_by": report.stopped_by,
             "failures": [asdict(failure) for failure in report.failures],
             "gone": [asdict(failure) for failure in report.gone],
             "seconds": round(self.seconds, 3),

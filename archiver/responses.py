@@ -13,7 +13,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -28,16 +28,24 @@ ENCODING = "zlib"
 
 @dataclass(frozen=True)
 class Kept:
-    """A response ready to keep: compressed and hashed where it was fetched, off the writer's thread."""
+    """A response ready to keep: compressed and hashed where it was fetched, off the writer's thread.
+
+    It holds the compressed body only (`response.body` is empty): a job's raw answer is often the
+    largest thing in memory, and its compressed copy is a fifth of it.
+    """
 
     response: ApiResponse
     sha256: str
     compressed: bytes
+    size_bytes: int
 
     @classmethod
     def of(cls, response: ApiResponse) -> Kept:
         """Hash and compress a response's body (zlib releases the GIL: fetcher threads do this in parallel)."""
-        return cls(response, hashlib.sha256(response.body).hexdigest(), zlib.compress(response.body, 6))
+        body = response.body
+        return cls(
+            replace(response, body=b""), hashlib.sha256(body).hexdigest(), zlib.compress(body, 6), len(body)
+        )
 
 
 def keep(connection: Connection, run_id: int, kept: Sequence[Kept]) -> None:
@@ -49,7 +57,7 @@ def keep(connection: Connection, run_id: int, kept: Sequence[Kept]) -> None:
     new: list[dict[str, object]] = [
         {
             "sha256": sha,
-            "size_bytes": len(k.response.body),
+            "size_bytes": k.size_bytes,
             "encoding": ENCODING,
             "content_type": k.response.content_type or None,
             "body": k.compressed,

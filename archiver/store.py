@@ -11,6 +11,7 @@ versions.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ PROJECTS, INSTANCE_TYPES, JOBS, CHECKPOINTS = (
 )
 # Checkpoint columns whose change makes a row "updated" (and a new version).
 CHECKPOINT_VALUES = CHECKPOINTS.values
+WRITE_PIECE_ROWS = 10_000  # rows decided and written together by `save_versions`
 _DELETED_AT = CHECKPOINT_VALUES.index("deleted_at")
 
 
@@ -84,7 +86,7 @@ def archived_rows(
 def save_versions(
     connection: Connection,
     versioned: Versioned,
-    rows: Sequence[Row],
+    rows: Iterable[Row],
     now: datetime,
     archived: dict[tuple[Any, ...], Archived],
     *,
@@ -99,22 +101,42 @@ def save_versions(
     an unchanged row's `last_seen_at` still moves to `now`.
     """
     counts = WriteCounts()
-    changed: list[Row] = []
-    superseded: list[Any] = []
-    unchanged: list[Any] = []
-    for row in rows:
-        before = archived.pop(tuple(row[name] for name in key), None)
-        if before is None:
-            counts.inserted += 1
-        elif before.values != tuple(row[name] for name in versioned.values):
-            counts.updated += 1
-            if before.valid_from < now:
-                superseded.append(before.id)
-        else:
-            counts.unchanged += 1
-            unchanged.append(before.id)
-            continue
-        changed.append({**row, "valid_from": now})
+    pending = iter(rows)
+    # A piece at a time: a job of 100,000 checkpoints must not hold them all twice over.
+    while piece := list(itertools.islice(pending, WRITE_PIECE_ROWS)):
+        changed: list[Row] = []
+        superseded: list[Any] = []
+        unchanged: list[Any] = []
+        for row in piece:
+            before = archived.pop(tuple(row[name] for name in key), None)
+            if before is None:
+                counts.inserted += 1
+            elif before.values != tuple(row[name] for name in versioned.values):
+                counts.updated += 1
+                if before.valid_from < now:
+                    superseded.append(before.id)
+            else:
+                counts.unchanged += 1
+                unchanged.append(before.id)
+                continue
+            changed.append({**row, "valid_from": now})
+        del piece
+        _write_versions(connection, versioned, changed, superseded, unchanged, now, key=key, touch=touch)
+    return counts
+
+
+def _write_versions(
+    connection: Connection,
+    versioned: Versioned,
+    changed: list[Row],
+    superseded: list[Any],
+    unchanged: list[Any],
+    now: datetime,
+    *,
+    key: Sequence[str],
+    touch: bool,
+) -> None:
+    """Move superseded states to history, upsert the changed rows, touch the unchanged ones."""
     table = versioned.table
     for batch in chunked(superseded):
         _close_versions(connection, versioned, table.c.id.in_(batch), now)
@@ -122,7 +144,6 @@ def save_versions(
     if touch:
         for batch in chunked(unchanged):
             connection.execute(sa.update(table).where(table.c.id.in_(batch)).values(last_seen_at=now))
-    return counts
 
 
 def _close_versions(
@@ -317,13 +338,10 @@ def save_checkpoint_listings(
     key = ("training_job_id", "checkpoint_id")
     archived = archived_rows(connection, CHECKPOINTS, checkpoints.c.training_job_id.in_(job_ids), key)
     seen = {"deleted_at": None, "first_seen_at": now, "last_seen_at": now}
-    rows: list[Row] = []
-    for listing in listings:
-        for listed in listing.checkpoints:
-            sha = listed["lora_config_sha256"]
-            row = {**listed, "lora_adapter_config_id": config_ids[sha] if sha else None, **seen}
-            del row["lora_config_sha256"]
-            rows.append(row)
+    # Made one at a time as they are written: 100,000 checkpoints' rows in a list cost 60 MiB.
+    rows = (
+        _checkpoint_row(listed, config_ids, seen) for listing in listings for listed in listing.checkpoints
+    )
     live_before = Counter(
         job_id for (job_id, _), before in archived.items() if before.values[_DELETED_AT] is None
     )
@@ -353,6 +371,13 @@ def save_checkpoint_listings(
     )
     _forget_reads(connection, unsettled)
     return counts, refused
+
+
+def _checkpoint_row(listed: Row, config_ids: dict[str, int], seen: Row) -> Row:
+    sha = listed["lora_config_sha256"]
+    row = {**listed, "lora_adapter_config_id": config_ids[sha] if sha else None, **seen}
+    del row["lora_config_sha256"]
+    return row
 
 
 def _forget_reads(connection: Connection, job_ids: Sequence[str]) -> None:

@@ -9,7 +9,6 @@ as deleted, but only where it read a complete listing.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,16 +16,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from types import FrameType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db, ledger, migrate, normalize, redaction, responses, store
-from archiver.client import ApiResponse, BasetenClient, RetryPolicy, unreachable
+from archiver import db, durations, ledger, migrate, normalize, redaction, responses, stopping, store
+from archiver.client import DEFAULT_MAX_RESPONSE_MB, ApiResponse, BasetenClient, RetryPolicy, unreachable
 from archiver.db import describe_db_error
 from archiver.errors import (
+    Abandoned,
+    ApiUnavailable,
     ArchiverError,
     AuthError,
     DatabaseUnavailable,
@@ -52,6 +52,10 @@ P = ParamSpec("P")
 DEFAULT_RECHECK_AFTER = timedelta(days=7)
 # Rows per write transaction (whole jobs): fewer, larger transactions halve PostgreSQL's per-row cost.
 DEFAULT_BATCH_ROWS = 10_000
+# A stopping run waits this long for requests already under way, then leaves them: a signal ends
+# the process within two seconds, whatever a request is doing.
+STOP_GRACE_S = 1.0
+LIMIT = "limit"  # sync_errors.kind of a run stopped by --max-run-time or --max-rate-limited-time
 
 
 def utc_now() -> datetime:
@@ -86,6 +90,7 @@ class SyncOptions:
     concurrency: int = 8
     batch_rows: int = DEFAULT_BATCH_ROWS
     migrate: bool = False  # upgrade an out-of-date schema instead of refusing to run
+    max_run_time: timedelta | None = None  # past this, the run stops early (partial)
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[int, int], None] | None = None  # (jobs done, jobs known so far)
     on_finish: Callable[[SyncReport], None] | None = None  # told the report once the run has recorded its end
@@ -120,6 +125,7 @@ class SyncReport:
     rate_limited: int = 0  # requests the API answered with 429
     seconds: float = 0.0
     interrupted: bool = False
+    stopped_by: str | None = None  # the limit that ended the run early, when one did
 
     @property
     def exit_code(self) -> int:
@@ -162,20 +168,30 @@ class SyncReport:
         if self.gone:
             text += f", {len(self.gone)} gone (404)"
         text += f"; {c.requests} requests in {self.seconds:.1f}s."
-        if self.interrupted:
+        if (cause := self.stopped_by) is not None:
+            text += f" Stopped early: {cause}; what is complete was committed, rerun to finish."
+        elif self.interrupted:
             text += " Interrupted before the end: what is complete was committed; rerun to finish."
         return text
 
 
 def bounded(
-    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int, stop: threading.Event
+    pool: ThreadPoolExecutor,
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    window: int,
+    stop: Callable[[], bool],
 ) -> Iterator[tuple[T, Future[R]]]:
-    """Run fn over items with at most `window` in flight; yield each as it completes."""
+    """Run fn over items with at most `window` in flight; yield each as it completes.
+
+    Once `stop()` holds, nothing more starts, and what is still running after STOP_GRACE_S is left.
+    """
     pending = iter(items)
     running: dict[Future[R], T] = {}
+    give_up_at: float | None = None
 
     def submit_next() -> None:
-        if stop.is_set():
+        if stop():
             return
         for item in pending:
             running[pool.submit(fn, item)] = item
@@ -184,7 +200,13 @@ def bounded(
     for _ in range(window):
         submit_next()
     while running:
-        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        if give_up_at is None and stop():
+            give_up_at = time.monotonic() + STOP_GRACE_S
+        if give_up_at is not None and time.monotonic() >= give_up_at:
+            log.info("stopping: %d requests still under way are left unfinished", len(running))
+            return
+        # A bounded wait, so that a stop is noticed while every request is still running.
+        done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
         for future in done:
             item = running.pop(future)
             submit_next()
@@ -219,7 +241,9 @@ def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any], T]) -> Fetc
         return Fetched(None, error=exc)
     kept = Kept.of(response)
     try:
-        return Fetched(kept, parse(response.json()))
+        payload = response.json()
+        del response  # the raw body: what is parsed from it takes its place
+        return Fetched(kept, parse(payload))
     except JobError as exc:
         return Fetched(kept, error=exc)
     except RecursionError:  # the contract bounds depth; this is the net under it
@@ -255,15 +279,19 @@ class Sync:
             started = time.monotonic()
             status, summary, fatal = ledger.FAILED, None, None
             try:
-                self._archive()
-                status = self.report.status
+                with self._time_limit():
+                    self._archive()
+                status = self._stop_cause() or self.report.status
             except ArchiverError as exc:
                 summary = redaction.redact(str(exc))
                 fatal = exc if isinstance(exc, FatalError) and not isinstance(exc, Interrupted) else None
                 if self.options.stop.is_set() and not isinstance(exc, Interrupted):
                     # e.g. the project listing gave up waiting to retry because a signal came.
                     raise Interrupted(f"interrupted before the run could finish ({exc})") from None
-                raise
+                if not isinstance(exc, ApiUnavailable) or self._stop_cause() is None:
+                    raise
+                # A limit stopped even the project listing: a partial run that archived nothing.
+                status, summary = ledger.PARTIAL, None
             except BaseException as exc:
                 summary = f"{type(exc).__name__}: the run stopped unexpectedly"
                 raise
@@ -278,6 +306,39 @@ class Sync:
                 if self.options.on_finish is not None:
                     self.options.on_finish(self.report)
         return self.report
+
+    @contextmanager
+    def _time_limit(self) -> Iterator[None]:
+        """Stop the run once it has gone on for --max-run-time."""
+        limit = self.options.max_run_time
+        if limit is None:
+            yield
+            return
+        reason = (
+            f"the run went on for longer than {durations.describe(limit.total_seconds())} (--max-run-time)"
+        )
+        timer = threading.Timer(limit.total_seconds(), self.client.stop, args=(reason,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _stop_cause(self) -> str | None:
+        """PARTIAL when a limit stopped the run early (not a signal): its cause becomes a failure."""
+        cause = self.client.stop_reason
+        if cause is None or self.options.stop.is_set():
+            return None
+        self.report.stopped_by = cause
+        log.error("stopped early: %s", cause, extra={"event": LIMIT})
+        self.report.failures.append(Failure(None, None, LIMIT, cause))
+        self.report.counts.jobs_failed = len(self.report.failures)
+        return ledger.PARTIAL
+
+    def _stopping(self) -> bool:
+        """Whether the run is stopping: a signal came, or a limit was reached."""
+        return self.options.stop.is_set() or self.client.stopping
 
     def _start(self, connection: sa.Connection) -> int:
         # A version's period runs from one run's start to a later one's: run times must increase,
@@ -327,9 +388,13 @@ class Sync:
 
     def _archive(self) -> None:
         targets = self._targets()
-        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="fetch") as pool:
+        pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="fetch")
+        try:
             jobs = self._archive_listings(pool, targets)
             self._archive_checkpoints(pool, jobs)
+        finally:
+            # A stopping run does not wait for requests it has left (see `bounded`).
+            pool.shutdown(wait=not self._stopping(), cancel_futures=True)
 
     def _targets(self) -> dict[str, set[str] | None]:
         """Project ids to list, each with the job ids wanted (None: all of them)."""
@@ -389,7 +454,7 @@ class Sync:
         """List each project's jobs and archive project and job rows; return the jobs to fetch."""
         to_fetch: list[tuple[str, str]] = []
         window = self.options.concurrency * 2
-        for project_id, future in bounded(pool, self._fetch_listing, targets, window, self.options.stop):
+        for project_id, future in bounded(pool, self._fetch_listing, targets, window, self._stopping):
             fetched = future.result()
             if isinstance(fetched.error, NotFound) and self.options.scope.everything:
                 self._fail(fetched.error.located(project_id=project_id, job_id=None))
@@ -484,7 +549,7 @@ class Sync:
         rows = 0
         window = self.options.concurrency * 2
         for (project_id, job_id), future in bounded(
-            pool, self._fetch_checkpoints, jobs, window, self.options.stop
+            pool, self._fetch_checkpoints, jobs, window, self._stopping
         ):
             try:
                 fetched = future.result()
@@ -656,6 +721,8 @@ class Sync:
             self._fail(exc)
 
     def _fail(self, exc: JobError) -> None:
+        if isinstance(exc, Abandoned):  # the run is stopping: not done, not failed; the next run does it
+            return
         failure = Failure(exc.project_id, exc.job_id, exc.kind, redaction.redact(exc.message))
         fields = {"event": failure.kind, "project_id": failure.project_id, "job_id": failure.job_id}
         if isinstance(exc, NotFound):
@@ -686,13 +753,28 @@ def run_sync(
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """How to reach the Baseten API: key, base URL, pacing and retries."""
+    """How to reach the Baseten API: key, base URL, pacing, retries and the limits on a run's requests."""
 
     key: str
     url: str
     max_rps: float
     concurrency: int
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_response_mb: int = DEFAULT_MAX_RESPONSE_MB
+    max_rate_limited: timedelta | None = None  # the run's total wait on 429s before it stops early
+
+    def client(self) -> BasetenClient:
+        """A client configured from these settings."""
+        budget = self.max_rate_limited
+        return BasetenClient(
+            self.key,
+            self.url,
+            max_rps=self.max_rps,
+            concurrency=self.concurrency,
+            retry=self.retry,
+            max_response_mb=self.max_response_mb,
+            max_rate_limited_s=None if budget is None else budget.total_seconds(),
+        )
 
 
 def sync_archive(database_url: str, api: ApiSettings, options: SyncOptions) -> SyncReport:
@@ -704,12 +786,7 @@ def sync_archive(database_url: str, api: ApiSettings, options: SyncOptions) -> S
     engine = db.make_engine(database_url)
     try:
         db.check_connection(engine)
-        with (
-            BasetenClient(
-                api.key, api.url, max_rps=api.max_rps, concurrency=api.concurrency, retry=api.retry
-            ) as client,
-            _stop_on_signals(options.stop, client),
-        ):
+        with api.client() as client, stopping.during_run(_stop_on_signal(options.stop, client)):
             try:
                 return run_sync(engine, client, options)
             except KeyboardInterrupt:  # a second signal: the run has recorded itself as interrupted
@@ -720,20 +797,14 @@ def sync_archive(database_url: str, api: ApiSettings, options: SyncOptions) -> S
         engine.dispose()
 
 
-@contextmanager
-def _stop_on_signals(stop: threading.Event, client: BasetenClient) -> Iterator[None]:
+def _stop_on_signal(stop: threading.Event, client: BasetenClient) -> Callable[[str], None]:
     """On SIGINT or SIGTERM, stop fetching; the run commits what is complete and says so."""
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
+    def on_signal(name: str) -> None:
         if stop.is_set():  # a second signal: stop now
             raise KeyboardInterrupt
-        log.warning("received %s: finishing what is complete, then stopping", signal.Signals(signum).name)
+        log.warning("received %s: finishing what is complete, then stopping", name)
         stop.set()
         client.stop()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return on_signal

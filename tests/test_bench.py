@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 TINY = ["--jobs", "4", "--checkpoints", "3", "--jobs-per-project", "2", "--latency-ms", "10"]
+TINY += ["--one-job-checkpoints", "5"]
 NUMBER = r"[\d,.]+"
 
 
@@ -37,6 +38,8 @@ def test_the_benchmark_runs_on_a_tiny_organisation_and_prints_its_figures(tmp_pa
         rf"sqlite +{NUMBER}s +{NUMBER} checkpoints/s +{NUMBER} requests/s  peak RSS +{NUMBER} MiB",
         rf"3 sqlite +{NUMBER}s for 7 requests, floor {NUMBER}s: {NUMBER}x, 0 429s",  # 1 + 2 projects + 4 jobs
         rf"4 sqlite +{NUMBER}s for 3 requests, ",  # 1 + 2 projects: nothing changed
+        r"5\. Memory: sync of one job with 5 checkpoints on loopback",
+        rf"sqlite +{NUMBER}s  peak RSS +{NUMBER} MiB  target < 200 MiB: (met|NOT MET)",
         rf"Benchmark took {NUMBER}s\.",
     ]
     for figure in figures:

@@ -226,11 +226,18 @@ def test_a_body_garbled_in_transit_is_retried() -> None:
     assert client.list_projects().json() == {"training_projects": []} and len(waits) == 1
 
 
-def test_a_stopping_client_does_not_retry() -> None:
-    client = client_for(lambda request: httpx.Response(503), attempts=5)
+def test_a_stopping_client_sends_nothing_more() -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(503)
+
+    client = client_for(answer, attempts=5)
     client.stop()
-    with pytest.raises(ApiError, match="gave up after 1 attempts"):
+    with pytest.raises(ApiError, match="not sent: the run is stopping"):
         client.list_projects()
+    assert sent == []
 
 
 def test_a_redirect_is_an_error_naming_where_it_points() -> None:

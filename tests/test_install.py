@@ -28,7 +28,7 @@ def test_the_distribution_has_a_name_of_its_own_and_installs_the_archiver_comman
     assert project["name"] == DISTRIBUTION
     assert project["requires-python"] == ">=3.11"
     scripts = {entry.name: entry.value for entry in metadata.distribution(DISTRIBUTION).entry_points}
-    assert scripts["archiver"] == "archiver.cli:main"
+    assert scripts["archiver"] == "archiver.entry:main"
 
 
 def test_every_install_line_names_this_distribution() -> None:

@@ -16,6 +16,7 @@ from archiver.client import DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS
 from archiver.fake_api import OrgSpec
 
 LOOPBACK_OPTIONS = ("--max-rps", "100000", "--concurrency", "8")
+ONE_JOB_TARGET_MIB = 200
 
 
 def verdict(ok: bool) -> str:
@@ -53,6 +54,13 @@ def say(text: str = "") -> None:
     help="Also sync an organisation of this many jobs on loopback for the memory figure (20000: 1M checkpoints).",
 )
 @click.option(
+    "--one-job-checkpoints",
+    type=click.IntRange(1),
+    default=100_000,
+    show_default=True,
+    help="Checkpoints of the one job whose sync's peak RSS is measured (target < 200 MiB).",
+)
+@click.option(
     "--postgres-url",
     envvar="ARCHIVER_BENCH_POSTGRES_URL",
     show_envvar=True,
@@ -67,6 +75,7 @@ def main(
     checkpoints: int,
     jobs_per_project: int,
     large_jobs: int,
+    one_job_checkpoints: int,
     postgres_url: str | None,
     latency_ms: float,
     rate_limit: float,
@@ -78,6 +87,7 @@ def main(
     Example (defaults: 2,000 jobs x 50 checkpoints, a few minutes on 2 cores):
       python -m archiver.bench --postgres-url postgresql://postgres@127.0.0.1/test
       python -m archiver.bench --large-jobs 20000     # adds the 1,000,000-checkpoint memory run
+      python -m archiver.bench --one-job-checkpoints 100000 --jobs 10   # mostly the one-job memory figure
     """
     spec = spec_for(jobs, checkpoints, jobs_per_project, seed)
     kinds = ["sqlite", "postgresql"] if postgres_url else ["sqlite"]
@@ -150,9 +160,20 @@ def main(
                     f"{share:.1%} of the full sync's {run.seconds:.1f}s  {verdict(ok)}"
                 )
 
+        one_job = spec_for(1, one_job_checkpoints, 1, seed)
+        say(f"\n5. Memory: sync of one job with {one_job_checkpoints:,} checkpoints on loopback")
+        with fake_server(one_job) as server:
+            for kind in kinds:
+                run = run_sync(server, new_database(kind), *LOOPBACK_OPTIONS)
+                ok = run.peak_rss_mib < ONE_JOB_TARGET_MIB
+                say(
+                    f"   {kind:<11}{run.seconds:6.1f}s  peak RSS {run.peak_rss_mib:5.1f} MiB  "
+                    f"target < {ONE_JOB_TARGET_MIB} MiB: {verdict(ok)}"
+                )
+
         if large_jobs:
             big = spec_for(large_jobs, checkpoints, jobs_per_project, seed)
-            say(f"\n5. Memory: full sync of {large_jobs} jobs x {checkpoints} checkpoints on loopback")
+            say(f"\n6. Memory: full sync of {large_jobs} jobs x {checkpoints} checkpoints on loopback")
             with fake_server(big) as server:
                 for kind in kinds:
                     run = run_sync(server, new_database(kind), *LOOPBACK_OPTIONS)

@@ -20,14 +20,14 @@ from urllib.parse import urlsplit
 
 from archiver.fake_api.generate import OrgSpec
 from archiver.fake_api.org import Organisation
-from archiver.fake_api.responses import Response, html_error, message, too_many_requests
+from archiver.fake_api.responses import DRIPPING, Response, html_error, message, too_many_requests
 from archiver.fake_api.routes import Router
 from archiver.fake_api.transport import FakeTransport
 
 DEFAULT_API_KEY = "fake-baseten-key"
 
 FAULT_KINDS: frozenset[str] = frozenset(
-    {"429", "429-no-header", "500", "502", "503", "reset", "delay", "truncate"}
+    {"429", "429-no-header", "500", "502", "503", "reset", "delay", "truncate", *DRIPPING}
 )
 BROKEN_KINDS: frozenset[str] = frozenset(
     {"not-json", "truncated", "missing-field", "wrong-type", "list-for-object"}
@@ -45,6 +45,7 @@ class Faults:
     rate: float = 0.0
     kinds: tuple[str, ...] = ("429", "429-no-header", "500", "502", "503", "reset", "delay", "truncate")
     delay_s: float = 2.0
+    drip_s: float = 0.2  # the pause between the pieces of a "trickle" or "endless" body
     broken_jobs: Mapping[str, str] = field(default_factory=dict)
     retry_after_s: int = 1  # what a faulted 429 tells the client to wait; 0 keeps test suites fast
 
@@ -243,6 +244,8 @@ class FakeBaseten(Organisation):
         if fault == "reset":
             return Response(0, {}, b"", fault="reset")
         response = self._answer(method, path, body)
+        if fault in DRIPPING:
+            return response.dripped(fault, self._faults.drip_s)
         return replace(response, fault="truncate") if fault == "truncate" else response
 
     def _answer(self, method: str, path: str, body: bytes) -> Response:

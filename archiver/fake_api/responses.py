@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -13,16 +14,39 @@ RATE_LIMIT_MESSAGE = "Rate limit exceeded. Please try again later."
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
 HTML_ERROR = b"<html><head><title>%d</title></head><body><h1>%d %s</h1></body></html>\n"
+DRIPPING = ("trickle", "endless")
+DRIP_FOR_AT_MOST_S = 300.0  # a dripping answer hangs up after this: the fake never runs on forever
 
 
 @dataclass(frozen=True)
 class Response:
-    """An HTTP answer; `fault` tells the transport to "reset", "truncate" or "timeout" instead of answering cleanly."""
+    """An HTTP answer; `fault` tells the transport to "reset", "truncate" or "timeout" instead of answering
+    cleanly, or to send the body dripping: "trickle" (a byte each `drip_s`) or "endless" (chunked, the
+    body again and again, a chunk each `drip_s`)."""
 
     status: int
     headers: dict[str, str]
     body: bytes
     fault: str | None = None
+    drip_s: float = 0.2
+
+    def dripped(self, fault: str, drip_s: float = 0.2) -> Response:
+        """This answer sent as a "trickle" or an "endless" body."""
+        headers = dict(self.headers)
+        if fault == "endless":
+            headers.pop("Content-Length", None)
+            headers["Transfer-Encoding"] = "chunked"
+        return Response(self.status, headers, self.body, fault, drip_s)
+
+    def drips(self) -> Iterator[bytes]:
+        """The pieces of a dripping body, each after a pause of `drip_s`, for DRIP_FOR_AT_MOST_S at most."""
+        pieces = self.body if self.fault == "trickle" else iter(lambda: self.body, b"")
+        give_up_at = time.monotonic() + DRIP_FOR_AT_MOST_S
+        for piece in pieces:
+            if time.monotonic() > give_up_at:
+                return
+            time.sleep(self.drip_s)
+            yield bytes([piece]) if isinstance(piece, int) else piece
 
     @classmethod
     def of(

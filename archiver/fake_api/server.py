@@ -1,7 +1,8 @@
 """Serve a `FakeBaseten` on loopback HTTP/1.1 from a `ThreadingHTTPServer`, faults included.
 
 Each request goes to `FakeBaseten.handle`; its answer is written in one send. A "reset" fault drops
-the connection with a TCP RST, a "truncate" fault promises the whole body and delivers half.
+the connection with a TCP RST, a "truncate" fault promises the whole body and delivers half, and
+"trickle" and "endless" faults send it in pieces with pauses (see `Response.drips`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, cast
 
 from archiver.errors import UsageError
 from archiver.fake_api.protocol import FakeBaseten
-from archiver.fake_api.responses import Response, message
+from archiver.fake_api.responses import DRIPPING, Response, message
 
 
 class _Server(ThreadingHTTPServer):
@@ -103,6 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
             response = message(500, "The fake Baseten API failed; see its stderr")
         if response.fault == "reset":
             self._reset()
+        elif response.fault in DRIPPING:
+            self._drip(response)
         else:
             self._write(response)
 
@@ -113,12 +116,25 @@ class _Handler(BaseHTTPRequestHandler):
             # Promise the whole body, deliver half, hang up: what a dying proxy looks like.
             body = body[: len(body) // 2]
             self.close_connection = True
+        head = self._head(response)
+        self.wfile.write(head if self.command == "HEAD" else head + body)
+
+    def _drip(self, response: Response) -> None:
+        """Send the head, then the body in pieces with pauses, until done or the client hangs up."""
+        self.close_connection = True
+        self.wfile.write(self._head(response))
+        chunked = response.fault == "endless"
+        for piece in response.drips():
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _head(self, response: Response) -> bytes:
         lines = [f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}"]
         lines += [f"{name}: {value}" for name, value in response.headers.items()]
         if self.close_connection:
             lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head if self.command == "HEAD" else head + body)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _reset(self) -> None:
         """Drop the connection with a TCP RST and no answer."""

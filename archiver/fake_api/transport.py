@@ -2,7 +2,8 @@
 
 Faults become what httpx raises over a real connection: a reset is a `ReadError`, a body cut short
 a `RemoteProtocolError` once half of it has been read, an answer later than the client's read
-timeout a `ReadTimeout` (the fake sleeps only as long as the client would have waited).
+timeout a `ReadTimeout` (the fake sleeps only as long as the client would have waited); a dripping
+body comes in pieces with pauses between them, for as long as the client reads.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import httpx
+
+from archiver.fake_api.responses import DRIPPING, Response
 
 if TYPE_CHECKING:
     from archiver.fake_api.protocol import FakeBaseten
@@ -36,8 +39,22 @@ class FakeTransport(httpx.BaseTransport):
         if answer.fault == "timeout":
             raise httpx.ReadTimeout("timed out", request=request)
         body = b"" if request.method == "HEAD" else answer.body
-        stream = _CutShort(body) if answer.fault == "truncate" else httpx.ByteStream(body)
+        stream: httpx.SyncByteStream = (
+            _CutShort(body) if answer.fault == "truncate" else httpx.ByteStream(body)
+        )
+        if answer.fault in DRIPPING:
+            stream = _Dripping(answer)
         return httpx.Response(answer.status, headers=answer.headers, stream=stream, request=request)
+
+
+class _Dripping(httpx.SyncByteStream):
+    """A body that trickles, or never ends: pieces with pauses between them, for as long as it is read."""
+
+    def __init__(self, answer: Response) -> None:
+        self._answer = answer
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._answer.drips()
 
 
 class _CutShort(httpx.SyncByteStream):

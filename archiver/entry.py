@@ -1,0 +1,71 @@
+"""The `archiver` console script: take signals first, then load and run the command line.
+
+SIGINT and SIGTERM are handled from the first moment (see `archiver.stopping`) to the last: once
+the command is done they are ignored, and one that came is answered with exit status 130. After a
+signal, or with requests a stopped run left still reading, the process ends with `os._exit` once
+its output is flushed, rather than waiting for them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from contextlib import suppress
+
+from archiver import stopping
+
+
+def main() -> int:
+    """Run the command line; return its exit status, or 130 when a signal came at any point."""
+    stopping.install()  # before the command line's imports, which take a good part of a second
+    try:
+        from archiver.cli import main as cli_main
+
+        cli_main()
+        status = 0
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if not isinstance(exc.code, int | None):
+            _say(str(exc.code))
+    except stopping.Stopped as exc:
+        status = _stopped(f"stopped by {exc.signal_name} before it finished", event="interrupted")
+    # From here on the interpreter's shutdown would put the default handlers back: a signal then
+    # killed the process (-15). Ignored now; one that came before is answered with 130.
+    stopping.ignore()
+    if (name := stopping.received()) is not None and status != stopping.EXIT_STATUS:
+        status = _stopped(f"received {name} as the command ended; its work is complete", event="signal")
+    if name is not None or _requests_left():
+        # Nothing is left to commit; a request a stopped run left must not hold the process up.
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(status)
+    return status
+
+
+def _requests_left() -> bool:
+    """Whether threads of a stopped run are still reading (the interpreter would wait for them)."""
+    return any(
+        t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()
+    )
+
+
+def _stopped(message: str, *, event: str) -> int:
+    from archiver import logs
+
+    if logs.asks_for_json(sys.argv[1:]):
+        logs.configure_logging(log_format="json")
+    logs.say(
+        message if logs.json_output() else f"warning: {message}",
+        err=True,
+        level="warning",
+        event=event,
+        exit_code=stopping.EXIT_STATUS,
+    )
+    return stopping.EXIT_STATUS
+
+
+def _say(text: str) -> None:
+    with suppress(OSError, ValueError):
+        sys.stderr.write(text + "\n")
