@@ -7,6 +7,7 @@ import os
 import sqlite3
 from contextlib import suppress
 from pathlib import Path
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
@@ -35,7 +36,7 @@ def backup_sqlite(database_url: str, target: Path) -> int:
         raise UsageError(f"{target} already exists: a backup never overwrites; choose a new path") from None
     except OSError as exc:
         raise UsageError(f"cannot create {target}: {exc.strerror}") from None
-    source = sqlite3.connect(database, isolation_level=None)
+    source = _connect(url, database)
     try:
         source.execute(f"PRAGMA busy_timeout = {db.SQLITE_BUSY_TIMEOUT_MS}")
         source.execute("VACUUM INTO ?", (str(target),))
@@ -46,6 +47,14 @@ def backup_sqlite(database_url: str, target: Path) -> int:
     finally:
         source.close()
     return target.stat().st_size
+
+
+def _connect(url: sa.URL, database: Path) -> sqlite3.Connection:
+    """The archive's file, read-only (`mode=ro`) where its directory cannot be written: read-only media."""
+    readable = db.read_only_fallback(url)
+    if readable is url:
+        return sqlite3.connect(database, isolation_level=None)
+    return sqlite3.connect(f"{readable.database}?{urlencode(readable.query)}", uri=True, isolation_level=None)
 
 
 def how_to_back_up(url: sa.URL) -> str:

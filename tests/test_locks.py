@@ -291,6 +291,10 @@ def test_an_archive_on_read_only_media_can_be_read(tmp_path: Path) -> None:
         for command in (["runs"], ["db", "current"], ["report", "storage"], ["check"]):
             result = run_archiver(*command, "--database-url", database_url, prefix=prefix)
             assert result.exit_code == 0, (command, result.output)
+        copy = tmp_path / "copy.db"  # a backup off the media, onto a disk that can be written
+        backed_up = run_archiver("db", "backup", str(copy), "--database-url", database_url, prefix=prefix)
+        assert backed_up.exit_code == 0, backed_up.output
+    assert count_query(f"sqlite:///{copy}").stdout.split() == ["checkpoints", str(fake.total_checkpoints())]
     assert sorted(path.name for path in media.iterdir()) == ["archive.db", "archive.db.lock"]
 
 
