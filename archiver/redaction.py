@@ -10,8 +10,8 @@ far: `db.redact` masks it in every URL shown.
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import threading
 from typing import Any
 
@@ -22,15 +22,34 @@ MIN_LENGTH = 8
 QUOTED_CHARS = 80
 
 _secrets: frozenset[str] = frozenset()
+# Each secret as JSON may spell it in a body: every character as itself or as an escape.
+_spellings: tuple[re.Pattern[bytes], ...] = ()
 _registering = threading.Lock()
 
 
 def register(secret: str) -> None:
     """Mask `secret` in everything the process writes from now on (a short one is not maskable)."""
-    global _secrets
-    if len(secret) >= MIN_LENGTH:
+    global _secrets, _spellings
+    if len(secret) >= MIN_LENGTH and secret not in _secrets:
         with _registering:
             _secrets = _secrets | {secret}
+            _spellings = (*_spellings, _json_spellings(secret))
+
+
+def _json_spellings(secret: str) -> re.Pattern[bytes]:
+    """A pattern for `secret` in JSON text, each character literal or escaped (`\\u002d` or `\\u002D` for `-`)."""
+    characters = []
+    for character in secret:
+        spellings = [re.escape(character.encode())]
+        if ord(character) <= 0xFFFF:  # beyond, JSON escapes a surrogate pair; a key is ASCII anyway
+            digits = f"{ord(character):04x}"
+            spellings.append(
+                b"\\\\u" + "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in digits).encode()
+            )
+        if character in '"\\/':
+            spellings.append(re.escape(b"\\" + character.encode()))
+        characters.append(b"(?:" + b"|".join(spellings) + b")")
+    return re.compile(b"".join(characters))
 
 
 def redact(text: str) -> str:
@@ -44,19 +63,16 @@ def redact(text: str) -> str:
 def redact_body(body: bytes) -> bytes:
     """Mask every registered secret in a response body, as sent or as its JSON decodes.
 
-    JSON may spell a character as an escape (`\\u002d` for `-`), so a body with escapes is decoded
-    too: when a decoded string holds a secret, the body is re-encoded with the secret masked.
+    JSON may spell a character as an escape (`\\u002d` for `-`): where a body holds an escape, each
+    secret is looked for in every spelling. The rest of the body stays byte for byte as received.
     """
-    for secret in _secrets:
-        body = body.replace(secret.encode(), MASK.encode())
-    if not _secrets or b"\\" not in body:
+    if b"\\" not in body:
+        for secret in _secrets:
+            body = body.replace(secret.encode(), MASK.encode())
         return body
-    try:
-        decoded = json.dumps(json.loads(body), ensure_ascii=False)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return body  # not JSON: nothing decodes it into the secret
-    masked = redact(decoded)
-    return body if masked == decoded else masked.encode()
+    for spelled in _spellings:
+        body = spelled.sub(MASK.encode(), body)
+    return body
 
 
 def shorten(text: str, limit: int = QUOTED_CHARS) -> str:
