@@ -16,6 +16,7 @@ import pytest
 from archiver.cli import cli
 
 from .support.commands import archiver_command
+from .support.databases import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent
 DISTRIBUTION = "baseten-checkpoint-archiver"
@@ -74,21 +75,69 @@ def exec_start() -> list[str]:
     return shlex.split(line)
 
 
+CREDENTIALS = "${CREDENTIALS_DIRECTORY}/"
+
+
 def test_the_service_runs_a_sync_the_command_line_accepts(tmp_path: Path) -> None:
     service = unit(SYSTEMD / "archiver.service")["Service"]
     argv = exec_start()
     assert argv[0] == "/srv/archiver/.venv/bin/archiver" and argv[1] == "sync"
-    # %d is $CREDENTIALS_DIRECTORY: the key comes from the credential systemd loads, not the environment.
+    # The key comes from the credential systemd loads, not the environment; ${CREDENTIALS_DIRECTORY}
+    # works on every systemd with credentials (%d needs 251 or newer).
     credential = service["LoadCredential"][0].split(":", 1)[0]
-    assert argv[argv.index("--api-key-file") + 1] == f"%d/{credential}"
+    assert argv[argv.index("--api-key-file") + 1] == f"{CREDENTIALS}{credential}"
     assert not any(value.startswith("BASETEN_API_KEY") for value in service.get("Environment", []))
     sync = cli.commands["sync"]
     # Options that do not exist, or values they refuse, fail here as they would at 02:15; the
     # production machine's directories (the credential's, the metrics file's) stand in as tmp_path.
-    args = [str(tmp_path / Path(arg).name) if arg.startswith(("/", "%d/")) else arg for arg in argv[2:]]
+    args = [str(tmp_path / Path(arg).name) if arg.startswith(("/", CREDENTIALS)) else arg for arg in argv[2:]]
     context = sync.make_context("sync", args)
     assert isinstance(context, click.Context)
     assert service["Type"] == ["oneshot"]
+
+
+def test_the_service_names_no_path_that_systemd_does_not_create_or_that_is_not_optional() -> None:
+    """A unit that names a missing directory fails with 226/NAMESPACE on a clean machine.
+
+    Every path the service writes must be one systemd creates for it (StateDirectory=), or marked
+    optional with "-"; the program, the credential's source and the paths under them are read only.
+    """
+    service = unit(SYSTEMD / "archiver.service")["Service"]
+    created = [f"/var/lib/{name}" for line in service["StateDirectory"] for name in line.split()]
+    assert service["WorkingDirectory"] == ["/var/lib/archiver"] and "/var/lib/archiver" in created
+    for key in ("ReadWritePaths", "ReadOnlyPaths", "BindPaths", "BindReadOnlyPaths"):
+        for path in (p for line in service.get(key, []) for p in line.split()):
+            assert path.startswith("-") or any(path.startswith(c) for c in created), f"{key}={path}"
+    written = [arg for arg in exec_start() if arg.startswith("/") and not arg.endswith("/bin/archiver")]
+    database = [v.split("=", 1)[1] for v in service["Environment"] if v.startswith("ARCHIVER_DATABASE_URL=")]
+    written += [url.removeprefix("sqlite:///") for url in database if url.startswith("sqlite:")]
+    assert written
+    for path in written:
+        assert any(path.startswith(c + "/") for c in created), f"{path} is not in a directory systemd creates"
+
+
+def _systemd_analyze() -> str:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if IN_CI:
+            pytest.fail("systemd-analyze is not installed on the CI machine: the unit cannot be verified")
+        pytest.skip("systemd-analyze is not installed (the unit files are still parsed above)")
+    return analyze
+
+
+def test_systemd_rates_the_service_2_5_or_less_exposed() -> None:
+    """`systemd-analyze security` scores 0 (locked down) to 10 (exposed); 2.5 or less is what we ship."""
+    done = subprocess.run(
+        [_systemd_analyze(), "security", "--offline=yes", "--threshold=25", "--no-pager", "archiver.service"],
+        cwd=SYSTEMD,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-600:] + done.stderr
+    assert re.search(r"Overall exposure level for archiver.service: [0-2]\.\d", done.stdout), done.stdout[
+        -300:
+    ]
 
 
 def test_the_timer_catches_up_on_missed_nights() -> None:
@@ -99,9 +148,7 @@ def test_the_timer_catches_up_on_missed_nights() -> None:
 
 
 def test_systemd_analyze_verify_finds_nothing_to_say(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (the unit files are still parsed above)")
+    analyze = _systemd_analyze()
     # verify checks that ExecStart's program exists: point it at this checkout's command.
     program = archiver_command()
     if len(program) != 1:
@@ -127,4 +174,5 @@ def test_the_readme_shows_how_to_install_the_units() -> None:
     for needed in ("contrib/systemd/archiver.service", "contrib/systemd/archiver.timer", "Persistent=true"):
         assert needed in readme
     assert "LoadCredential=" in readme and "$CREDENTIALS_DIRECTORY" in readme
+    assert "StateDirectory=" in readme and "/var/lib/archiver/metrics" in readme
     assert "_ARCHIVER_COMPLETE=bash_source archiver" in readme
