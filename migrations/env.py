@@ -35,10 +35,25 @@ def run(connection: Connection) -> bool:
     return bool(applied)
 
 
+def refuse_unguarded_downgrade() -> None:
+    """Send `alembic downgrade` to `archiver db downgrade`, which says what a downgrade would delete first."""
+    from alembic.util import CommandError
+
+    command = getattr(config.cmd_opts, "cmd", None)
+    if command and getattr(command[0], "__name__", "") == "downgrade":
+        target = getattr(config.cmd_opts, "revision", "") or "REVISION"
+        target = f"-- {target}" if target.startswith("-") else target  # -1 is a step, not an option
+        raise CommandError(
+            "a downgrade can delete archived data: run `archiver db downgrade "
+            f"{target}` instead, which lists what it would delete and asks for --yes"
+        )
+
+
 shared = config.attributes.get("connection")
 if shared is not None:
     run(shared)  # archiver.migrate writes the comments
 else:
+    refuse_unguarded_downgrade()
     if config.config_file_name and not config.attributes.get("quiet"):
         logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
     engine = make_engine(os.environ.get("ARCHIVER_DATABASE_URL") or DEFAULT_DATABASE_URL)

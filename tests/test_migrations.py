@@ -187,6 +187,24 @@ def test_alembic_command_from_repo_root_reads_the_environment(database_url: str)
         engine.dispose()
 
 
+@pytest.mark.parametrize("target", ["base", "-1"])
+def test_alembic_downgrade_is_refused_and_sends_to_the_guarded_command(
+    database_url: str, target: str
+) -> None:
+    """`alembic downgrade base` would drop every table, rows and all, without the guard of
+    `archiver db downgrade`: it is refused, naming the command that says what would go."""
+    assert alembic(database_url, "upgrade", "head").returncode == 0
+    done = alembic(database_url, "downgrade", target)
+    assert done.returncode != 0
+    suggested = f"archiver db downgrade {'-- ' if target.startswith('-') else ''}{target}"
+    assert f"run `{suggested}` instead" in done.stdout + done.stderr
+    engine = db.make_engine(database_url)
+    try:
+        assert scalar(engine, "SELECT version_num FROM alembic_version") == SCHEMA_REVISION
+    finally:
+        engine.dispose()
+
+
 def test_alembic_writes_descriptions_and_never_drafts_a_revision_for_their_wording(postgres_url: str) -> None:
     assert alembic(postgres_url, "upgrade", "head").returncode == 0
     engine = db.make_engine(postgres_url)
