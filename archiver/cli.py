@@ -342,6 +342,7 @@ def _warn_if_shared(key_file: Path) -> None:
             key_file,
             mode,
             key_file,
+            extra={"event": "key_file_open"},
         )
 
 

@@ -33,6 +33,10 @@ def timestamp(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
+# The event of a record that names none (a library's warning, a line of prose): shippers route on `event`.
+DEFAULT_EVENT = "log"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per event, with any `extra=` fields beside the message."""
 
@@ -41,6 +45,7 @@ class JsonFormatter(logging.Formatter):
             "time": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "event": DEFAULT_EVENT,
             "message": record.getMessage(),
         }
         event.update({k: v for k, v in vars(record).items() if k not in _STANDARD})

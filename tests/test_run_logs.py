@@ -71,6 +71,25 @@ def test_json_logs_are_json_on_both_streams_and_end_with_every_counter(database_
     assert any(event["level"] == "error" and event.get("job_id") == broken for event in err)
 
 
+def test_every_json_line_names_its_event(
+    served: tuple[FakeBaseten, str], database_url: str, tmp_path: Path
+) -> None:
+    """A log shipper routes on `event`: warnings the archiver or a library writes carry one too."""
+    _, url = served
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY)
+    key_file.chmod(0o644)  # warned about, as ssh does
+    env = {**sync_env(url, database_url, KEY), "BASETEN_API_KEY": ""}
+    result = run_archiver("sync", "-vv", "--log-format", "json", "--api-key-file", str(key_file), env=env)
+    assert result.exit_code == 0, result.output
+    everything = events(result.stdout) + events(result.stderr)
+    assert everything and all(isinstance(e.get("event"), str) and e["event"] for e in everything), [
+        e for e in everything if not e.get("event")
+    ]
+    (warning,) = [e for e in everything if "open to other users" in e["message"]]
+    assert warning["event"] == "key_file_open" and warning["level"] == "warning"
+
+
 def test_a_successful_night_writes_its_summary_event(
     served: tuple[FakeBaseten, str], database_url: str
 ) -> None:
