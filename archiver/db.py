@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pwd
 import sqlite3
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -249,8 +250,25 @@ def check_connection(engine: Engine) -> None:
     except sa.exc.DBAPIError as exc:
         raise DatabaseUnavailable(
             f"cannot connect to the database {redact(engine.url)}: {describe_db_error(exc)}; "
-            "check --database-url / ARCHIVER_DATABASE_URL and that the server is up"
+            f"check --database-url / ARCHIVER_DATABASE_URL and {_what_must_hold(engine.url)}"
         ) from None
+
+
+def _what_must_hold(url: sa.URL) -> str:
+    """What a database needs to be reachable: a SQLite file has a directory, not a server."""
+    if url.get_backend_name() != "sqlite":
+        return f"that the server {url.host or 'localhost'}:{url.port or 5432} is up and takes connections"
+    path = sqlite_path(url)
+    if path is None:
+        return "that the SQLite file can be opened"
+    return f"that the directory {path.parent} exists and that this user ({_user()}) may write in it"
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid with no passwd entry, as in some containers
+        return f"uid {os.getuid()}"
 
 
 def database_errors(engine: Engine) -> tuple[type[BaseException], ...]:

@@ -156,7 +156,18 @@ def test_an_unreachable_database_exits_1_before_any_request(fake: FakeBaseten, a
     result = sync(api_url, url)
     assert result.exit_code == 1
     assert "cannot connect to the database" in result.stderr
+    assert "that the server 127.0.0.1:9 is up" in result.stderr
     assert "hunter2-secret" not in result.output
+    assert fake.request_count() == 0
+
+
+def test_a_sqlite_file_that_cannot_be_made_names_its_directory_not_a_server(
+    fake: FakeBaseten, api_url: str, tmp_path: Path
+) -> None:
+    result = sync(api_url, f"sqlite:///{tmp_path}/missing/archive.db")
+    assert result.exit_code == 1
+    assert f"that the directory {tmp_path}/missing exists" in result.stderr
+    assert "server" not in result.stderr
     assert fake.request_count() == 0
 
 
