@@ -129,10 +129,12 @@ def _last_run(connection: Connection, now: datetime) -> Finding:
         run.status, ERROR
     )
     message = f"run {run.id} {run.status}, ended {_when(run.finished_at, now)}"
-    if failed:
-        message += f"; {failed} failed"
     if run.error_summary and status != OK:
-        message += f": {run.error_summary}"
+        # A partial run's summary begins with its count ("2 failed: ..."): say it once.
+        counted = not failed or run.error_summary.startswith(f"{failed} failed")
+        message += f"; {run.error_summary}" if counted else f"; {failed} failed: {run.error_summary}"
+    elif failed:
+        message += f"; {failed} failed"
     if status != OK:
         message += "; `archiver runs` has the details"
     details = {

@@ -100,6 +100,7 @@ def test_the_last_run_is_reported_with_its_failures(
     line = next(line for line in result.stdout.splitlines() if "last_run:" in line)
     assert f"run {run_id} {status}" in line and summary in line and "`archiver runs" in line
     assert ("; 2 failed" in line) == bool(failures)
+    assert line.count("failed:") <= 1, line  # not "2 failed: 2 failed: ..."
 
 
 def test_a_run_stuck_running_is_an_error_and_a_young_one_is_not(archive: Engine, database_url: str) -> None:
