@@ -56,6 +56,7 @@ class ApiResponse:
     request_body: bytes
     where: Where
     content_type: str = ""
+    link: str = ""  # the `Link` header: a `rel="next"` in it says the listing has another page
 
     def json(self) -> Any:
         """The body as JSON; raise MalformedResponse, naming where, when it is not."""
@@ -399,6 +400,7 @@ class BasetenClient:
             request.content,
             where,
             response.headers.get("Content-Type", ""),
+            response.headers.get("Link", ""),
         )
 
     def _backoff(self, attempt: int) -> float:

@@ -228,8 +228,8 @@ class Fetched(Generic[T]):
         return cast(T, self.value)
 
 
-def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any], T]) -> Fetched[T]:
-    """Make a request and parse its answer, keeping the response whatever the parse makes of it.
+def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any, str], T]) -> Fetched[T]:
+    """Make a request and parse its answer and `Link` header, keeping the response whatever the parse makes of it.
 
     A 404 keeps its body too: the archive acts on it. Other failed requests have no answer to keep.
     """
@@ -241,9 +241,9 @@ def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any], T]) -> Fetc
         return Fetched(None, error=exc)
     kept = Kept.of(response)
     try:
-        payload = response.json()
+        payload, link = response.json(), response.link
         del response  # the raw body: what is parsed from it takes its place
-        return Fetched(kept, parse(payload))
+        return Fetched(kept, parse(payload, link))
     except JobError as exc:
         return Fetched(kept, error=exc)
     except RecursionError:  # the contract bounds depth; this is the net under it
@@ -435,7 +435,7 @@ class Sync:
         """Resolve a bare job id to its project with the search endpoint."""
         fetched = fetch(
             lambda: self.client.search_jobs(job_id=job_id),
-            lambda payload: normalize.project_of_job(payload, job_id),
+            lambda payload, link: normalize.project_of_job(payload, job_id, link),
         )
         self._write(self._keep, fetched.kept)
         if fetched.error is not None:
@@ -540,7 +540,7 @@ class Sync:
     def _fetch_listing(self, project_id: str) -> Fetched[JobListing]:
         return fetch(
             lambda: self.client.list_jobs(project_id),
-            lambda payload: normalize.job_listing(payload, project_id),
+            lambda payload, link: normalize.job_listing(payload, project_id, link),
         )
 
     def _archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
@@ -585,7 +585,7 @@ class Sync:
         project_id, job_id = target
         return fetch(
             lambda: self.client.get_checkpoints(project_id, job_id),
-            lambda payload: normalize.checkpoint_listing(payload, project_id, job_id),
+            lambda payload, link: normalize.checkpoint_listing(payload, project_id, job_id, link),
         )
 
     def _mark_gone(
