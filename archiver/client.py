@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from archiver import __version__, durations, redaction
+from archiver import __version__, clock, durations, redaction
 from archiver.errors import (
     Abandoned,
     ApiError,
@@ -201,6 +201,7 @@ class BasetenClient:
         )
         self.requests_made = 0
         self.rate_limited = 0
+        self.server_date: datetime | None = None  # the `Date` of the first response that had one
         self._counting = threading.Lock()  # fetcher threads share the counters
 
     def __enter__(self) -> BasetenClient:
@@ -277,6 +278,8 @@ class BasetenClient:
             else:
                 status = response.status_code
                 _log_attempt(method, path, status, sent, attempt)
+                if self.server_date is None:
+                    self.server_date = clock.server_time(response.headers.get("Date"))
                 if status < 300:
                     return self._answer(response, where)
                 if status < 400:
