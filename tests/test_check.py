@@ -123,7 +123,9 @@ def test_a_run_stuck_running_is_an_error_and_a_young_one_is_not(archive: Engine,
 
         with archive.begin() as connection:  # the same run, as if it had started 30 hours ago
             connection.execute(
-                sa.update(sync_runs).where(sync_runs.c.id == young).values(started_at=NOW - timedelta(hours=30))
+                sa.update(sync_runs)
+                .where(sync_runs.c.id == young)
+                .values(started_at=NOW - timedelta(hours=30))
             )
         result, statuses = check(database_url)
         assert result.exit_code == 5 and statuses == {**HEALTHY, "running": "ERROR"}
