@@ -461,6 +461,17 @@ def _warn_if_shared(key_file: Path) -> None:
     "Stop the run early (partial, exit 3) once it has run this long; below `archiver check "
     "--max-run-time` (24h), so that a long run ends before check calls it stuck.",
 )
+@click.option(
+    "--max-clock-skew",
+    envvar="ARCHIVER_MAX_CLOCK_SKEW",
+    show_envvar=True,
+    default="5m",
+    show_default=True,
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: _duration(value, "--max-clock-skew"),
+    help="Refuse to run (exit 2, nothing written) when the machine clock and the API's Date header "
+    "differ by more than this (90s, 15m, 6h or seconds): every stamp in the archive comes from the clock.",
+)
 def sync(
     api_key: str | None,
     api_key_file: Path | None,
@@ -480,6 +491,7 @@ def sync(
     max_response_mb: int,
     max_rate_limited_time: timedelta,
     max_run_time: timedelta,
+    max_clock_skew: timedelta,
     metrics_file: Path | None,
     quiet: bool,
 ) -> None:
@@ -492,7 +504,7 @@ def sync(
 
     \b
     Exit status: 0 everything archived; 1 fatal (bad key, API or database unreachable,
-    schema out of date, sync lock lost); 2 usage error; 3 some jobs failed (named on stderr), or the run
+    schema out of date, sync lock lost); 2 usage error, or the clock is off (--max-clock-skew); 3 some jobs failed (named on stderr), or the run
     stopped early at --max-run-time or --max-rate-limited-time; 75 another
     sync is running on this database (nothing done: harmless, try later); 130 interrupted
     by SIGINT/SIGTERM (what was complete is committed).
@@ -511,6 +523,7 @@ def sync(
         concurrency=concurrency,
         migrate=migrate_schema,
         max_run_time=max_run_time,
+        max_clock_skew=max_clock_skew,
         progress=progress_line(),
         on_finish=(recorder := outcome.Recorder()).finished,
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from archiver import __version__, durations, redaction
+from archiver import __version__, clock, durations, redaction
 from archiver.errors import (
     Abandoned,
     ApiError,
@@ -56,6 +56,7 @@ class ApiResponse:
     request_body: bytes
     where: Where
     content_type: str = ""
+    link: str = ""  # the `Link` header: a `rel="next"` in it says the listing has another page
 
     def json(self) -> Any:
         """The body as JSON; raise MalformedResponse, naming where, when it is not."""
@@ -129,9 +130,32 @@ class RateLimiter:
             self._next = max(start, now - self._interval) + self._interval
 
 
-def _segment(identifier: str) -> str:
-    """An id as one path segment: a `/`, `?` or control character in it cannot change the request."""
+def _segment(identifier: str, where: Where, kind: str) -> str:
+    """An id as one path segment: a `?` or control character in it cannot change the request.
+
+    An id no segment can carry (`.`, `..`, a `/` even encoded, since servers decode it) fails its
+    entry by name: requested, it would reach another URL, whose 404 would mark the id deleted.
+    """
+    if (problem := _unrequestable(identifier)) is not None:
+        raise MalformedResponse(
+            f"the {kind} id {redaction.shorten(repr(identifier), 80)} cannot be requested: {problem}, so its URL "
+            "would name another resource; it is not read, and not marked deleted",
+            project_id=where.project_id,
+            job_id=where.job_id,
+        )
     return urllib.parse.quote(identifier, safe="")
+
+
+def _unrequestable(identifier: str) -> str | None:
+    """Why an id cannot round-trip as a URL path segment, or None when it can."""
+    for form in dict.fromkeys(
+        (identifier, urllib.parse.unquote(identifier))
+    ):  # as sent, and as a server decodes it
+        if form in (".", ".."):
+            return "'.' and '..' are path steps that HTTP clients and servers remove"
+        if "/" in form or "\\" in form:
+            return "a '/' or '\\' in it, even percent-encoded, splits the path where a server decodes it"
+    return None
 
 
 def check_base_url(base_url: str) -> None:
@@ -200,6 +224,7 @@ class BasetenClient:
         )
         self.requests_made = 0
         self.rate_limited = 0
+        self.server_date: datetime | None = None  # the `Date` of the first response that had one
         self._counting = threading.Lock()  # fetcher threads share the counters
 
     def __enter__(self) -> BasetenClient:
@@ -233,12 +258,16 @@ class BasetenClient:
 
     def list_jobs(self, project_id: str) -> ApiResponse:
         """GET /v1/training_projects/{id}/jobs."""
-        return self._request("GET", f"/v1/training_projects/{_segment(project_id)}/jobs", Where(project_id))
+        where = Where(project_id)
+        return self._request(
+            "GET", f"/v1/training_projects/{_segment(project_id, where, 'project')}/jobs", where
+        )
 
     def get_checkpoints(self, project_id: str, job_id: str) -> ApiResponse:
         """GET /v1/training_projects/{pid}/jobs/{jid}/checkpoints."""
         where = Where(project_id, job_id)
-        path = f"/v1/training_projects/{_segment(project_id)}/jobs/{_segment(job_id)}/checkpoints"
+        project, job = _segment(project_id, where, "project"), _segment(job_id, where, "job")
+        path = f"/v1/training_projects/{project}/jobs/{job}/checkpoints"
         return self._request("GET", path, where)
 
     def search_jobs(self, *, job_id: str | None = None, project_id: str | None = None) -> ApiResponse:
@@ -276,6 +305,8 @@ class BasetenClient:
             else:
                 status = response.status_code
                 _log_attempt(method, path, status, sent, attempt)
+                if self.server_date is None:
+                    self.server_date = clock.server_time(response.headers.get("Date"))
                 if status < 300:
                     return self._answer(response, where)
                 if status < 400:
@@ -399,6 +430,7 @@ class BasetenClient:
             request.content,
             where,
             response.headers.get("Content-Type", ""),
+            response.headers.get("Link", ""),
         )
 
     def _backoff(self, attempt: int) -> float:

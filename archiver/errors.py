@@ -4,7 +4,8 @@
     ├── UsageError                bad options or configuration (2)
     │   ├── QueryError            `archiver query` refused a statement, or the database rejected it
     │   │   └── QueryTimeout      the statement ran past --timeout and was stopped (124, as timeout(1))
-    │   └── NeedsConfirmation     a step that deletes data, asked for without --yes: nothing changed
+    │   ├── NeedsConfirmation     a step that deletes data, asked for without --yes: nothing changed
+    │   └── ClockSkew             the machine clock and the API's disagree: a sync refuses before writing
     ├── FatalError                the run cannot go on; nothing half-written (1)
     │   ├── AuthError             the API refused the key (401, or 403 for the organisation listing)
     │   ├── ApiUnavailable        the API could not be reached for the organisation listing
@@ -58,6 +59,10 @@ class QueryTimeout(QueryError):
 
 class NeedsConfirmation(UsageError):
     """A step that would delete data (a downgrade dropping tables or history) was asked for without --yes."""
+
+
+class ClockSkew(UsageError):
+    """The machine clock and the API's `Date` differ by more than --max-clock-skew: the run writes nothing."""
 
 
 class FatalError(ArchiverError):

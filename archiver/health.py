@@ -2,10 +2,17 @@
 
     database    reachable, opened for reading (a check never creates or changes anything)
     schema      at the revision this archiver needs
-    last_run    how the latest finished run ended: succeeded ok; partial, interrupted warning; failed error
-    freshness   the last successful run ended within --max-age (else error) and --warn-age (else warning),
-                as dbt's `source freshness` has error_after and warn_after
-    running     no run has been `running` longer than --max-run-time: such a run is stuck, or was killed
+    last_run    how the latest finished full run ended: succeeded ok; partial, interrupted warning; failed error
+    freshness   the last successful full run ended within --max-age (else error) and --warn-age (else
+                warning), as dbt's `source freshness` has error_after and warn_after
+    running     no run recorded `running` has died (its process gone: its lock is free), and none has
+                been running longer than --max-run-time (stuck); either is an error
+    scoped      the latest scoped run (--project, --job), for information: it never makes check fail,
+                nor green; only full runs (of the whole organisation) say how the archive stands
+    clock       no run is stamped in the future (the machine clock was ahead): warning
+
+A full run is one of the whole organisation; a scoped run (`sync --project/--job`) succeeding after
+a failed nightly run says nothing of the rest of the archive.
 
 The command exits with the worst status: 0 ok, 4 warning, 5 error (2 stays a usage error), so a
 monitoring system can page on 5 and open a ticket on 4.
@@ -22,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from archiver import db, durations, ledger, migrate
+from archiver import clock, db, durations, ledger, lock, migrate
 from archiver.errors import DatabaseUnavailable, SchemaOutOfDate
 from archiver.schema import SCHEMA_REVISION, sync_errors, sync_runs
 
@@ -80,7 +87,9 @@ def check_archive(database_url: str, limits: Limits, now: datetime | None = None
                 findings += [
                     _last_run(connection, now),
                     _freshness(connection, limits, now),
-                    _running(connection, limits, now),
+                    _running(engine, connection, limits, now),
+                    _scoped(connection, now),
+                    _future(connection, now),
                 ]
         return findings
     except DatabaseUnavailable as exc:
@@ -113,22 +122,27 @@ def _schema(engine: Engine) -> Finding:
     return Finding("schema", ERROR, message, details)
 
 
-def _last_run(connection: Connection, now: datetime) -> Finding:
-    run = connection.execute(
+def _latest_finished(connection: Connection, *, scoped: bool) -> sa.Row[Any] | None:
+    full = sync_runs.c.scope.is_(None)
+    return connection.execute(
         sa.select(sync_runs)
-        .where(sync_runs.c.status != ledger.RUNNING)
+        .where(sync_runs.c.status != ledger.RUNNING, sa.not_(full) if scoped else full)
         .order_by(sync_runs.c.id.desc())
         .limit(1)
     ).first()
+
+
+def _last_run(connection: Connection, now: datetime) -> Finding:
+    run = _latest_finished(connection, scoped=False)
     if run is None:
-        return Finding("last_run", ERROR, "no sync has finished yet: run `archiver sync`")
+        return Finding("last_run", ERROR, "no full sync has finished yet: run `archiver sync`")
     failed = connection.execute(
         sa.select(sa.func.count()).where(sync_errors.c.sync_run_id == run.id, sync_errors.c.kind != "gone")
     ).scalar_one()
     status = {ledger.SUCCEEDED: OK, ledger.PARTIAL: WARNING, ledger.INTERRUPTED: WARNING}.get(
         run.status, ERROR
     )
-    message = f"run {run.id} {run.status}, ended {_when(run.finished_at, now)}"
+    message = f"full run {run.id} {run.status}, ended {_when(run.finished_at, now)}"
     if run.error_summary and status != OK:
         # A partial run's summary begins with its count ("2 failed: ..."): say it once.
         counted = not failed or run.error_summary.startswith(f"{failed} failed")
@@ -154,10 +168,10 @@ def _freshness(connection: Connection, limits: Limits, now: datetime) -> Finding
     if limits.warn_age is not None:
         details["warn_age_seconds"] = limits.warn_age.total_seconds()
     if succeeded is None:
-        return Finding("freshness", ERROR, "no sync has succeeded yet: run `archiver sync`", details)
+        return Finding("freshness", ERROR, "no full sync has succeeded yet: run `archiver sync`", details)
     age = (now - succeeded).total_seconds()
     details["age_seconds"] = round(age, 3)
-    message = f"the last successful run ended {_when(succeeded, now)}"
+    message = f"the last successful full run ended {_when(succeeded, now)}"
     if age > max_age:
         return Finding(
             "freshness", ERROR, f"{message}, longer ago than --max-age {durations.describe(max_age)}", details
@@ -168,7 +182,7 @@ def _freshness(connection: Connection, limits: Limits, now: datetime) -> Finding
     return Finding("freshness", OK, f"{message}, within --max-age {durations.describe(max_age)}", details)
 
 
-def _running(connection: Connection, limits: Limits, now: datetime) -> Finding:
+def _running(engine: Engine, connection: Connection, limits: Limits, now: datetime) -> Finding:
     runs = connection.execute(
         sa.select(sync_runs.c.id, sync_runs.c.started_at)
         .where(sync_runs.c.status == ledger.RUNNING)
@@ -177,6 +191,15 @@ def _running(connection: Connection, limits: Limits, now: datetime) -> Finding:
     limit = limits.max_run_time.total_seconds()
     if not runs:
         return Finding("running", OK, "no run in progress", {"run_id": None})
+    alive = lock.live_runs(engine, connection, [run.id for run in runs])
+    if dead := [run for run in runs if run.id not in alive]:
+        died = dead[-1]
+        details = {"run_id": died.id, "started_at": _iso(died.started_at), "died": True}
+        message = (
+            f"run {died.id} started {_when(died.started_at, now)} and is recorded `running`, but its process "
+            "is gone (its lock is free): it died, killed or crashed; the next sync records it as failed"
+        )
+        return Finding("running", ERROR, message, details)
     oldest = runs[0]
     age = (now - oldest.started_at).total_seconds()
     details = {"run_id": oldest.id, "started_at": _iso(oldest.started_at), "age_seconds": round(age, 3)}
@@ -187,6 +210,49 @@ def _running(connection: Connection, limits: Limits, now: datetime) -> Finding:
         )
         return Finding("running", ERROR, message, details)
     return Finding("running", OK, f"run {oldest.id} running since {_when(oldest.started_at, now)}", details)
+
+
+def _scoped(connection: Connection, now: datetime) -> Finding:
+    """The latest scoped run, beside the full ones: information, never a reason to fail or to pass."""
+    run = _latest_finished(connection, scoped=True)
+    if run is None:
+        return Finding("scoped", OK, "no scoped run (--project, --job) has finished", {"run_id": None})
+    scope = run.scope or {}
+    named = ", ".join(
+        f"{kind} {' '.join(ids)}"
+        for kind, ids in (("projects", scope.get("projects")), ("jobs", scope.get("jobs")))
+        if ids
+    )
+    message = (
+        f"scoped run {run.id} ({named}) {run.status}, ended {_when(run.finished_at, now)}; "
+        "it says nothing of the rest of the organisation"
+    )
+    details = {
+        "run_id": run.id,
+        "run_status": run.status,
+        "ended_at": _iso(run.finished_at),
+        "scope": run.scope,
+    }
+    return Finding("scoped", OK, message, details)
+
+
+def _future(connection: Connection, now: datetime) -> Finding:
+    """A run stamped after now: the clock was ahead when it ran, and later runs are stamped after it."""
+    ahead = now + clock.DEFAULT_MAX_CLOCK_SKEW
+    run = connection.execute(
+        sa.select(sync_runs.c.id, sync_runs.c.started_at)
+        .where(sa.or_(sync_runs.c.started_at > ahead, sync_runs.c.finished_at > ahead))
+        .order_by(sync_runs.c.started_at.desc())
+        .limit(1)
+    ).first()
+    if run is None:
+        return Finding("clock", OK, "no run is stamped in the future", {"run_id": None})
+    message = (
+        f"run {run.id} is stamped {_iso(run.started_at)}, in the future: the machine clock was ahead when it "
+        "ran. Runs after it are stamped after it (stamps never go backwards), so `query --as-of` a time "
+        "before that stamp does not see them; set the clock right (README: Time)"
+    )
+    return Finding("clock", WARNING, message, {"run_id": run.id, "started_at": _iso(run.started_at)})
 
 
 def _when(moment: datetime, now: datetime) -> str:

@@ -91,8 +91,13 @@ def finish_run(
 
 
 def last_success(connection: Connection) -> datetime | None:
-    """When a run last ended with status succeeded; None if none has."""
-    latest = sa.select(sa.func.max(sync_runs.c.finished_at)).where(sync_runs.c.status == SUCCEEDED)
+    """When a full run (of the whole organisation, no --project or --job) last succeeded; None if none has.
+
+    A scoped run that succeeds says nothing of the rest of the organisation: it never counts.
+    """
+    latest = sa.select(sa.func.max(sync_runs.c.finished_at)).where(
+        sync_runs.c.status == SUCCEEDED, sync_runs.c.scope.is_(None)
+    )
     found: datetime | None = connection.execute(latest).scalar()
     return found
 

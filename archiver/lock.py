@@ -25,7 +25,8 @@ import fcntl
 import os
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -225,8 +226,50 @@ def _open(path: Path, access: int) -> int:
         raise DatabaseUnavailable(f"cannot open {path} to lock the archive: {exc.strerror}") from None
 
 
+# `archiver check` tries the lock for an instant (`live_runs`): a sync starting just then tries again.
+_TRIES, _PAUSE_S = 5, 0.05
+
+
 def _flock(descriptor: int) -> None:
+    for attempt in range(_TRIES):
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == _TRIES - 1:
+                raise SyncInProgress(_BUSY) from None
+            time.sleep(_PAUSE_S)
+
+
+def live_runs(engine: Engine, connection: Connection, running: Collection[int]) -> set[int]:
+    """Of the runs recorded `running`, those whose process is alive, seen from outside any sync (for `check`).
+
+    PostgreSQL: those whose run lock is held. SQLite: none when the sync lock is free (tried shared, for
+    an instant, without creating or writing anything), else the newest, the only one that can hold it.
+    """
+    if engine.dialect.name == "postgresql":
+        return set(connection.execute(sa.text(_LIVE_RUNS), {"class": RUN_LOCK_CLASS}).scalars()) & set(
+            running
+        )
+    path = db.sqlite_path(engine.url)
+    if path is None or not running:  # an in-memory archive: no other process can have written it
+        return set(running)
+    return {max(running)} if _sync_holds(path) else set()
+
+
+def _sync_holds(database: Path) -> bool:
+    """Whether a sync holds a SQLite archive's lock; when that cannot be told, as if it did."""
+    real = Path(os.path.realpath(database))
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise SyncInProgress(_BUSY) from None
+        descriptor = os.open(real.with_name(real.name + ".lock"), os.O_RDONLY)
+    except FileNotFoundError:  # no sync has ever run on it
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held
+        return True
+    finally:
+        os.close(descriptor)  # closing releases the shared lock at once
+    return False

@@ -6,9 +6,10 @@ the collector never reads half a file. Names follow Prometheus' guide: `_seconds
 `_timestamp_seconds` in base units, `_total` only for counters, outcomes as labels.
 
 The `_total` counters add each run to the previous file's values, so `increase(...[1d])` works
-across runs; `archiver_last_run_*` says what the last run alone did. When a run did not succeed,
-`archiver_last_success_timestamp_seconds` is carried over from the previous file, or read from the
-archive's run ledger; 0 means no success is known, which any freshness alert catches.
+across runs; `archiver_last_run_*` says what the last run alone did. Only a full run (no --project
+or --job) that succeeded sets `archiver_last_success_timestamp_seconds`; after any other run it is
+carried over from the previous file, or read from the archive's run ledger; 0 means no success is
+known, which any freshness alert catches.
 """
 
 from __future__ import annotations
@@ -102,8 +103,12 @@ def _families(
     yield from _family(
         LAST_SUCCESS,
         "gauge",
-        "When a sync run last ended with status succeeded, in Unix time (0: none known).",
-        {"": finished if ended.status == ledger.SUCCEEDED else _last_success(previous, known_success)},
+        "When a full sync run (no --project or --job) last succeeded, in Unix time (0: none known).",
+        {
+            "": finished
+            if ended.status == ledger.SUCCEEDED and not ended.report.scoped
+            else _last_success(previous, known_success)
+        },
     )
     yield from _family(
         "archiver_last_run_duration_seconds",

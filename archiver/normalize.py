@@ -11,7 +11,8 @@ value for a bad one. Lenient where the API is open: optional keys may be missing
 statuses and types are kept as received, and every field without a column lands in `extra`.
 
 A listing endpoint has no paging; a response that says there is more (`next_page_token`,
-`has_more`, a `total_count` above what it lists, ...) keeps its entries but is not `complete`.
+`has_more`, a `total_count` above what it lists, a `Link: <...>; rel="next"` header: every marker
+`archiver.paging` knows) keeps its entries but is not `complete`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+from archiver import paging
 from archiver.errors import MalformedResponse
 from archiver.redaction import QUOTED_CHARS, shorten
 
@@ -50,8 +52,6 @@ INT32_MAX = 2**31 - 1
 _EXACT_FLOAT_BOUND = 2**53
 
 _KNOWN_CHECKPOINT_TYPES = frozenset({"lora", "full", "whisper"})
-# Envelope keys with which paging APIs say "there is more"; `total_count` is compared separately.
-_MORE_MARKERS = ("next_page_token", "next_cursor", "next", "has_more")
 
 _MISSING = object()
 _FRACTION = re.compile(r"[.,](\d{1,6})\d*")
@@ -511,29 +511,15 @@ def lora_config_row(config: Mapping[str, Any]) -> Row:
     }
 
 
-def _says_more(value: Any) -> bool:
-    """Whether a paging marker's value says there is more: anything but null, false or empty.
-
-    0 counts: E7's offset tokens start at 0, and a false alarm only fails one unit.
-    """
-    return value is not None and value is not False and value != "" and value != [] and value != {}
-
-
 def _more_than_listed(
-    payload: Mapping[str, Any], listed: list[Any], where: Where
+    payload: Mapping[str, Any], listed: list[Any], where: Where, link: str = ""
 ) -> MalformedResponse | None:
     """Say what shows a response has more entries than it lists, or None when nothing does.
 
     Baseten's listings have no paging; if one starts to page, what a response lacks is not
-    gone. Null tokens, `has_more: false` and a `total_count` the list reaches say nothing.
+    gone. The markers recognised, and what says there is no more, are `archiver.paging.MARKERS`.
     """
-    said = [f"{key}={_short(payload[key])}" for key in _MORE_MARKERS if _says_more(payload.get(key))]
-    try:
-        total = _as_integer(payload.get("total_count"))
-    except ValueError:
-        total = None  # not a count: an unknown envelope key like any other
-    if total is not None and total > len(listed):
-        said.append(f"total_count={total} for {len(listed)} listed")
+    said = paging.more_than_listed(payload, len(listed), link)
     if not said:
         return None
     return where.fail(
@@ -578,7 +564,7 @@ class CheckpointListing:
         )
 
 
-def checkpoint_listing(payload: Any, project_id: str, job_id: str) -> CheckpointListing:
+def checkpoint_listing(payload: Any, project_id: str, job_id: str, link: str = "") -> CheckpointListing:
     """Normalize a GetTrainingJobCheckpointsResponseV1 for one job.
 
     When a checkpoint id repeats within one response, the last entry wins: the API lists
@@ -601,7 +587,7 @@ def checkpoint_listing(payload: Any, project_id: str, job_id: str) -> Checkpoint
         by_id[row["checkpoint_id"]] = row
         if config is not None:
             configs[config["config_sha256"]] = config
-    incomplete = _more_than_listed(payload, listed, where)
+    incomplete = _more_than_listed(payload, listed, where, link)
     return CheckpointListing(project_id, job, list(by_id.values()), configs, duplicates, incomplete)
 
 
@@ -629,7 +615,7 @@ class ProjectListing:
         return not self.rejected and self.incomplete is None
 
 
-def project_listing(payload: Any) -> ProjectListing:
+def project_listing(payload: Any, link: str = "") -> ProjectListing:
     """Normalize a GET /v1/training_projects response."""
     where = Where(path="GET /v1/training_projects")
     payload = obj(payload, where)
@@ -644,7 +630,7 @@ def project_listing(payload: Any) -> ProjectListing:
             continue
         projects.pop(row["id"], None)  # listed twice: the later entry wins, as for checkpoints
         projects[row["id"]] = row
-    return ProjectListing(list(projects.values()), rejected, _more_than_listed(payload, listed, where))
+    return ProjectListing(list(projects.values()), rejected, _more_than_listed(payload, listed, where, link))
 
 
 @dataclass
@@ -665,7 +651,7 @@ class JobListing:
         return not self.rejected and self.incomplete is None
 
 
-def job_listing(payload: Any, project_id: str) -> JobListing:
+def job_listing(payload: Any, project_id: str, link: str = "") -> JobListing:
     """Normalize a GET /v1/training_projects/{id}/jobs response for one project.
 
     The project itself must be the one asked for: archiving another would overwrite it and mark
@@ -688,10 +674,10 @@ def job_listing(payload: Any, project_id: str) -> JobListing:
             continue
         jobs.pop(record.row["id"], None)
         jobs[record.row["id"]] = record
-    return JobListing(project, list(jobs.values()), rejected, _more_than_listed(payload, listed, where))
+    return JobListing(project, list(jobs.values()), rejected, _more_than_listed(payload, listed, where, link))
 
 
-def project_of_job(payload: Any, job_id: str) -> str | None:
+def project_of_job(payload: Any, job_id: str, link: str = "") -> str | None:
     """The project of `job_id` in a POST /v1/training_jobs/search response; None when not found.
 
     A response that says there is more answers only when it lists the job: its absence proves nothing.
@@ -703,7 +689,7 @@ def project_of_job(payload: Any, job_id: str) -> str | None:
         record = job_record(entry, Where(job_id=job_id, path=f"training_jobs[{index}]"))
         if record.row["id"] == job_id:
             return str(record.row["training_project_id"])
-    if incomplete := _more_than_listed(payload, found, where):
+    if incomplete := _more_than_listed(payload, found, where, link):
         raise incomplete
     return None
 

@@ -45,6 +45,7 @@ class Outcome:
             "status": self.status,
             "exit_code": self.exit_code,
             "run_id": report.run_id,
+            "scoped": report.scoped,
             **report.counts.as_dict(),
             "rate_limited": report.rate_limited,
             "stopped_by": report.stopped_by,

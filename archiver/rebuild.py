@@ -88,6 +88,7 @@ class _Run:
             full=self.full,
             allow_mass_delete=bool(options.get("allow_mass_delete")),
             recheck_after=None if recheck is None else timedelta(seconds=recheck),
+            max_clock_skew=None,  # a replay runs on the run's own clock: there is nothing to check
             stop=stop,
         )
 

@@ -21,6 +21,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from archiver import clock as clocks
 from archiver import db, durations, ledger, migrate, normalize, redaction, responses, stopping, store
 from archiver.client import DEFAULT_MAX_RESPONSE_MB, ApiResponse, BasetenClient, RetryPolicy, unreachable
 from archiver.db import describe_db_error
@@ -91,6 +92,7 @@ class SyncOptions:
     batch_rows: int = DEFAULT_BATCH_ROWS
     migrate: bool = False  # upgrade an out-of-date schema instead of refusing to run
     max_run_time: timedelta | None = None  # past this, the run stops early (partial)
+    max_clock_skew: timedelta | None = clocks.DEFAULT_MAX_CLOCK_SKEW  # None: the clock is not checked
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[int, int], None] | None = None  # (jobs done, jobs known so far)
     on_finish: Callable[[SyncReport], None] | None = None  # told the report once the run has recorded its end
@@ -126,6 +128,7 @@ class SyncReport:
     seconds: float = 0.0
     interrupted: bool = False
     stopped_by: str | None = None  # the limit that ended the run early, when one did
+    scoped: bool = False  # only some projects or jobs (--project, --job): says nothing of the rest
 
     @property
     def exit_code(self) -> int:
@@ -228,8 +231,8 @@ class Fetched(Generic[T]):
         return cast(T, self.value)
 
 
-def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any], T]) -> Fetched[T]:
-    """Make a request and parse its answer, keeping the response whatever the parse makes of it.
+def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any, str], T]) -> Fetched[T]:
+    """Make a request and parse its answer and `Link` header, keeping the response whatever the parse makes of it.
 
     A 404 keeps its body too: the archive acts on it. Other failed requests have no answer to keep.
     """
@@ -241,9 +244,9 @@ def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any], T]) -> Fetc
         return Fetched(None, error=exc)
     kept = Kept.of(response)
     try:
-        payload = response.json()
+        payload, link = response.json(), response.link
         del response  # the raw body: what is parsed from it takes its place
-        return Fetched(kept, parse(payload))
+        return Fetched(kept, parse(payload, link))
     except JobError as exc:
         return Fetched(kept, error=exc)
     except RecursionError:  # the contract bounds depth; this is the net under it
@@ -264,7 +267,11 @@ class Sync:
         self.client = client
         self.options = options
         self.now = clock()  # one timestamp for the whole run's sightings
-        self.report = SyncReport()
+        self._clock = clock
+        # The project listing, read first to check the clock, and what stopped it.
+        self._first: Fetched[normalize.ProjectListing] | None = None
+        self._first_error: FatalError | None = None
+        self.report = SyncReport(scoped=not options.scope.everything)
         self.guard = store.DeletionGuard(options.allow_mass_delete)
         self._jobs_done = 0
         self._lock = SyncLock()
@@ -272,6 +279,7 @@ class Sync:
     def run(self) -> SyncReport:
         """Archive the scope; raise FatalError for what stops the run."""
         with sync_lock(self.engine) as self._lock:
+            self._check_clock()
             # Under the lock: two first-ever runs must not both create the schema.
             migrate.ensure_current(self.engine, migrate=self.options.migrate)
             run_id = self._write(self._start)
@@ -306,6 +314,24 @@ class Sync:
                 if self.options.on_finish is not None:
                     self.options.on_finish(self.report)
         return self.report
+
+    def _check_clock(self) -> None:
+        """Refuse to run, before writing anything, when the API's clock says the machine's is wrong.
+
+        The project listing is the first request: a full run goes on with it, a scoped one keeps it.
+        """
+        limit = self.options.max_clock_skew
+        if limit is None:
+            return
+        try:
+            self._first = fetch(self.client.list_projects, normalize.project_listing)
+        except FatalError as exc:  # the key refused: raised once the run has recorded itself
+            self._first_error = exc
+        server = self.client.server_date
+        if server is None:
+            log.info("the API's answer had no Date header: the machine clock could not be checked")
+            return
+        clocks.check_skew(self._clock(), server, limit)
 
     @contextmanager
     def _time_limit(self) -> Iterator[None]:
@@ -345,6 +371,13 @@ class Sync:
         # whatever the clock did since the last run.
         latest = ledger.latest_start(connection)
         if latest is not None and self.now <= latest:
+            if latest - self.now > clocks.DEFAULT_MAX_CLOCK_SKEW:
+                log.warning(
+                    "a run of this archive started at %s, after this machine's clock (%s): this run is stamped "
+                    "after it, so that stamps never go backwards (`archiver check` names such a run)",
+                    latest.isoformat(timespec="seconds"),
+                    self.now.isoformat(timespec="seconds"),
+                )
             self.now = latest + timedelta(microseconds=1)
         dead = ledger.close_dead_runs(connection, self.now, alive=self._lock.live_runs(connection))
         if dead:
@@ -353,6 +386,8 @@ class Sync:
         run_id = ledger.start_run(
             connection, self.now, options.scope.as_json(), options.full, options.recorded()
         )
+        if self._first is not None and self._first.kept is not None and not options.scope.everything:
+            responses.keep(connection, run_id, [self._first.kept])  # read only to check the clock
         self._lock.hold_run(run_id)
         return run_id
 
@@ -378,7 +413,7 @@ class Sync:
                 self.engine,
                 run_id,
                 status=status,
-                finished_at=utc_now(),
+                finished_at=max(utc_now(), self.now),  # never before the run's start, however the clock moved
                 counts=report.counts.as_dict(),
                 errors=errors,
                 error_summary=summary,
@@ -399,8 +434,10 @@ class Sync:
     def _targets(self) -> dict[str, set[str] | None]:
         """Project ids to list, each with the job ids wanted (None: all of them)."""
         scope = self.options.scope
+        if self._first_error is not None:
+            raise self._first_error
         if scope.everything:
-            fetched = fetch(self.client.list_projects, normalize.project_listing)
+            fetched = self._first or fetch(self.client.list_projects, normalize.project_listing)
             if fetched.error is not None:  # malformed too: without the listing there is no run
                 self._write(self._keep, fetched.kept)
                 raise unreachable(fetched.error)
@@ -435,7 +472,7 @@ class Sync:
         """Resolve a bare job id to its project with the search endpoint."""
         fetched = fetch(
             lambda: self.client.search_jobs(job_id=job_id),
-            lambda payload: normalize.project_of_job(payload, job_id),
+            lambda payload, link: normalize.project_of_job(payload, job_id, link),
         )
         self._write(self._keep, fetched.kept)
         if fetched.error is not None:
@@ -540,7 +577,7 @@ class Sync:
     def _fetch_listing(self, project_id: str) -> Fetched[JobListing]:
         return fetch(
             lambda: self.client.list_jobs(project_id),
-            lambda payload: normalize.job_listing(payload, project_id),
+            lambda payload, link: normalize.job_listing(payload, project_id, link),
         )
 
     def _archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
@@ -585,7 +622,7 @@ class Sync:
         project_id, job_id = target
         return fetch(
             lambda: self.client.get_checkpoints(project_id, job_id),
-            lambda payload: normalize.checkpoint_listing(payload, project_id, job_id),
+            lambda payload, link: normalize.checkpoint_listing(payload, project_id, job_id, link),
         )
 
     def _mark_gone(

@@ -12,12 +12,21 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import ledger, migrate
+from archiver.lock import sync_lock
 from archiver.schema import RunCounts, sync_runs
 
 from .support.commands import Result, run_archiver
 
 NOW = datetime.now(UTC)
-HEALTHY = {"database": "OK", "schema": "OK", "last_run": "OK", "freshness": "OK", "running": "OK"}
+HEALTHY = {
+    "database": "OK",
+    "schema": "OK",
+    "last_run": "OK",
+    "freshness": "OK",
+    "running": "OK",
+    "scoped": "OK",
+    "clock": "OK",
+}
 
 
 def record_run(
@@ -106,19 +115,23 @@ def test_the_last_run_is_reported_with_its_failures(
 def test_a_run_stuck_running_is_an_error_and_a_young_one_is_not(archive: Engine, database_url: str) -> None:
     record_run(archive, NOW - timedelta(hours=12), ledger.SUCCEEDED)
     young = record_run(archive, NOW - timedelta(hours=1), ledger.RUNNING)
-    result, statuses = check(database_url)
-    assert result.exit_code == 0 and statuses == HEALTHY
-    assert f"run {young} running since" in result.stdout
+    with sync_lock(archive) as held:  # its process is alive: it holds the locks a sync holds
+        held.hold_run(young)
+        result, statuses = check(database_url)
+        assert result.exit_code == 0 and statuses == HEALTHY, result.output
+        assert f"run {young} running since" in result.stdout
 
-    with archive.begin() as connection:  # the same run, as if it had started 30 hours ago
-        connection.execute(
-            sa.update(sync_runs).where(sync_runs.c.id == young).values(started_at=NOW - timedelta(hours=30))
-        )
-    result, statuses = check(database_url)
-    assert result.exit_code == 5 and statuses == {**HEALTHY, "running": "ERROR"}
-    assert "longer than --max-run-time 1 day" in result.stdout
-    result, statuses = check(database_url, "--max-run-time", "2d")
-    assert result.exit_code == 0 and statuses == HEALTHY
+        with archive.begin() as connection:  # the same run, as if it had started 30 hours ago
+            connection.execute(
+                sa.update(sync_runs)
+                .where(sync_runs.c.id == young)
+                .values(started_at=NOW - timedelta(hours=30))
+            )
+        result, statuses = check(database_url)
+        assert result.exit_code == 5 and statuses == {**HEALTHY, "running": "ERROR"}
+        assert "longer than --max-run-time 1 day" in result.stdout
+        result, statuses = check(database_url, "--max-run-time", "2d")
+        assert result.exit_code == 0 and statuses == HEALTHY
 
 
 def test_an_archive_no_sync_has_finished_is_an_error(archive: Engine, database_url: str) -> None:
@@ -158,6 +171,8 @@ def test_json_gives_one_object_per_check(archive: Engine, database_url: str) -> 
         ("last_run", "ok"),
         ("freshness", "warning"),
         ("running", "ok"),
+        ("scoped", "ok"),
+        ("clock", "ok"),
     ]
     freshness = found[3]
     assert freshness["warn_age_seconds"] == 3600 and freshness["max_age_seconds"] == 26 * 3600

@@ -546,7 +546,8 @@ def test_a_response_that_says_there_is_more_is_incomplete_and_keeps_its_entries(
         {"has_more": False},
         {"total_count": 2},
         {"total_count": 1},
-        {"total_count": "3"},  # not a count: an unknown envelope key
+        {"total_count": "2"},  # a count sent as a string
+        {"total_count": "many"},  # not a count: an unknown envelope key
         {"total_count": True},
         {"request_id": "r-1", "page": 1, "links": {"self": "/v1/training_projects"}},
     ],

@@ -14,6 +14,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from email.utils import format_datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,6 +99,8 @@ class FakeBaseten(Organisation):
         self._fault_rng = random.Random(self._faults.seed)
         self._router = Router(self, self._faults.broken_jobs)
         self._hooks: tuple[Hook, ...] = ()  # replaced whole, never changed in place: readers take no lock
+        # The API's own clock: when set, every answer carries its time in a `Date` header.
+        self.date: Callable[[], datetime] | None = None
 
         # Metrics lock: guards request records, the in-flight gauge, rate-limit windows and the fault RNG.
         self._metrics_lock = threading.Lock()
@@ -204,6 +208,10 @@ class FakeBaseten(Organisation):
         status = 500  # what gets recorded if answering raises
         try:
             response = self._respond(method.upper(), path, headers, body, started, read_timeout_s)
+            if self.date is not None:
+                response = replace(
+                    response, headers={**response.headers, "Date": format_datetime(self.date(), usegmt=True)}
+                )
             status = 0 if response.fault in ("reset", "timeout") else response.status
             return response
         finally:

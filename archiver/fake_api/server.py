@@ -132,6 +132,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _head(self, response: Response) -> bytes:
         lines = [f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}"]
         lines += [f"{name}: {value}" for name, value in response.headers.items()]
+        if not any(name.lower() == "date" for name in response.headers):  # as every HTTP server does
+            lines.append(f"Date: {self.date_time_string()}")
         if self.close_connection:
             lines.append("Connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
