@@ -179,6 +179,21 @@ def _base_url_problem(base_url: str) -> str | None:
     return None
 
 
+def _api_response(response: httpx.Response, where: Where) -> ApiResponse:
+    """Keep an answer as the archive stores it: its request, status, body (secrets masked) and paging."""
+    request = response.request
+    return ApiResponse(
+        request.method,
+        request.url.raw_path.decode("ascii"),
+        response.status_code,
+        redaction.redact_body(response.content),
+        request.content,
+        where,
+        response.headers.get("Content-Type", ""),
+        response.headers.get("Link", ""),
+    )
+
+
 class BasetenClient:
     """Read training projects, jobs and checkpoints from the Baseten management API."""
 
@@ -308,7 +323,7 @@ class BasetenClient:
                 if self.server_date is None:
                     self.server_date = clock.server_time(response.headers.get("Date"))
                 if status < 300:
-                    return self._answer(response, where)
+                    return _api_response(response, where)
                 if status < 400:
                     location = redaction.shorten(
                         redaction.redact(response.headers.get("Location", "nowhere")), 200
@@ -335,7 +350,7 @@ class BasetenClient:
                         status=404,
                         project_id=where.project_id,
                         job_id=where.job_id,
-                        response=self._answer(response, where),
+                        response=_api_response(response, where),
                     )
                 if status == 429:
                     told = _retry_after(response)
@@ -419,19 +434,6 @@ class BasetenClient:
                 f"the API rate-limited this run (HTTP 429) for more than {durations.describe(budget)} "
                 "(--max-rate-limited-time)"
             )
-
-    def _answer(self, response: httpx.Response, where: Where) -> ApiResponse:
-        request = response.request
-        return ApiResponse(
-            request.method,
-            request.url.raw_path.decode("ascii"),
-            response.status_code,
-            redaction.redact_body(response.content),
-            request.content,
-            where,
-            response.headers.get("Content-Type", ""),
-            response.headers.get("Link", ""),
-        )
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))

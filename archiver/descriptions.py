@@ -10,12 +10,24 @@ from the table whose versions they keep (`_versions_of`), so they never need lin
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import sqlalchemy as sa
 
-if TYPE_CHECKING:
-    from archiver.schema import Versioned
+
+class Versioned(Protocol):
+    """What describing a kept table's history needs of it (`archiver.schema.Versioned` has it)."""
+
+    @property
+    def table(self) -> sa.Table: ...
+    @property
+    def history(self) -> sa.Table: ...
+    @property
+    def versions(self) -> str: ...
+    @property
+    def values(self) -> tuple[str, ...]: ...
+    @property
+    def identity(self) -> tuple[str, ...]: ...
 
 
 class About:

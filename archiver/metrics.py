@@ -39,6 +39,13 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)")
 Samples = dict[str, float]
 
 
+def missing_directory(path: Path) -> str | None:
+    """Say why `path` cannot take the metrics (its directory is missing), before the run; None if it can."""
+    if not path.parent.is_dir():
+        return f"no directory {path.parent} to write {path.name} in"
+    return None
+
+
 def write(path: Path, ended: Outcome, database_url: str) -> None:
     """Replace `path` with the metrics of the run that `ended`; a failure to write is logged, not raised."""
 

@@ -20,6 +20,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
 
+import click
+
 from archiver import logs
 
 FORMATS = ("table", "csv", "json", "jsonl")
@@ -230,3 +232,15 @@ def progress_line() -> Callable[[int, int], None] | None:
         sys.stderr.flush()
 
     return draw
+
+
+def print_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str) -> None:
+    """Print rows on stdout as they come; exit 1 quietly when the reader (head, less) has gone, as cat does."""
+    color = use_color(sys.stdout)
+    try:
+        for chunk in render_chunks(columns, rows, fmt, color=color):
+            click.echo(chunk, nl=False, color=color)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archiver import db
-from archiver.cli import DATABASE_URL_ENVVAR, cli
+from archiver.cli import cli
+from archiver.commands.shared import DATABASE_URL_ENVVAR
 
 from .support import fakes
 from .support.commands import run_archiver

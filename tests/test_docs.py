@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from archiver import db, docs, migrate, query
 from archiver.cli import cli
-from archiver.cli import sync as sync_command
+from archiver.commands.sync import sync as sync_command
 from archiver.descriptions import ABOUT
 
 from .support.commands import run_archiver

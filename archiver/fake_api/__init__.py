@@ -1,7 +1,8 @@
 """A deterministic fake of the Baseten training management API, for tests, the demo and the benchmark.
 
     generate    OrgSpec, and the organisation a seed yields; checkpoints regenerated on demand
-    org         Organisation: the state between nights, its reads and its mutations
+    holdings    Holdings: what the organisation holds now, read as copies or as served
+    org         Organisation: the state between nights and its mutations
     routes      the endpoints, answered from an Organisation
     responses   Response, and the shapes Baseten's errors take
     protocol    FakeBaseten: auth, rate limit, latency, faults, overrides, metrics, `handle`

@@ -8,21 +8,32 @@ body comes in pieces with pauses between them, for as long as the client reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 import httpx
 
 from archiver.fake_api.responses import DRIPPING, Response
 
-if TYPE_CHECKING:
-    from archiver.fake_api.protocol import FakeBaseten
+
+class Handler(Protocol):
+    """What the transport needs of a fake: `FakeBaseten.handle`, the whole API without sockets."""
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        read_timeout_s: float | None = None,
+    ) -> Response: ...
 
 
 class FakeTransport(httpx.BaseTransport):
     """Answer httpx requests from a fake, as `httpx.MockTransport` would from a handler."""
 
-    def __init__(self, fake: FakeBaseten) -> None:
+    def __init__(self, fake: Handler) -> None:
         self._fake = fake
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

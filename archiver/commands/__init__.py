@@ -1,0 +1,1 @@
+"""The archiver's commands, one module per command group: parse options, call one function, render."""
