@@ -117,7 +117,11 @@ ABOUT: dict[str, About] = {
         instance_type_name=INSTANCE_TYPE_NAME,
         gpu_type=GPU_TYPE,
         gpu_count=GPU_COUNT,
-        node_count="nodes, from the API's `node_count` when it sends one, else 1",
+        node_count="nodes the job ran on: the API's `node_count` when it sends one (era D on), else the nodes "
+        'its instance type names (`H200:2x8x128x1600`, "2 Nodes of 8 H200 GPUs"), else 1',
+        node_count_source="where `node_count` came from: `node_count` (the API said), `instance_type` (its "
+        "instance type names it) or `default` (neither: 1)",
+        total_gpu_count="GPUs of the whole job: `gpu_count` (per node) x `node_count`",
         created_at="when the job was created (UTC)",
         updated_at="when Baseten last updated the job (UTC); for a finished job, about when it finished",
         hours_since_update="hours from `updated_at` to now",
@@ -137,7 +141,7 @@ ABOUT: dict[str, About] = {
         hours_to_first_checkpoint="hours from job creation to its first checkpoint",
         wall_clock_hours="for a finished job (`COMPLETED`, `FAILED`, `STOPPED`, `DEPLOY_FAILED`): hours "
         "from `created_at` to `updated_at`; null while it runs",
-        gpu_hours_estimate="`gpu_count` x `node_count` x `wall_clock_hours`. An estimate: it counts "
+        gpu_hours_estimate="`total_gpu_count` (`gpu_count` x `node_count`) x `wall_clock_hours`. An estimate: it counts "
         "queueing time and any update after the end as running time; null while the job runs",
         first_seen_at="the sync that first archived the job",
         last_seen_at=LISTED,
@@ -174,6 +178,8 @@ ABOUT: dict[str, About] = {
         last_seen_at=LISTED,
         deleted_at="when a full sync noticed it gone from the API; null while it exists",
         valid_from=_valid_from("training_project_history"),
+        latest_job_id="the id of the project's latest job, as the API's `latest_job` names it; null when it "
+        "has none (or before revision 0009 read it)",
     ),
     "instance_types": About(
         "One row per instance type (the hardware a job runs on) that a synced job used.",
@@ -188,6 +194,8 @@ ABOUT: dict[str, About] = {
         first_seen_at=FIRST_SEEN,
         last_seen_at="the sync that last saw a job use it",
         valid_from=_valid_from("instance_type_history"),
+        nodes='the nodes its id or name names (`H200:2x8x128x1600`: 2; "2 Nodes of 8 H200 GPUs": 2), or null '
+        "when neither does; the API describes one node, so `gpu_count` and the limits are per node",
     ),
     "training_jobs": About(
         "One row per Baseten training job ever archived, as it is now (or was when it went away).",
@@ -200,10 +208,11 @@ ABOUT: dict[str, About] = {
         checkpoint_sync_status="the job's checkpoint upload state",
         priority="scheduling priority",
         user_email="who started the job",
-        availability_model="`dedicated` or `spot`",
+        availability_model="`dedicated` or `spot`, as the API sent it (baseten-cli's mocks send `DEDICATED`; "
+        "rows archived before revision 0009 hold it lower-cased); null for jobs from before it was sent",
         created_at="when the job was created (UTC)",
         updated_at="when Baseten last updated it (UTC)",
-        extra=f"{EXTRA} (e.g. `node_count`)",
+        extra=EXTRA,
         first_seen_at=FIRST_SEEN,
         last_seen_at=LISTED,
         deleted_at="when a sync noticed it gone from its project's job list",
@@ -213,6 +222,8 @@ ABOUT: dict[str, About] = {
         "(lets incremental runs skip the job)",
         valid_from=_valid_from("training_job_history"),
         checkpoints_fetched_job_status="the job's status at that read (a job whose status moved is read again)",
+        node_count="nodes the job runs on, as the API sent it (era D, 2026-08-07, on); null when not sent "
+        "(`job_facts.node_count` then counts the nodes its instance type names)",
     ),
     "lora_adapter_configs": About(
         "One row per distinct LoRA adapter config: the same JSON in any key order is one row.",
@@ -249,6 +260,9 @@ ABOUT: dict[str, About] = {
         "`checkpoint_facts.last_seen_at` combines the two",
         deleted_at="when a sync noticed it gone from its job's checkpoint list (or its job or project gone)",
         valid_from=_valid_from("checkpoint_history"),
+        target="what the checkpoint is for (`sampler` or `trainer` on Loops checkpoints), as sent; null when not sent",
+        training_job_id_inferred="true when the entry named no `training_job_id` and its job is the one whose "
+        "checkpoint listing it came from (baseten-cli's own mocks send none); false when the API said it",
     ),
     "sync_runs": About(
         "One row per `archiver sync`, written at its start and completed at its end.",
@@ -296,6 +310,21 @@ ABOUT: dict[str, About] = {
         encoding="how `body` is compressed: `zlib` (read it with `zlib.decompress`)",
         content_type="the response's `Content-Type`",
         body="the compressed body",
+    ),
+    "rejected_entries": About(
+        "One row per entry of a listing that broke the contract: quarantined alone. The rest of its listing "
+        "was archived; it overwrote nothing and was never taken as gone. The next night that sends it whole "
+        "archives it as usual.",
+        id="surrogate key",
+        sync_run_id="the run (`sync_runs.id`)",
+        endpoint="the request, e.g. `GET /v1/training_projects/n4q95w5/jobs/p7qr9qv/checkpoints`",
+        project_id="the project whose listing held it, or null",
+        job_id="the job whose listing held it (or the job the entry is), or null",
+        entry_id="the entry's own id (a project or job id, or a `checkpoint_id`) when it has a readable one",
+        field="the JSON path of the value at fault, e.g. `checkpoints[3].size_bytes`",
+        reason="what is wrong with it",
+        entry="the entry as received, as JSON text (the API key masked; cut at 1,000,000 characters)",
+        rejected_at="when the run quarantined it (UTC)",
     ),
     "sync_errors": About(
         "One row per project or job a sync failed on or found gone.",

@@ -180,6 +180,19 @@ class MalformedResponse(JobError):
 
     kind = "malformed"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        problem: str | None = None,
+        project_id: str | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        super().__init__(message, project_id=project_id, job_id=job_id)
+        self.field = field  # the JSON path of the value at fault, when one is
+        self.problem = problem or message  # what is wrong with it, without the path
+
 
 class SuspectListing(JobError):
     """A listing that looks like a bad response (it would "delete" much of the archive): nothing is marked."""

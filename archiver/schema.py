@@ -29,7 +29,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 # The Alembic revision these tables (and the views of revision 0003) are at. Every new revision
 # bumps it; `tests/test_migrations.py` checks it is the head of migrations/versions.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -106,6 +106,7 @@ training_projects = sa.Table(
     *_seen_columns(),
     sa.Column("deleted_at", UTCDateTime()),
     sa.Column("valid_from", UTCDateTime(), nullable=False),
+    sa.Column("latest_job_id", sa.Text()),
 )
 
 instance_types = sa.Table(
@@ -121,6 +122,7 @@ instance_types = sa.Table(
     sa.Column("extra", JSONDocument),
     *_seen_columns(),
     sa.Column("valid_from", UTCDateTime(), nullable=False),
+    sa.Column("nodes", sa.Integer()),
 )
 
 training_jobs = sa.Table(
@@ -148,6 +150,7 @@ training_jobs = sa.Table(
     sa.Column("checkpoints_all_complete", sa.Boolean(create_constraint=False)),
     sa.Column("valid_from", UTCDateTime(), nullable=False),
     sa.Column("checkpoints_fetched_job_status", sa.Text()),
+    sa.Column("node_count", sa.Integer()),
     sa.Index(None, "training_project_id"),
 )
 
@@ -183,6 +186,8 @@ checkpoints = sa.Table(
     *_seen_columns(),
     sa.Column("deleted_at", UTCDateTime()),
     sa.Column("valid_from", UTCDateTime(), nullable=False),
+    sa.Column("target", sa.Text()),
+    sa.Column("training_job_id_inferred", sa.Boolean(create_constraint=False)),
     sa.UniqueConstraint("training_job_id", "checkpoint_id"),
     sa.Index(None, "lora_adapter_config_id"),
 )
@@ -256,6 +261,24 @@ api_responses = sa.Table(
     sa.Index(None, "sync_run_id"),
 )
 
+# Entries of a listing that broke the contract, quarantined alone: the rest of their listing was
+# archived, they overwrote nothing and were never taken as gone (see `normalize.Rejected`).
+rejected_entries = sa.Table(
+    "rejected_entries",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("sync_run_id", sa.BigInteger(), sa.ForeignKey("sync_runs.id"), nullable=False),
+    sa.Column("endpoint", sa.Text(), nullable=False),
+    sa.Column("project_id", sa.Text()),
+    sa.Column("job_id", sa.Text()),
+    sa.Column("entry_id", sa.Text()),
+    sa.Column("field", sa.Text()),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("entry", sa.Text(), nullable=False),
+    sa.Column("rejected_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "sync_run_id"),
+)
+
 sync_errors = sa.Table(
     "sync_errors",
     metadata,
@@ -294,22 +317,27 @@ class Versioned:
 PERIOD = ("valid_from", "valid_to")
 
 
+# Value columns added after the history tables were made (revision 0009): ALTER TABLE puts them after
+# the period on PostgreSQL, so they stand there in every history table.
+LATER_VALUES = frozenset({"latest_job_id", "nodes", "node_count", "target", "training_job_id_inferred"})
+
+
 def _history(name: str, current: sa.Table, identity: tuple[str, ...], values: tuple[str, ...]) -> sa.Table:
     """The table of `current`'s earlier states: its identity and value columns, and the period each held."""
+
+    def column(column: str) -> sa.Column[Any]:
+        nullable = column in values and current.c[column].nullable
+        return sa.Column(
+            column, current.c[column].type, *_references(name, current, column), nullable=nullable
+        )
+
     return sa.Table(
         name,
         metadata,
-        *(
-            sa.Column(
-                column,
-                current.c[column].type,
-                *_references(name, current, column),
-                nullable=column in values and current.c[column].nullable,
-            )
-            for column in (*identity, *values)
-        ),
+        *(column(c) for c in (*identity, *values) if c not in LATER_VALUES),
         sa.Column("valid_from", UTCDateTime(), nullable=False),
         sa.Column("valid_to", UTCDateTime(), nullable=False),
+        *(column(c) for c in values if c in LATER_VALUES),
         sa.PrimaryKeyConstraint("id", "valid_from"),
     )
 

@@ -21,8 +21,16 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from archiver import redaction
 from archiver.db import chunked, upsert
-from archiver.normalize import TERMINAL_JOB_STATUSES, CheckpointListing, JobRecord, Row
+from archiver.normalize import (
+    TERMINAL_JOB_STATUSES,
+    CheckpointListing,
+    JobRecord,
+    Rejected,
+    Row,
+    storable_text,
+)
 from archiver.schema import (
     VERSIONS,
     UTCDateTime,
@@ -30,6 +38,7 @@ from archiver.schema import (
     checkpoints,
     instance_types,
     lora_adapter_configs,
+    rejected_entries,
     training_jobs,
     training_projects,
 )
@@ -348,10 +357,12 @@ def save_checkpoint_listings(
     counts = save_versions(connection, CHECKPOINTS, rows, now, archived, key=key, touch=False)
     # What is left in `archived` was not listed this time: gone, unless the listing cannot say so.
     vanished: dict[str, list[Any]] = {listing.job.row["id"]: [] for listing in listings}
-    for (job_id, _), before in archived.items():
-        if before.values[_DELETED_AT] is None:
+    refused = {listing.job.row["id"]: listing.refused for listing in listings}
+    for (job_id, checkpoint_id), before in archived.items():
+        # A quarantined entry was listed, so it is not gone; it is just not archived this time.
+        if before.values[_DELETED_AT] is None and checkpoint_id not in refused[job_id]:
             vanished[job_id].append(before.id)
-    refused: dict[str, str] = {}
+    refusals: dict[str, str] = {}
     unsettled: list[str] = []
     for listing in listings:
         job_id = listing.job.row["id"]
@@ -361,7 +372,7 @@ def save_checkpoint_listings(
         missing = vanished[job_id]
         reason = guard.refuses("checkpoints", live_before[job_id], len(missing), len(listing.checkpoints))
         if reason:
-            refused[job_id] = reason
+            refusals[job_id] = reason
             unsettled.append(job_id)
             continue
         for batch in chunked(missing):
@@ -370,7 +381,38 @@ def save_checkpoint_listings(
         connection, [listing for listing in listings if listing.job.row["id"] not in unsettled], now
     )
     _forget_reads(connection, unsettled)
-    return counts, refused
+    return counts, refusals
+
+
+def save_rejected(
+    connection: Connection,
+    run_id: int,
+    endpoint: str,
+    rejected: Sequence[Rejected],
+    now: datetime,
+) -> None:
+    """Keep the entries a listing quarantined: the entry as received (key masked), the field and why."""
+    if not rejected:
+        return
+    rows = [
+        {
+            "sync_run_id": run_id,
+            "endpoint": endpoint,
+            "project_id": _text(entry.error.project_id),
+            "job_id": _text(entry.error.job_id),
+            "entry_id": entry.entry_id,
+            "field": _text(entry.error.field),
+            "reason": redaction.redact(storable_text(entry.error.problem)),
+            "entry": redaction.redact(entry.entry_json()),
+            "rejected_at": now,
+        }
+        for entry in rejected
+    ]
+    connection.execute(sa.insert(rejected_entries), rows)
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else storable_text(value)
 
 
 def _checkpoint_row(listed: Row, config_ids: dict[str, int], seen: Row) -> Row:

@@ -274,6 +274,8 @@ class Sync:
         self.report = SyncReport(scoped=not options.scope.everything)
         self.guard = store.DeletionGuard(options.allow_mass_delete)
         self._jobs_done = 0
+        # The jobs this run's job listings described, for checkpoint listings that carry none.
+        self._listed_jobs: dict[str, normalize.JobRecord] = {}
         self._lock = SyncLock()
 
     def run(self) -> SyncReport:
@@ -442,12 +444,12 @@ class Sync:
                 self._write(self._keep, fetched.kept)
                 raise unreachable(fetched.error)
             listing = fetched.result()
-            self._fail_incomplete(listing.rejected, listing.incomplete)
+            self._fail_listing(listing)
             listed = {project["id"] for project in listing.projects}
             if listing.complete:
-                self._write(self._mark_missing_projects, listed, fetched.kept)
+                self._write(self._mark_missing_projects, listed | listing.refused, fetched.kept, listing)
             else:
-                self._write(self._keep, fetched.kept)
+                self._write(self._keep_listing, fetched.kept, listing)
             return dict.fromkeys(listed)
         targets = dict.fromkeys(scope.project_ids)
         for job_id in scope.job_ids:
@@ -459,8 +461,10 @@ class Sync:
                 wanted.add(job_id)
         return targets
 
-    def _mark_missing_projects(self, connection: sa.Connection, listed: set[str], kept: Kept | None) -> None:
-        self._keep(connection, kept)
+    def _mark_missing_projects(
+        self, connection: sa.Connection, listed: set[str], kept: Kept | None, listing: normalize.Listing
+    ) -> None:
+        self._keep_listing(connection, kept, listing)
         live = store.live_projects(connection)
         missing = sorted(live - listed)
         if reason := self.guard.refuses("projects", len(live), len(missing), len(listed)):
@@ -474,11 +478,14 @@ class Sync:
             lambda: self.client.search_jobs(job_id=job_id),
             lambda payload, link: normalize.project_of_job(payload, job_id, link),
         )
-        self._write(self._keep, fetched.kept)
         if fetched.error is not None:
+            self._write(self._keep, fetched.kept)
             self._fail(fetched.error.located(project_id=None, job_id=job_id))
             return None
-        project_id = fetched.result()
+        search = fetched.result()
+        self._write(self._keep_listing, fetched.kept, search)
+        self._fail_listing(search)
+        project_id = search.project_id
         if project_id is None:
             self._fail(
                 JobError("no such job in this organisation (the job search found nothing)", job_id=job_id)
@@ -510,13 +517,16 @@ class Sync:
             wanted = targets[project_id]
             if wanted is not None:
                 listing.jobs = [job for job in listing.jobs if job.row["id"] in wanted]
-                for job_id in sorted(wanted - {job.row["id"] for job in listing.jobs}):
+                # Asked for some jobs: another job's broken entry is none of this run's business.
+                listing.rejected = [r for r in listing.rejected if r.entry_id is None or r.entry_id in wanted]
+                for job_id in sorted(wanted - {job.row["id"] for job in listing.jobs} - listing.refused):
                     self._fail(
                         JobError(
                             "the job is not in its project's job list", project_id=project_id, job_id=job_id
                         )
                     )
-            self._fail_incomplete(listing.rejected, listing.incomplete)
+            self._fail_listing(listing)
+            self._listed_jobs.update((job.row["id"], job) for job in listing.jobs)
             try:
                 skip = self._attempt(
                     self._save_listing, listing, wanted is None and listing.complete, fetched.kept
@@ -552,7 +562,7 @@ class Sync:
 
         Only a complete listing of the whole project says which jobs are gone.
         """
-        self._keep(connection, kept)
+        self._keep_listing(connection, kept, listing)
         jobs = listing.jobs
         states = {} if self.options.full else store.fetch_states(connection, [job.row["id"] for job in jobs])
         recheck = self.options.recheck_after
@@ -563,7 +573,7 @@ class Sync:
         if complete:
             project_id = listing.project["id"]
             live = store.live_jobs(connection, project_id)
-            listed = {job.row["id"] for job in jobs}
+            listed = {job.row["id"] for job in jobs} | listing.refused
             missing = sorted(live - listed)
             if reason := self.guard.refuses("jobs", len(live), len(missing), len(listed)):
                 self._fail(SuspectListing(f"the job listing: {reason}", project_id=project_id))
@@ -602,8 +612,8 @@ class Sync:
                 self._progress(1)
                 continue
             listing = fetched.result()
-            if listing.incomplete is not None:
-                self._fail(listing.incomplete.located(project_id=project_id, job_id=job_id))
+            for error in listing.errors:
+                self._fail(error.located(project_id=project_id, job_id=job_id))
             if listing.duplicates:
                 log.warning(
                     "project %s, job %s: checkpoint ids listed twice, the later entry kept: %s",
@@ -622,7 +632,9 @@ class Sync:
         project_id, job_id = target
         return fetch(
             lambda: self.client.get_checkpoints(project_id, job_id),
-            lambda payload, link: normalize.checkpoint_listing(payload, project_id, job_id, link),
+            lambda payload, link: normalize.checkpoint_listing(
+                payload, project_id, job_id, link, self._listed_jobs.get(job_id)
+            ),
         )
 
     def _mark_gone(
@@ -677,7 +689,8 @@ class Sync:
             return False
 
     def _save_checkpoints(self, connection: sa.Connection, batch: list[Fetched[CheckpointListing]]) -> None:
-        self._keep(connection, *(fetched.kept for fetched in batch))
+        for fetched in batch:
+            self._keep_listing(connection, fetched.kept, fetched.result())
         listings = [fetched.result() for fetched in batch]
         writes, refused = store.save_checkpoint_listings(connection, listings, self.now, self.guard)
         self.report.add_writes(writes)
@@ -750,12 +763,17 @@ class Sync:
             return False
         return True
 
-    def _fail_incomplete(
-        self, rejected: list[MalformedResponse], incomplete: MalformedResponse | None
-    ) -> None:
-        """Fail the entries a listing rejected, and the listing's unit if the response said there is more."""
-        for exc in [*rejected, *([incomplete] if incomplete else [])]:
+    def _fail_listing(self, listing: normalize.Listing) -> None:
+        """Fail each entry a listing quarantined, and the listing's unit if the response said there is more."""
+        for exc in listing.errors:
             self._fail(exc)
+
+    def _keep_listing(self, connection: sa.Connection, kept: Kept | None, listing: normalize.Listing) -> None:
+        """Keep a listing's response and the entries it quarantined, in the transaction of its work."""
+        self._keep(connection, kept)
+        if self.report.run_id is not None and listing.rejected:
+            endpoint = f"{kept.response.method} {kept.response.path}" if kept is not None else "(not kept)"
+            store.save_rejected(connection, self.report.run_id, endpoint, listing.rejected, self.now)
 
     def _fail(self, exc: JobError) -> None:
         if isinstance(exc, Abandoned):  # the run is stopping: not done, not failed; the next run does it

@@ -99,6 +99,8 @@ job_facts = sa.Table(
     sa.Column("gpu_type", Text),
     sa.Column("gpu_count", Int),
     sa.Column("node_count", Int),
+    sa.Column("node_count_source", Text),
+    sa.Column("total_gpu_count", BigInt),
     sa.Column("created_at", Time),
     sa.Column("updated_at", Time),
     sa.Column("hours_since_update", Float),

@@ -28,6 +28,7 @@ def instance_type(index: int, now: datetime, **changes: Any) -> dict[str, Any]:
         "first_seen_at": now,
         "last_seen_at": now,
         "valid_from": NIGHT_1,
+        "nodes": None if index % 5 else index % 4 + 1,
     }
     return row | changes
 

@@ -90,7 +90,7 @@ def test_a_downgrade_that_deletes_nothing_needs_no_yes(archive: Engine, database
 @pytest.mark.parametrize(
     "command",
     [
-        ("db", "downgrade", "0009"),
+        ("db", "downgrade", "0099"),
         ("db", "downgrade", "banana", "--yes"),
         ("db", "upgrade", "0005x"),
         ("db", "upgrade", "@"),  # Alembic syntax that failed inside Alembic: an AssertionError

@@ -21,6 +21,7 @@ from archiver.schema import (
     checkpoints,
     instance_types,
     lora_adapter_configs,
+    rejected_entries,
     training_jobs,
     training_projects,
 )
@@ -105,7 +106,7 @@ def test_hostile_and_odd_values_are_stored_faithfully(archive: Engine) -> None:
     assert stored_job["name"] == HOSTILE and stored_job["current_status"] == "TRAINING_JOB_HIBERNATING"
     assert stored_job["error_message"] == job["error_message"] and stored_job["priority"] == -(2**63)
     assert stored_job["user_email"] is None and stored_job["checkpoint_sync_status"] is None
-    assert stored_job["extra"] == {"node_count": 2, "future_field": job["future_field"]}
+    assert stored_job["extra"] == {"future_field": job["future_field"]} and stored_job["node_count"] == 2
 
     stored = {row["checkpoint_id"]: row for row in select(archive, checkpoints)}
     assert set(stored) == {HOSTILE, "checkpoint-1000", ".", "dup"}
@@ -137,11 +138,6 @@ def test_an_empty_checkpoint_list_archives_the_job_and_no_checkpoints(archive: E
         (b'{"training_job": {"id": "p7qr9qv", "na', "not valid JSON"),
         ({"training_job": [JOB], "checkpoints": []}, "'training_job'"),
         ({"training_job": JOB}, "'checkpoints'"),
-        (
-            {"training_job": JOB, "checkpoints": [{**CHECKPOINTS[0], "size_bytes": "big"}]},
-            "'checkpoints[0].size_bytes'",
-        ),
-        ({"training_job": JOB, "checkpoints": [{**CHECKPOINTS[0], "base_model": "a\x00b"}]}, "NUL"),
     ],
 )
 def test_a_malformed_listing_fails_its_job_by_name_and_writes_none_of_it(
@@ -152,6 +148,32 @@ def test_a_malformed_listing_fails_its_job_by_name_and_writes_none_of_it(
     (failure,) = report.failures
     assert (failure.project_id, failure.job_id) == ("n4q95w5", "p7qr9qv") and field in failure.message
     assert select(archive, checkpoints) == [] and report.counts.jobs_fetched == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "reason"),
+    [
+        ({"size_bytes": "big"}, "checkpoints[0].size_bytes", "expected an integer, got str 'big'"),
+        ({"base_model": "a\x00b"}, "checkpoints[0].base_model", "NUL"),
+        ({"training_job_id": "other"}, "checkpoints[0].training_job_id", "expected job 'p7qr9qv'"),
+    ],
+)
+def test_a_malformed_entry_fails_alone_quarantined_by_name(
+    archive: Engine, bad: dict[str, Any], field: str, reason: str
+) -> None:
+    job = copy.deepcopy(JOB)
+    entries = [{**CHECKPOINTS[0], **bad}, CHECKPOINTS[1]]
+    report = sync_served(
+        archive, project_for("n4q95w5", "p"), job, {"training_job": job, "checkpoints": entries}
+    )
+    (failure,) = report.failures
+    assert (failure.project_id, failure.job_id) == ("n4q95w5", "p7qr9qv") and field in failure.message
+    assert [row["checkpoint_id"] for row in select(archive, checkpoints)] == [CHECKPOINTS[1]["checkpoint_id"]]
+    assert report.counts.jobs_fetched == 1 and report.exit_code == 3
+    (quarantined,) = select(archive, rejected_entries)
+    assert (quarantined["field"], quarantined["entry_id"]) == (field, CHECKPOINTS[0]["checkpoint_id"])
+    assert reason in quarantined["reason"] and quarantined["job_id"] == "p7qr9qv"
+    assert quarantined["endpoint"] == "GET /v1/training_projects/n4q95w5/jobs/p7qr9qv/checkpoints"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,6 +198,7 @@ def bounded_schemas() -> dict[str, Any]:
         schemas[name]["properties"][field] |= INT64
     instance = schemas["InstanceTypeV1"]["properties"]
     instance["gpu_count"] |= INT32
+    schemas["TrainingJobV1"]["properties"]["node_count"]["maximum"] = INT32["maximum"]
     instance["gpu_memory_limit_mib"]["anyOf"][0] |= INT64
     instance["id"] |= {"minLength": 1}
     return {

@@ -63,25 +63,41 @@ def incompressible(length: int) -> str:
     return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(length))
 
 
-def assert_only_failed(report: SyncReport, engine: Engine, fake: FakeBaseten, job_id: str, kind: str) -> None:
+def assert_only_failed(
+    report: SyncReport, engine: Engine, fake: FakeBaseten, job_id: str, kind: str, *, whole_job: bool = True
+) -> None:
     """The run is partial: `job_id` failed, named, and every other job was archived."""
     assert report.exit_code == 3, report.failures
     assert [(f.job_id, f.kind) for f in report.failures] == [(job_id, kind)]
     assert errors(engine) == [(fake.job(job_id)["training_project_id"], job_id, kind)]
-    assert archived_jobs(engine) == set(fake.job_ids()) - {job_id}
+    assert archived_jobs(engine) == set(fake.job_ids()) - ({job_id} if whole_job else set())
+
+
+def assert_only_the_entry_failed(report: SyncReport, engine: Engine, fake: FakeBaseten, job_id: str) -> None:
+    """The run is partial: the first checkpoint of `job_id` failed alone, named and quarantined, and
+    every other checkpoint (of that job too) was archived."""
+    assert_only_failed(report, engine, fake, job_id, "malformed", whole_job=False)
+    first = fake.checkpoints(job_id)[0]["checkpoint_id"]
+    kept = {
+        str(c)
+        for (c,) in rows(engine, "SELECT checkpoint_id FROM checkpoints WHERE training_job_id = :j", j=job_id)
+    }
+    assert kept == {c["checkpoint_id"] for c in fake.checkpoints(job_id)[1:]} and first not in kept
+    (quarantined,) = rows(engine, "SELECT job_id, field FROM rejected_entries")
+    assert quarantined[0] == job_id and str(quarantined[1]).startswith("checkpoints[0]")
 
 
 # ------------------------------------------------------------------------------------------------
 # a value the database cannot hold
 
 
-def test_an_id_too_long_for_an_index_fails_its_job_only(archive: Engine) -> None:
+def test_an_id_too_long_for_an_index_fails_its_entry_only(archive: Engine) -> None:
     """PostgreSQL's btree entries hold 2704 bytes: a 3 KB checkpoint id stopped the whole organisation."""
     fake = organisation()
     job_id = fake.job_ids()[2]
     serve_checkpoints(fake, job_id, lambda checkpoint: checkpoint.update(checkpoint_id=incompressible(3000)))
     report = sync(archive, fake, key=KEY)
-    assert_only_failed(report, archive, fake, job_id, "malformed")
+    assert_only_the_entry_failed(report, archive, fake, job_id)
     assert "checkpoints[0].checkpoint_id" in report.failures[0].message
     assert "more than the 1024 an archived identifier may have" in report.failures[0].message
 
@@ -105,7 +121,7 @@ def test_a_job_id_too_long_for_an_index_fails_that_entry_of_its_listing_only(arc
     [("extra", 300), ("extra", 975), ("lora_adapter_config", 975)],
     ids=["300-deep-extra", "975-deep-extra", "975-deep-lora-config"],
 )
-def test_json_nested_too_deep_fails_its_job_only(archive: Engine, where: str, depth: int) -> None:
+def test_json_nested_too_deep_fails_its_entry_only(archive: Engine, where: str, depth: int) -> None:
     """~1,000 levels raised RecursionError (serialising, hashing): the whole run ended in a traceback."""
     fake = organisation()
     job_id = fake.job_ids()[3]
@@ -117,7 +133,7 @@ def test_json_nested_too_deep_fails_its_job_only(archive: Engine, where: str, de
     body = f'{{"training_job": {json.dumps(fake.job(job_id))}, "checkpoints": [{spliced}{others}]}}'
     fake.override("GET", checkpoints_path(fake, job_id), body=body.encode())
     report = sync(archive, fake, key=KEY)
-    assert_only_failed(report, archive, fake, job_id, "malformed")
+    assert_only_the_entry_failed(report, archive, fake, job_id)
 
 
 # The database refuses a value the contract let through: what the isolation is for.

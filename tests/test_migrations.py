@@ -229,9 +229,10 @@ def test_revision_0007_spells_sqlite_timestamps_with_their_offset_and_back(archi
         naive = {
             column: [None if text is None else f"{str(text)[:10]} {str(text)[11:26]}" for text in values]
             for column, values in current.items()
+            if column in older  # tables of later revisions are gone at 0006
         }
         assert older == naive and older != current
     else:
-        assert older == current
+        assert older == {column: values for column, values in current.items() if column in older}
     migrate.upgrade(archive)
     assert stored_timestamps(archive) == current

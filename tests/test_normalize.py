@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from archiver import normalize
 from archiver.errors import MalformedResponse
 from archiver.normalize import (
     CONTRACT,
+    CheckpointListing,
     Where,
-    checkpoint_listing,
     job_listing,
     lora_config_row,
     parse_timestamp,
@@ -27,16 +28,25 @@ from .support.payloads import CHECKPOINTS, JOB, LORA, PROJECT, payload
 from .support.schemas import SCHEMAS
 
 
+def checkpoint_listing(body: Any, project_id: str, job_id: str) -> CheckpointListing:
+    """A checkpoint listing, raising the error its first quarantined entry fails with (the job's failure
+    names it, field and all); quarantine itself is tested below with `normalize.checkpoint_listing`."""
+    listing = normalize.checkpoint_listing(body, project_id, job_id)
+    if listing.rejected:
+        raise listing.rejected[0].error
+    return listing
+
+
 def test_sample_response_becomes_rows() -> None:
     page = checkpoint_listing(payload(), "n4q95w5", "p7qr9qv")
     job = page.job.row
     assert job["training_project_id"] == "n4q95w5"
     assert job["instance_type_id"] == "H100:8x208x1800"
     assert job["user_email"] == "alice@example.com"
-    assert job["availability_model"] == "dedicated"
-    assert job["extra"] == {"node_count": 2}
+    assert job["availability_model"] == "DEDICATED"  # as sent
+    assert job["node_count"] == 2 and job["extra"] is None
     assert job["updated_at"] == datetime(2026, 5, 14, 13, 2, 51, tzinfo=UTC)
-    assert page.job.instance_type == {**JOB["instance_type"], "extra": None}
+    assert page.job.instance_type == {**JOB["instance_type"], "extra": None, "nodes": None}
     lora, full = page.checkpoints
     assert lora["size_bytes"] == 174391296 and full["size_bytes"] == 16388044800
     assert lora["lora_config_sha256"] in page.lora_configs
@@ -190,7 +200,9 @@ def test_a_project_listing_keeps_good_entries_and_rejects_broken_ones_by_name() 
     listing = project_listing({"training_projects": [PROJECT, broken, later]})
     assert [(p["id"], p["name"]) for p in listing.projects] == [("n4q95w5", "renamed")]
     (rejected,) = listing.rejected
-    assert "training_projects[1].created_at" in str(rejected) and not listing.complete
+    assert "training_projects[1].created_at" in str(rejected.error) and rejected.entry_id == "w2m81xk"
+    # Quarantined by id: the listing still speaks for it, so it is complete, and w2m81xk is not gone.
+    assert listing.complete and listing.refused == {"w2m81xk"}
     assert project_listing({"training_projects": [PROJECT]}).complete
 
 
@@ -211,7 +223,9 @@ def test_a_job_listing_normalizes_the_project_and_each_job_once() -> None:
         ("p7qr9qv", "TRAINING_JOB_FAILED")
     ]
     (rejected,) = listing.rejected
-    assert (rejected.project_id, rejected.job_id) == ("n4q95w5", "prwny3y") and not listing.complete
+    assert (rejected.error.project_id, rejected.error.job_id) == ("n4q95w5", "prwny3y")
+    # Quarantined alone: its id is spoken for, so the listing still says which other jobs are gone.
+    assert rejected.entry_id == "prwny3y" and listing.refused == {"prwny3y"} and listing.complete
 
 
 def test_a_job_listing_of_another_project_is_malformed() -> None:
@@ -220,15 +234,18 @@ def test_a_job_listing_of_another_project_is_malformed() -> None:
         job_listing({"training_project": other, "training_jobs": []}, "n4q95w5")
     elsewhere = {**copy.deepcopy(JOB), "training_project_id": "w2m81xk"}
     listing = job_listing({"training_project": PROJECT, "training_jobs": [elsewhere]}, "n4q95w5")
-    assert listing.jobs == [] and "expected project 'n4q95w5'" in str(listing.rejected[0])
+    assert listing.jobs == [] and "expected project 'n4q95w5'" in str(listing.rejected[0].error)
 
 
 def test_the_job_search_names_the_project_of_exactly_that_job() -> None:
     other = {**copy.deepcopy(JOB), "id": "p7qr9qvx", "training_project_id": "w2m81xk"}
-    assert project_of_job({"training_jobs": [other, JOB]}, "p7qr9qv") == "n4q95w5"
-    assert project_of_job({"training_jobs": [other]}, "p7qr9qv") is None
-    with pytest.raises(MalformedResponse):
-        project_of_job({"training_jobs": [{"id": "p7qr9qv"}]}, "p7qr9qv")
+    assert project_of_job({"training_jobs": [other, JOB]}, "p7qr9qv").project_id == "n4q95w5"
+    assert project_of_job({"training_jobs": [other]}, "p7qr9qv").project_id is None
+    broken = project_of_job({"training_jobs": [{"id": "p7qr9qv"}]}, "p7qr9qv")
+    assert broken.project_id is None and [r.entry_id for r in broken.rejected] == ["p7qr9qv"]
+    # Another job's broken entry is quarantined and the search goes on.
+    found = project_of_job({"training_jobs": [{"id": "zzz"}, JOB]}, "p7qr9qv")
+    assert found.project_id == "n4q95w5" and [r.entry_id for r in found.rejected] == ["zzz"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,8 +255,18 @@ def test_the_job_search_names_the_project_of_exactly_that_job() -> None:
 DEPARTURES = {
     ("TrainingJobCheckpointV1", "base_model", "optional"),
     ("TrainingJobCheckpointV1", "lora_adapter_config", "optional"),
+    ("TrainingJobCheckpointV1", "training_job_id", "optional"),
+    ("TrainingJobCheckpointV1", "target", "not in the spec"),
     ("TrainingJobV1", "priority", "nullable"),
-    ("TrainingJobV1", "availability_model", "not in the spec"),
+    ("TrainingJobV1", "node_count", "nullable"),
+    ("TrainingJobV1", "availability_model", "nullable"),
+}
+# The response envelopes: read by the listing parsers, not contracts of their own.
+ENVELOPES = {
+    "GetTrainingJobCheckpointsResponseV1",
+    "ListTrainingProjectsResponseV1",
+    "ListTrainingJobsResponseV1",
+    "SearchTrainingJobsResponseV1",
 }
 
 
@@ -249,7 +276,7 @@ def nullable(schema: dict[str, Any]) -> bool:
 
 def test_the_contract_matches_the_openapi_schemas() -> None:
     objects = {name for name, schema in SCHEMAS.items() if "properties" in schema}
-    assert {contract.schema for contract in CONTRACT} == objects - {"GetTrainingJobCheckpointsResponseV1"}
+    assert {contract.schema for contract in CONTRACT} == objects - ENVELOPES
     departures = set()
     for contract in CONTRACT:
         properties = SCHEMAS[contract.schema]["properties"]
@@ -336,7 +363,7 @@ def test_a_null_in_a_non_nullable_field_fails_by_name(schema: str, key: str) -> 
 def test_what_the_contract_lets_be_absent_or_null_may_be(schema: str, key: str, absent: str) -> None:
     body, target, normalize = sample(schema)
     if absent == "missing":
-        del target[key]
+        target.pop(key, None)
     else:
         target[key] = None
     normalize(body)
@@ -366,9 +393,11 @@ def test_a_project_listing_rejects_an_entry_that_breaks_a_promise_and_keeps_the_
     else:
         broken[key] = None
     listing = project_listing({"training_projects": [PROJECT, broken]})
-    assert [p["id"] for p in listing.projects] == ["n4q95w5"] and not listing.complete
+    assert [p["id"] for p in listing.projects] == ["n4q95w5"]
+    # Without a readable id the listing cannot say which project the entry is: nothing is taken as gone.
+    assert (listing.refused, listing.complete) == ((set(), False) if key == "id" else ({"w2m81xk"}, True))
     (rejected,) = listing.rejected
-    assert f"field 'training_projects[1].{key}'" in str(rejected)
+    assert f"field 'training_projects[1].{key}'" in str(rejected.error)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -422,6 +451,7 @@ def test_a_32_bit_column_takes_exact_integers_that_fit(sent: str, stored: int) -
         **JOB["instance_type"],
         "gpu_count": stored,
         "extra": None,
+        "nodes": None,
     }
 
 
@@ -486,10 +516,9 @@ def test_keys_the_api_adds_to_a_jobs_project_summary_are_kept() -> None:
     body["training_job"]["training_project"]["team_name"] = "ml-platform"
     job = checkpoint_listing(body, "n4q95w5", "p7qr9qv").job.row
     assert job["extra"] == {
-        "node_count": 2,
         "training_project": {"id": "n4q95w5", "name": "qwen3-8b-support-sft", "team_name": "ml-platform"},
     }
-    assert checkpoint_listing(payload(), "n4q95w5", "p7qr9qv").job.row["extra"] == {"node_count": 2}
+    assert checkpoint_listing(payload(), "n4q95w5", "p7qr9qv").job.row["extra"] is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -575,6 +604,6 @@ def test_an_incomplete_checkpoint_listing_is_never_all_complete() -> None:
 
 
 def test_a_job_search_that_says_there_is_more_answers_only_when_it_lists_the_job() -> None:
-    assert project_of_job({"training_jobs": [JOB], "next_page_token": 1}, "p7qr9qv") == "n4q95w5"
+    assert project_of_job({"training_jobs": [JOB], "next_page_token": 1}, "p7qr9qv").project_id == "n4q95w5"
     with pytest.raises(MalformedResponse, match=r"there is more \(next_page_token=1\)"):
         project_of_job({"training_jobs": [], "next_page_token": 1}, "p7qr9qv")

@@ -118,7 +118,7 @@ def test_scope_options_limit_the_run(
     assert fake.request_count("/v1/training_jobs/search") == 1
 
 
-def test_a_broken_job_fails_alone_with_a_clear_message(database_url: str, engine: Engine) -> None:
+def test_a_broken_entry_fails_alone_with_a_clear_message(database_url: str, engine: Engine) -> None:
     healthy = FakeBaseten(SPEC)
     broken_job = healthy.job_ids()[3]
     project = healthy.job(broken_job)["training_project_id"]
@@ -127,10 +127,11 @@ def test_a_broken_job_fails_alone_with_a_clear_message(database_url: str, engine
         result = sync(url, database_url)
     assert result.exit_code == 3, result.output
     assert f"project {project}, job {broken_job}" in result.stderr and "size_bytes" in result.stderr
-    archived = archived_checkpoints(engine)
-    assert not [key for key in archived if key[0] == broken_job]
-    expected = {k: v for k, v in served_checkpoints(fake).items() if k[0] != broken_job}
-    assert archived == expected
+    # One broken entry fails alone: the job's other checkpoints are archived, the broken one is not.
+    bad = (broken_job, fake.checkpoints(broken_job)[0]["checkpoint_id"])
+    expected = {k: v for k, v in served_checkpoints(fake).items() if k != bad}
+    assert archived_checkpoints(engine) == expected
+    assert scalar(engine, "SELECT COUNT(*) FROM rejected_entries WHERE job_id = :j", j=broken_job) == 1
 
 
 def test_a_refused_key_exits_1_and_writes_nothing(api_url: str, database_url: str, engine: Engine) -> None:

@@ -147,6 +147,8 @@ def test_job_facts(org: ArchivedOrg, archive: Engine) -> None:
             "gpu_type": itype["gpu_type"],
             "gpu_count": itype["gpu_count"],
             "node_count": nodes,
+            "node_count_source": "node_count" if "node_count" in job else "default",
+            "total_gpu_count": itype["gpu_count"] * nodes,
             "created_at": created,
             "updated_at": updated,
             "hours_since_update": pytest.approx((now - updated) / HOUR, abs=0.05),

@@ -77,8 +77,9 @@ def stored_timestamps(engine: Engine) -> dict[str, list[object]]:
     SQLite gives the stored text, PostgreSQL a datetime: what pandas, Datasette or a BI tool reads.
     """
     found: dict[str, list[object]] = {}
+    existing = set(sa.inspect(engine).get_table_names())  # an older revision has fewer tables
     with engine.connect() as connection:
-        for table in metadata.sorted_tables:
+        for table in (t for t in metadata.sorted_tables if t.name in existing):
             for column in table.columns:
                 if isinstance(column.type, UTCDateTime):
                     query = f'SELECT "{column.name}" FROM "{table.name}" ORDER BY 1'

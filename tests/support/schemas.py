@@ -1,7 +1,8 @@
 """The API's OpenAPI schemas: the fields each object has, requires and may leave null.
 
-`data/checkpoints-openapi-schemas.json` is vendored from the checkpoints endpoint's spec, unchanged;
-TrainingProjectV1 comes from the full management spec (baseten-api.md §2.2), which is not vendored.
+`data/training-schemas-by-era.json` holds the training schemas of the published management spec in
+its four eras (A-D, March to August 2026), copied unchanged from the reference material; `SCHEMAS`
+is the latest, era D, which the contract follows.
 """
 
 from __future__ import annotations
@@ -10,23 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-_VENDORED = Path(__file__).resolve().parent.parent / "data" / "checkpoints-openapi-schemas.json"
+_VENDORED = Path(__file__).resolve().parent.parent / "data" / "training-schemas-by-era.json"
 
-SCHEMAS: dict[str, Any] = {
-    **json.loads(_VENDORED.read_text())["components"]["schemas"],
-    "TrainingProjectV1": {
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "latest_job": {"anyOf": [{"$ref": "#/components/schemas/TrainingJobV1"}, {"type": "null"}]},
-            "team_name": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
-        },
-        "required": ["id", "name", "created_at", "updated_at", "latest_job"],
-        "type": "object",
-    },
+ERAS: dict[str, dict[str, Any]] = {
+    era: entry["schemas"] for era, entry in json.loads(_VENDORED.read_text())["eras"].items()
 }
+SCHEMAS: dict[str, Any] = ERAS["D"]
 
 
 def properties(name: str) -> set[str]:
