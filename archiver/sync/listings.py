@@ -1,0 +1,122 @@
+"""List each project's jobs and write the project and job rows; say which jobs' checkpoints to read."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import sqlalchemy as sa
+
+from archiver import normalize, store
+from archiver.errors import JobError, NotFound, SuspectListing, Unstorable
+from archiver.normalize import JobListing
+from archiver.responses import Kept
+from archiver.sync.context import Context
+from archiver.sync.fetching import Fetched, bounded, fetch
+from archiver.sync.plan import Targets
+
+log = logging.getLogger("archiver.sync")
+
+
+class ListingStep:
+    """Read the job listings of the planned projects."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def archive_listings(self, pool: ThreadPoolExecutor, targets: Targets) -> list[tuple[str, str]]:
+        """List each project's jobs and archive project and job rows; return the jobs to fetch."""
+        to_fetch: list[tuple[str, str]] = []
+        window = self.ctx.options.concurrency * 2
+        for project_id, future in bounded(pool, self._fetch_listing, targets, window, self.ctx.stopping):
+            fetched = future.result()
+            if isinstance(fetched.error, NotFound) and self.ctx.options.scope.everything:
+                self.ctx.fail(fetched.error.located(project_id=project_id, job_id=None))
+                self.ctx.write(self.ctx.mark_gone, fetched.kept, projects=[project_id])
+                continue
+            if fetched.error is not None:
+                self.ctx.write(self.ctx.keep, fetched.kept)
+                if isinstance(fetched.error, NotFound):
+                    # Asked for by name: a typo or a project outside the key's teams, not news of a deletion.
+                    message = "no such project, or not visible to this API key (HTTP 404)"
+                    self.ctx.fail(JobError(message, project_id=project_id))
+                else:
+                    self.ctx.fail(fetched.error.located(project_id=project_id, job_id=None))
+                continue
+            listing = fetched.result()
+            wanted = targets[project_id]
+            if wanted is not None:
+                listing.jobs = [job for job in listing.jobs if job.row["id"] in wanted]
+                for job_id in sorted(wanted - {job.row["id"] for job in listing.jobs}):
+                    self.ctx.fail(
+                        JobError(
+                            "the job is not in its project's job list", project_id=project_id, job_id=job_id
+                        )
+                    )
+            self.ctx.fail_incomplete(listing.rejected, listing.incomplete)
+            try:
+                skip = self.ctx.attempt(
+                    self._save_listing, listing, wanted is None and listing.complete, fetched.kept
+                )
+            except Unstorable as exc:  # its jobs are not read: the next run tries the project again
+                self.ctx.fail(exc.located(project_id=project_id, job_id=None))
+                self.ctx.write(self.ctx.keep, fetched.kept)
+                continue
+            jobs = listing.jobs
+            self.ctx.report.counts.projects += 1
+            self.ctx.report.counts.jobs += len(jobs)
+            self.ctx.report.counts.jobs_skipped += len(skip)
+            self.ctx.progress(len(skip))
+            to_fetch.extend((project_id, job.row["id"]) for job in jobs if job.row["id"] not in skip)
+            log.info(
+                "project %s: %d jobs listed, %d unchanged since their last read",
+                project_id,
+                len(jobs),
+                len(skip),
+                extra={
+                    "event": "project",
+                    "project_id": project_id,
+                    "jobs": len(jobs),
+                    "jobs_skipped": len(skip),
+                },
+            )
+        return to_fetch
+
+    def _save_listing(
+        self, connection: sa.Connection, listing: JobListing, complete: bool, kept: Kept | None
+    ) -> set[str]:
+        """Write a project's listing; return the ids of jobs whose checkpoints need no read.
+
+        Only a complete listing of the whole project says which jobs are gone.
+        """
+        self.ctx.keep(connection, kept)
+        jobs = listing.jobs
+        states = (
+            {} if self.ctx.options.full else store.fetch_states(connection, [job.row["id"] for job in jobs])
+        )
+        recheck = self.ctx.options.recheck_after
+        skip = {
+            job.row["id"]
+            for job in jobs
+            if store.can_skip(job, states.get(job.row["id"]), self.ctx.now, recheck)
+        }
+        store.save_listing(connection, listing.project, jobs, self.ctx.now)
+        if complete:
+            project_id = listing.project["id"]
+            live = store.live_jobs(connection, project_id)
+            listed = {job.row["id"] for job in jobs}
+            missing = sorted(live - listed)
+            if reason := self.ctx.guard.refuses("jobs", len(live), len(missing), len(listed)):
+                self.ctx.fail(SuspectListing(f"the job listing: {reason}", project_id=project_id))
+            else:
+                self.ctx.report.counts.checkpoints_deleted += store.mark_deleted(
+                    connection, self.ctx.now, jobs=missing
+                )
+        self.ctx.record_progress(connection)
+        return skip
+
+    def _fetch_listing(self, project_id: str) -> Fetched[JobListing]:
+        return fetch(
+            lambda: self.ctx.client.list_jobs(project_id),
+            lambda payload, link: normalize.job_listing(payload, project_id, link),
+        )
