@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from archiver import normalize, store
-from archiver.errors import AuthError, NotFound, SuspectListing, Unstorable
+from archiver.errors import AuthError, Contradiction, NotFound, SuspectListing, Unstorable
 from archiver.normalize import CheckpointListing
 from archiver.sync.context import Context
 from archiver.sync.fetching import Fetched, bounded, fetch
+from archiver.sync.judge import Heard
 
 log = logging.getLogger("archiver.sync")
 
@@ -19,8 +20,9 @@ log = logging.getLogger("archiver.sync")
 class CheckpointStep:
     """Read the checkpoint listings of the jobs to fetch."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, heard: Heard) -> None:
         self.ctx = ctx
+        self.heard = heard
 
     def archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         """Fetch every job's checkpoints; write whole jobs in batches."""
@@ -35,12 +37,18 @@ class CheckpointStep:
             except AuthError:  # the key was refused midway (rotated?): keep what was read with it
                 self._flush(batch)
                 raise
-            if fetched.error is not None:
+            self.heard.answered(isinstance(fetched.error, NotFound))
+            if isinstance(fetched.error, NotFound):
+                # Its project's job listing had it a moment ago: that listing's next answer says whether it is gone.
+                message = (
+                    "the checkpoint listing answered 404, but the project's job listing has this job: "
+                    "nothing was marked deleted"
+                )
+                self.ctx.fail(Contradiction(message, project_id=project_id, job_id=job_id))
+            elif fetched.error is not None:
                 self.ctx.fail(fetched.error.located(project_id=project_id, job_id=job_id))
-                if isinstance(fetched.error, NotFound):
-                    self.ctx.write(self.ctx.mark_gone, fetched.kept, jobs=[job_id])
-                else:
-                    self.ctx.write(self.ctx.keep, fetched.kept)
+            if fetched.error is not None:
+                self.ctx.write(self.ctx.keep, fetched.kept)
                 self.ctx.progress(1)
                 continue
             listing = fetched.result()
@@ -107,7 +115,9 @@ class CheckpointStep:
     def _save_checkpoints(self, connection: sa.Connection, batch: list[Fetched[CheckpointListing]]) -> None:
         self.ctx.keep(connection, *(fetched.kept for fetched in batch))
         listings = [fetched.result() for fetched in batch]
-        writes, refused = store.save_checkpoint_listings(connection, listings, self.ctx.now, self.ctx.guard)
+        writes, refused = store.save_checkpoint_listings(
+            connection, listings, self.ctx.now, self.ctx.guard, defer=self.heard.checkpoints
+        )
         self.ctx.report.add_writes(writes)
         projects = {listing.job.row["id"]: listing.project_id for listing in listings}
         for job_id, reason in refused.items():

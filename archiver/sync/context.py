@@ -101,20 +101,6 @@ class Context:
             return False
         return True
 
-    def mark_gone(
-        self,
-        connection: sa.Connection,
-        kept: Kept | None,
-        *,
-        projects: list[str] | None = None,
-        jobs: list[str] | None = None,
-    ) -> None:
-        """Record a 404: what was listed a moment ago is gone, with everything it held."""
-        self.keep(connection, kept)
-        self.report.counts.checkpoints_deleted += store.mark_deleted(
-            connection, self.now, projects=projects or (), jobs=jobs or ()
-        )
-
     def fail_incomplete(
         self, rejected: list[MalformedResponse], incomplete: MalformedResponse | None
     ) -> None:

@@ -8,11 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from archiver import normalize, store
-from archiver.errors import JobError, NotFound, SuspectListing, Unstorable
+from archiver.errors import Contradiction, JobError, NotFound, Unstorable
 from archiver.normalize import JobListing
 from archiver.responses import Kept
 from archiver.sync.context import Context
 from archiver.sync.fetching import Fetched, bounded, fetch
+from archiver.sync.judge import Heard
 from archiver.sync.plan import Targets
 
 log = logging.getLogger("archiver.sync")
@@ -21,18 +22,27 @@ log = logging.getLogger("archiver.sync")
 class ListingStep:
     """Read the job listings of the planned projects."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, heard: Heard) -> None:
         self.ctx = ctx
+        self.heard = heard
 
     def archive_listings(self, pool: ThreadPoolExecutor, targets: Targets) -> list[tuple[str, str]]:
         """List each project's jobs and archive project and job rows; return the jobs to fetch."""
         to_fetch: list[tuple[str, str]] = []
         window = self.ctx.options.concurrency * 2
-        for project_id, future in bounded(pool, self._fetch_listing, targets, window, self.ctx.stopping):
-            fetched = future.result()
+        answers = dict(bounded(pool, self._fetch_listing, targets, window, self.ctx.stopping))
+        # Written in the order of their ids, not as they complete: one night, one answer.
+        for project_id in sorted(answers):
+            fetched = answers[project_id].result()
+            self.heard.answered(isinstance(fetched.error, NotFound))
             if isinstance(fetched.error, NotFound) and self.ctx.options.scope.everything:
-                self.ctx.fail(fetched.error.located(project_id=project_id, job_id=None))
-                self.ctx.write(self.ctx.mark_gone, fetched.kept, projects=[project_id])
+                # The project listing had it a moment ago: its next listing says whether it is gone.
+                message = (
+                    "the job listing answered 404, but the project listing has this project: "
+                    "nothing was marked deleted"
+                )
+                self.ctx.fail(Contradiction(message, project_id=project_id))
+                self.ctx.write(self.ctx.keep, fetched.kept)
                 continue
             if fetched.error is not None:
                 self.ctx.write(self.ctx.keep, fetched.kept)
@@ -101,17 +111,8 @@ class ListingStep:
             if store.can_skip(job, states.get(job.row["id"]), self.ctx.now, recheck)
         }
         store.save_listing(connection, listing.project, jobs, self.ctx.now)
-        if complete:
-            project_id = listing.project["id"]
-            live = store.live_jobs(connection, project_id)
-            listed = {job.row["id"] for job in jobs}
-            missing = sorted(live - listed)
-            if reason := self.ctx.guard.refuses("jobs", len(live), len(missing), len(listed)):
-                self.ctx.fail(SuspectListing(f"the job listing: {reason}", project_id=project_id))
-            else:
-                self.ctx.report.counts.checkpoints_deleted += store.mark_deleted(
-                    connection, self.ctx.now, jobs=missing
-                )
+        if complete:  # judged once every listing is in (see `judge`)
+            self.heard.jobs[listing.project["id"]] = {job.row["id"] for job in jobs}
         self.ctx.record_progress(connection)
         return skip
 

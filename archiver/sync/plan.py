@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
-from archiver import normalize, store
+from archiver import normalize
 from archiver.client import unreachable
-from archiver.errors import FatalError, JobError, SuspectListing
-from archiver.responses import Kept
+from archiver.errors import FatalError, JobError
 from archiver.sync.context import Context
 from archiver.sync.fetching import Fetched, fetch
+from archiver.sync.judge import Heard
 
 Targets = dict[str, set[str] | None]
 
@@ -22,8 +20,10 @@ class Planner:
         ctx: Context,
         first: Fetched[normalize.ProjectListing] | None,
         first_error: FatalError | None,
+        heard: Heard,
     ) -> None:
         self.ctx = ctx
+        self.heard = heard
         self._first = first  # the project listing, when read first to check the clock
         self._first_error = first_error
 
@@ -42,10 +42,9 @@ class Planner:
             ctx.fail_incomplete(listing.rejected, listing.incomplete)
             listed = {project["id"] for project in listing.projects}
             if listing.complete:
-                ctx.write(self._mark_missing_projects, listed, fetched.kept)
-            else:
-                ctx.write(ctx.keep, fetched.kept)
-            return dict.fromkeys(listed)
+                self.heard.projects = set(listed)
+            ctx.write(ctx.keep, fetched.kept)
+            return dict.fromkeys(sorted(listed))
         targets: Targets = dict.fromkeys(scope.project_ids)
         for job_id in scope.job_ids:
             project_id = self._project_of(job_id)
@@ -55,16 +54,6 @@ class Planner:
             if wanted is not None:
                 wanted.add(job_id)
         return targets
-
-    def _mark_missing_projects(self, connection: sa.Connection, listed: set[str], kept: Kept | None) -> None:
-        ctx = self.ctx
-        ctx.keep(connection, kept)
-        live = store.live_projects(connection)
-        missing = sorted(live - listed)
-        if reason := ctx.guard.refuses("projects", len(live), len(missing), len(listed)):
-            ctx.fail(SuspectListing(f"the organisation's project listing: {reason}"))
-            return
-        ctx.report.counts.checkpoints_deleted += store.mark_deleted(connection, ctx.now, projects=missing)
 
     def _project_of(self, job_id: str) -> str | None:
         """Resolve a bare job id to its project with the search endpoint."""

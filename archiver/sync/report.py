@@ -89,6 +89,7 @@ class SyncReport:
     interrupted: bool = False
     stopped_by: str | None = None  # the limit that ended the run early, when one did
     scoped: bool = False  # only some projects or jobs (--project, --job): says nothing of the rest
+    outage: bool = False  # most listings answered 404: nothing was marked deleted
 
     @property
     def exit_code(self) -> int:
@@ -131,6 +132,8 @@ class SyncReport:
         if self.gone:
             text += f", {len(self.gone)} gone (404)"
         text += f"; {c.requests} requests in {self.seconds:.1f}s."
+        if self.outage:
+            text += " Most listings answered 404: taken for an outage, nothing was marked deleted."
         if (cause := self.stopped_by) is not None:
             text += f" Stopped early: {cause}; what is complete was committed, rerun to finish."
         elif self.interrupted:

@@ -23,6 +23,7 @@ from archiver.lock import sync_lock
 from archiver.sync.checkpoints import CheckpointStep
 from archiver.sync.context import Context
 from archiver.sync.fetching import Fetched, fetch
+from archiver.sync.judge import Heard, judge
 from archiver.sync.listings import ListingStep
 from archiver.sync.plan import Planner
 from archiver.sync.report import LIMIT, Failure, SyncOptions, SyncReport, utc_now
@@ -212,15 +213,18 @@ class Sync:
             log.error("could not record the end of run %d: %s", run_id, describe_db_error(exc))
 
     def _archive(self) -> None:
-        """Plan, read the listings, then the checkpoints."""
-        targets = Planner(self.ctx, self._first, self._first_error).targets()
+        """Plan, read the listings, then the checkpoints, then judge what vanished."""
+        heard = Heard()
+        targets = Planner(self.ctx, self._first, self._first_error, heard).targets()
         pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="fetch")
         try:
-            jobs = ListingStep(self.ctx).archive_listings(pool, targets)
-            CheckpointStep(self.ctx).archive_checkpoints(pool, jobs)
+            jobs = ListingStep(self.ctx, heard).archive_listings(pool, targets)
+            CheckpointStep(self.ctx, heard).archive_checkpoints(pool, jobs)
         finally:
             # A stopping run does not wait for requests it has left (see `bounded`).
             pool.shutdown(wait=not self.ctx.stopping(), cancel_futures=True)
+        if not self.ctx.stopping():  # a run cut short has not heard every listing: it marks nothing
+            judge(self.ctx, heard)
 
 
 def run_sync(
