@@ -52,6 +52,7 @@ class Outcome:
             "failures": [asdict(failure) for failure in report.failures],
             "gone": [asdict(failure) for failure in report.gone],
             "outage": report.outage,
+            "draining": [drain.as_json() for drain in report.draining],
             "seconds": round(self.seconds, 3),
             "finished_at": self.finished_at.isoformat(),
             "error": None if self.error is None else type(self.error).__name__,

@@ -3,6 +3,7 @@ parent's agreement, and a night's deletions are judged once every listing is in 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from sqlalchemy.engine import Engine
 from archiver.fake_api import FakeBaseten, OrgSpec, Response
 from archiver.sync import SyncOptions, SyncReport
 
+from .support.commands import run_archiver
 from .support.databases import rows, scalar
 from .support.fakes import sync
 
@@ -39,9 +41,12 @@ def exact_org(projects: int, jobs: int, checkpoints: int) -> FakeBaseten:
     return fake
 
 
+def stopped(moment: datetime) -> Callable[[], datetime]:
+    return lambda: moment
+
+
 def nightly(engine: Engine, fake: FakeBaseten, n: int, **options: Any) -> SyncReport:
-    moment = NIGHTS[n]
-    return sync(engine, fake, SyncOptions(**options), clock=lambda: moment)
+    return sync(engine, fake, SyncOptions(**options), clock=stopped(NIGHTS[n]))
 
 
 def archive_state(engine: Engine) -> list[tuple[object, ...]]:
@@ -192,3 +197,41 @@ def test_a_job_that_moves_project_is_a_move_never_a_deletion(archive: Engine, co
         archive,
         f"SELECT training_project_id FROM training_job_history WHERE id = '{job}' ORDER BY valid_from",
     ) == [(source,)]
+
+
+DRAIN = (100, 51, 27, 14, 8, 5)  # 49% a night, each night under the guard's half
+
+
+def test_a_job_drained_49_percent_a_night_is_reported_by_sync_and_check(
+    archive: Engine, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = exact_org(1, 1, 100)
+    (job,) = fake.job_ids()
+    project = fake.project_ids()[0]
+    served = fake.checkpoints(job)
+    path = f"/v1/training_projects/{project}/jobs/{job}/checkpoints"
+    # Nights ending an hour ago, so that `archiver check` (which reads the wall clock) looks back over them.
+    start = datetime.now(UTC) - timedelta(days=len(DRAIN) - 1, hours=1)
+    reports = []
+    for night, live in enumerate(DRAIN):
+        fake.override("GET", path, body={"training_job": fake.job(job), "checkpoints": served[:live]})
+        with caplog.at_level("WARNING", logger="archiver.sync"):
+            caplog.clear()
+            reports.append(
+                sync(archive, fake, SyncOptions(full=True), clock=stopped(start + timedelta(days=night)))
+            )
+        assert reports[-1].exit_code == 0, reports[-1].failures  # no night alone is suspect
+        assert scalar(archive, LIVE_CHECKPOINTS) == live
+    assert [r.draining for r in reports[:2]] == [[], []]  # 49 of 100: not yet
+    drained = [(d.scope, d.id, d.lost, d.held) for d in reports[-1].draining]
+    assert drained == [("project", project, 95, 100), ("job", job, 95, 100)]
+    assert any("draining" in r.message and job in r.getMessage() for r in caplog.records)
+    assert "Draining" in reports[-1].summary()
+    result = run_archiver("check", "--database-url", database_url, "--format", "json")
+    findings = {finding["check"]: finding for finding in map(json.loads, result.stdout.splitlines())}
+    assert findings["drain"]["status"] == "warning", findings["drain"]
+    assert {d["id"] for d in findings["drain"]["draining"]} == {job, project}
+    assert result.exit_code == 4
+    # A shorter window sees only the last night's loss (8 to 5): no drain.
+    result = run_archiver("check", "--database-url", database_url, "--drain-window", "12h")
+    assert "OK      drain" in result.stdout, result.stdout

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from archiver import store
+from archiver import drain, durations, store
 from archiver.errors import Outage, SuspectListing
 from archiver.sync.context import Context
 
@@ -78,6 +78,25 @@ def _judge(connection: sa.Connection, ctx: Context, heard: Heard) -> None:
     deleted += store.mark_vanished(connection, heard.checkpoints, ctx.now)
     ctx.report.counts.checkpoints_deleted += deleted
     ctx.record_progress(connection)
+
+
+def look_back(ctx: Context) -> None:
+    """Warn of each job or project that lost more than half of its checkpoints within --drain-window."""
+    window = ctx.options.drain_window
+    with ctx.engine.connect() as connection:
+        found = drain.draining(connection, ctx.now, window)
+    ctx.report.draining = found
+    for each in found:
+        log.warning(
+            "draining: %s within %s (--drain-window); if that is not what happened, look at the API's answers",
+            each,
+            durations.describe(window.total_seconds()),
+            extra={
+                "event": "drain",
+                "project_id": each.project_id,
+                "job_id": each.id if each.scope == "job" else None,
+            },
+        )
 
 
 def _judge_projects(connection: sa.Connection, ctx: Context, listed: set[str]) -> int:

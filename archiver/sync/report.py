@@ -10,6 +10,7 @@ from typing import Any
 
 from archiver import clock as clocks
 from archiver import ledger, store
+from archiver.drain import DEFAULT_DRAIN_WINDOW, Drain
 from archiver.errors import JobError
 from archiver.schema import RunCounts
 
@@ -47,6 +48,9 @@ class SyncOptions:
     scope: Scope = field(default_factory=Scope)
     full: bool = False
     allow_mass_delete: bool = False  # accept, this once, a listing that marks a mass of rows deleted
+    drain_window: timedelta = (
+        DEFAULT_DRAIN_WINDOW  # warn of a scope that lost most of its checkpoints within it
+    )
     recheck_after: timedelta | None = DEFAULT_RECHECK_AFTER  # re-read a skippable job at least this often
     concurrency: int = 8
     batch_rows: int = DEFAULT_BATCH_ROWS
@@ -90,6 +94,7 @@ class SyncReport:
     stopped_by: str | None = None  # the limit that ended the run early, when one did
     scoped: bool = False  # only some projects or jobs (--project, --job): says nothing of the rest
     outage: bool = False  # most listings answered 404: nothing was marked deleted
+    draining: list[Drain] = field(default_factory=list)  # scopes that lost most of their checkpoints lately
 
     @property
     def exit_code(self) -> int:
@@ -132,6 +137,8 @@ class SyncReport:
         if self.gone:
             text += f", {len(self.gone)} gone (404)"
         text += f"; {c.requests} requests in {self.seconds:.1f}s."
+        if self.draining:
+            text += f" Draining: {len(self.draining)} jobs or projects lost most of their checkpoints lately."
         if self.outage:
             text += " Most listings answered 404: taken for an outage, nothing was marked deleted."
         if (cause := self.stopped_by) is not None:

@@ -23,7 +23,7 @@ from archiver.lock import sync_lock
 from archiver.sync.checkpoints import CheckpointStep
 from archiver.sync.context import Context
 from archiver.sync.fetching import Fetched, fetch
-from archiver.sync.judge import Heard, judge
+from archiver.sync.judge import Heard, judge, look_back
 from archiver.sync.listings import ListingStep
 from archiver.sync.plan import Planner
 from archiver.sync.report import LIMIT, Failure, SyncOptions, SyncReport, utc_now
@@ -225,6 +225,7 @@ class Sync:
             pool.shutdown(wait=not self.ctx.stopping(), cancel_futures=True)
         if not self.ctx.stopping():  # a run cut short has not heard every listing: it marks nothing
             judge(self.ctx, heard)
+            look_back(self.ctx)
 
 
 def run_sync(
