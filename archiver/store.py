@@ -178,18 +178,46 @@ def save_listing(connection: Connection, project: Row, jobs: Sequence[JobRecord]
     save_jobs(connection, jobs, now)
 
 
-def save_jobs(connection: Connection, jobs: Sequence[JobRecord], now: datetime) -> None:
-    """Write job rows and the instance types they ran on."""
+# Instance types described by checkpoint responses, written once the run is judged (see `save_described`).
+Described = list[tuple[tuple[str, str], Row]]
+
+
+def save_jobs(
+    connection: Connection, jobs: Sequence[JobRecord], now: datetime, later: Described | None = None
+) -> None:
+    """Write job rows and the instance types they ran on.
+
+    With `later`, instance types the archive already holds are not written now but added there:
+    responses that complete in any order then describe them in a defined one (`save_described`).
+    """
     types = {record.instance_type["id"]: record.instance_type for record in jobs if record.instance_type}
     for batch in chunked(list(types.values())):
         archived = archived_rows(
             connection, INSTANCE_TYPES, instance_types.c.id.in_([t["id"] for t in batch])
         )
+        if later is not None:  # every job's description: the batch keeps one per type
+            later += [
+                ((record.row["training_project_id"], record.row["id"]), record.instance_type)
+                for record in jobs
+                if record.instance_type and (record.instance_type["id"],) in archived
+            ]
+            batch = [row for row in batch if (row["id"],) not in archived]
         rows = [{**row, "first_seen_at": now, "last_seen_at": now} for row in batch]
         save_versions(connection, INSTANCE_TYPES, rows, now, archived)
     for batch in chunked(list(jobs)):
         archived = archived_rows(connection, JOBS, training_jobs.c.id.in_([j.row["id"] for j in batch]))
         save_versions(connection, JOBS, _seen((record.row for record in batch), now), now, archived)
+
+
+def save_described(connection: Connection, described: Described, now: datetime) -> None:
+    """Write the instance types `save_jobs` left for later: per type, the description of the last job by id."""
+    final = {row["id"]: row for _, row in sorted(described, key=lambda each: each[0])}
+    for batch in chunked(list(final.values())):
+        archived = archived_rows(
+            connection, INSTANCE_TYPES, instance_types.c.id.in_([t["id"] for t in batch])
+        )
+        rows = [{**row, "first_seen_at": now, "last_seen_at": now} for row in batch]
+        save_versions(connection, INSTANCE_TYPES, rows, now, archived)
 
 
 @dataclass(frozen=True)
@@ -373,6 +401,7 @@ def save_checkpoint_listings(
     now: datetime,
     guard: DeletionGuard | None = None,
     defer: dict[str, Vanished] | None = None,
+    later: Described | None = None,
 ) -> tuple[WriteCounts, dict[str, str]]:
     """Archive whole jobs' checkpoint listings: insert new rows, version changed ones, skip the rest.
 
@@ -382,12 +411,13 @@ def save_checkpoint_listings(
     per-row `last_seen_at` every night would rewrite the whole table (see `_mark_checkpoints_deleted`).
     Rows a complete listing no longer has get `deleted_at`, unless `guard` refuses: then nothing
     of that job is marked, and it is returned with the reason (job id -> why), to fail. With
-    `defer`, what would be marked goes there instead, for `mark_vanished` once the run is judged.
+    `defer`, what would be marked goes there instead, for `mark_vanished` once the run is judged;
+    with `later`, so do the descriptions of archived instance types (see `save_jobs`).
     """
     if not listings:
         return WriteCounts(), {}
     guard = guard or DeletionGuard()
-    save_jobs(connection, [listing.job for listing in listings], now)
+    save_jobs(connection, [listing.job for listing in listings], now, later)
     configs: dict[str, Row] = {}
     for listing in listings:
         configs.update(listing.lora_configs)

@@ -116,7 +116,12 @@ class CheckpointStep:
         self.ctx.keep(connection, *(fetched.kept for fetched in batch))
         listings = [fetched.result() for fetched in batch]
         writes, refused = store.save_checkpoint_listings(
-            connection, listings, self.ctx.now, self.ctx.guard, defer=self.heard.checkpoints
+            connection,
+            listings,
+            self.ctx.now,
+            self.ctx.guard,
+            defer=self.heard.checkpoints,
+            later=self.heard.described,
         )
         self.ctx.report.add_writes(writes)
         projects = {listing.job.row["id"]: listing.project_id for listing in listings}

@@ -38,9 +38,10 @@ class Heard:
     projects: set[str] | None = None  # a complete, unscoped project listing's ids (None: no such listing)
     jobs: dict[str, set[str]] = field(default_factory=dict)  # project -> job ids its complete listing named
     withheld: set[str] = field(default_factory=set)  # ids a listing named but could not read
-    checkpoints: dict[str, store.Vanished] = field(
-        default_factory=dict
-    )  # job -> checkpoints it no longer has
+    # job -> the checkpoints its complete listing no longer has
+    checkpoints: dict[str, store.Vanished] = field(default_factory=dict)
+    # instance types the checkpoint responses described, written once every response is in
+    described: store.Described = field(default_factory=list)
     listings: int = 0  # job and checkpoint listings answered, whatever the answer
     not_found: int = 0  # of them, those that answered 404
 
@@ -56,7 +57,11 @@ class Heard:
 
 
 def judge(ctx: Context, heard: Heard) -> None:
-    """Mark deleted what the run's complete listings no longer have, unless it looks like a bad response."""
+    """Mark deleted what the run's complete listings no longer have, unless it looks like a bad response.
+
+    First the instance types the checkpoint responses described, in the order of their jobs' ids.
+    """
+    ctx.write(store.save_described, heard.described, ctx.now)
     if heard.outage:
         message = (
             f"{heard.not_found} of {heard.listings} listings answered 404: taking it for an outage of the API, "
