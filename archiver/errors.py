@@ -200,6 +200,18 @@ class SuspectListing(JobError):
     kind = "suspect"
 
 
+class Contradiction(JobError):
+    """A listing answered 404 for what its parent's listing, this same run, still has: nothing is marked."""
+
+    kind = "contradiction"
+
+
+class Outage(JobError):
+    """Most of a run's listings answered 404: taken for an outage, nothing is marked deleted that run."""
+
+    kind = "outage"
+
+
 class NotFound(ApiError):
     """The API answered 404 for a project or job."""
 

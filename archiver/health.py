@@ -10,6 +10,8 @@
     scoped      the latest scoped run (--project, --job), for information: it never makes check fail,
                 nor green; only full runs (of the whole organisation) say how the archive stands
     clock       no run is stamped in the future (the machine clock was ahead): warning
+    drain       no live job or project lost more than half of its checkpoints within --drain-window
+                (7d): a bad API can take a little less than half a night, night after night: warning
 
 A full run is one of the whole organisation; a scoped run (`sync --project/--job`) succeeding after
 a failed nightly run says nothing of the rest of the archive.
@@ -29,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from archiver import clock, db, durations, ledger, lock, migrate
+from archiver import clock, db, drain, durations, ledger, lock, migrate
 from archiver.errors import DatabaseUnavailable, SchemaOutOfDate
 from archiver.schema import SCHEMA_REVISION, sync_errors, sync_runs
 
@@ -46,6 +48,7 @@ class Limits:
     max_age: timedelta = DEFAULT_MAX_AGE
     warn_age: timedelta | None = None
     max_run_time: timedelta = DEFAULT_MAX_RUN_TIME
+    drain_window: timedelta = drain.DEFAULT_DRAIN_WINDOW
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ def check_archive(database_url: str, limits: Limits, now: datetime | None = None
                     _running(engine, connection, limits, now),
                     _scoped(connection, now),
                     _future(connection, now),
+                    _drain(connection, limits, now),
                 ]
         return findings
     except DatabaseUnavailable as exc:
@@ -253,6 +257,26 @@ def _future(connection: Connection, now: datetime) -> Finding:
         "before that stamp does not see them; set the clock right (README: Time)"
     )
     return Finding("clock", WARNING, message, {"run_id": run.id, "started_at": _iso(run.started_at)})
+
+
+def _drain(connection: Connection, limits: Limits, now: datetime) -> Finding:
+    """A job or project that lost more than half of its checkpoints lately: deletions, or a bad API."""
+    window = durations.describe(limits.drain_window.total_seconds())
+    found = drain.draining(connection, now, limits.drain_window)
+    details = {
+        "window_seconds": limits.drain_window.total_seconds(),
+        "draining": [d.as_json() for d in found],
+    }
+    if not found:
+        return Finding(
+            "drain", OK, f"no job or project lost most of its checkpoints within {window}", details
+        )
+    named = "; ".join(str(each) for each in found[:3]) + ("; ..." if len(found) > 3 else "")
+    message = (
+        f"{len(found)} jobs or projects lost more than half of their checkpoints within {window}: {named}. "
+        "If they were not deleted on purpose, look at the API's answers (README: History)"
+    )
+    return Finding("drain", WARNING, message, details)
 
 
 def _when(moment: datetime, now: datetime) -> str:

@@ -51,6 +51,8 @@ class Outcome:
             "stopped_by": report.stopped_by,
             "failures": [asdict(failure) for failure in report.failures],
             "gone": [asdict(failure) for failure in report.gone],
+            "outage": report.outage,
+            "draining": [drain.as_json() for drain in report.draining],
             "seconds": round(self.seconds, 3),
             "finished_at": self.finished_at.isoformat(),
             "error": None if self.error is None else type(self.error).__name__,

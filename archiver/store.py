@@ -21,15 +21,12 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from archiver import redaction
 from archiver.db import chunked, upsert
 from archiver.normalize import (
     TERMINAL_JOB_STATUSES,
     CheckpointListing,
     JobRecord,
-    Rejected,
     Row,
-    storable_text,
 )
 from archiver.schema import (
     VERSIONS,
@@ -38,7 +35,6 @@ from archiver.schema import (
     checkpoints,
     instance_types,
     lora_adapter_configs,
-    rejected_entries,
     training_jobs,
     training_projects,
 )
@@ -187,18 +183,46 @@ def save_listing(connection: Connection, project: Row, jobs: Sequence[JobRecord]
     save_jobs(connection, jobs, now)
 
 
-def save_jobs(connection: Connection, jobs: Sequence[JobRecord], now: datetime) -> None:
-    """Write job rows and the instance types they ran on."""
+# Instance types described by checkpoint responses, written once the run is judged (see `save_described`).
+Described = list[tuple[tuple[str, str], Row]]
+
+
+def save_jobs(
+    connection: Connection, jobs: Sequence[JobRecord], now: datetime, later: Described | None = None
+) -> None:
+    """Write job rows and the instance types they ran on.
+
+    With `later`, instance types the archive already holds are not written now but added there:
+    responses that complete in any order then describe them in a defined one (`save_described`).
+    """
     types = {record.instance_type["id"]: record.instance_type for record in jobs if record.instance_type}
     for batch in chunked(list(types.values())):
         archived = archived_rows(
             connection, INSTANCE_TYPES, instance_types.c.id.in_([t["id"] for t in batch])
         )
+        if later is not None:  # every job's description: the batch keeps one per type
+            later += [
+                ((record.row["training_project_id"], record.row["id"]), record.instance_type)
+                for record in jobs
+                if record.instance_type and (record.instance_type["id"],) in archived
+            ]
+            batch = [row for row in batch if (row["id"],) not in archived]
         rows = [{**row, "first_seen_at": now, "last_seen_at": now} for row in batch]
         save_versions(connection, INSTANCE_TYPES, rows, now, archived)
     for batch in chunked(list(jobs)):
         archived = archived_rows(connection, JOBS, training_jobs.c.id.in_([j.row["id"] for j in batch]))
         save_versions(connection, JOBS, _seen((record.row for record in batch), now), now, archived)
+
+
+def save_described(connection: Connection, described: Described, now: datetime) -> None:
+    """Write the instance types `save_jobs` left for later: per type, the description of the last job by id."""
+    final = {row["id"]: row for _, row in sorted(described, key=lambda each: each[0])}
+    for batch in chunked(list(final.values())):
+        archived = archived_rows(
+            connection, INSTANCE_TYPES, instance_types.c.id.in_([t["id"] for t in batch])
+        )
+        rows = [{**row, "first_seen_at": now, "last_seen_at": now} for row in batch]
+        save_versions(connection, INSTANCE_TYPES, rows, now, archived)
 
 
 @dataclass(frozen=True)
@@ -291,26 +315,75 @@ def live_jobs(connection: Connection, project_id: str) -> set[str]:
     return set(connection.scalars(query))
 
 
+def live_jobs_of(connection: Connection, project_ids: Sequence[str]) -> set[str]:
+    """The archived jobs not marked deleted of these projects."""
+    found: set[str] = set()
+    for batch in chunked(project_ids):
+        query = sa.select(training_jobs.c.id).where(
+            training_jobs.c.training_project_id.in_(batch), training_jobs.c.deleted_at.is_(None)
+        )
+        found |= set(connection.scalars(query))
+    return found
+
+
+def live_checkpoint_count(connection: Connection, job_ids: Sequence[str] | None = None) -> int:
+    """How many archived checkpoints not marked deleted these jobs hold (None: the whole archive)."""
+    live = checkpoints.c.deleted_at.is_(None)
+    if job_ids is None:
+        return int(connection.scalar(sa.select(sa.func.count()).where(live)) or 0)
+    total = 0
+    for batch in chunked(job_ids):
+        query = sa.select(sa.func.count()).where(live, checkpoints.c.training_job_id.in_(batch))
+        total += int(connection.scalar(query) or 0)
+    return total
+
+
+@dataclass(frozen=True)
+class Loss:
+    """What marking a listing's vanished entries deleted would lose: entries, and the rows beneath them."""
+
+    what: str  # "projects", "jobs" or "checkpoints"
+    live: int  # live entries of the scope before the listing
+    missing: int  # of them, those the listing no longer has
+    listed: int  # entries the listing has
+    jobs: int | None = None  # live jobs beneath the missing projects
+    checkpoints: int | None = None  # live checkpoints beneath the missing entries
+    live_checkpoints: int | None = None  # live checkpoints of the whole scope
+
+    def __str__(self) -> str:
+        text = f"would mark {self.missing:,} of {self.live:,} live {self.what} deleted"
+        if self.checkpoints is not None:
+            jobs = f"{self.jobs:,} jobs and " if self.jobs is not None else ""
+            text += f", with {jobs}{self.checkpoints:,} of {self.live_checkpoints:,} live checkpoints"
+        return text
+
+
 @dataclass(frozen=True)
 class DeletionGuard:
     """When a listing may mark what it lacks deleted: not when that looks like a bad response.
 
-    A listing that would mark more than half of its scope's live rows deleted (at least
-    `MASS` rows), or an empty one where rows are live, is suspect: one bad night must not
-    "delete" history. `allow_mass_delete` accepts it, for one run.
+    It weighs what would be lost. A listing that would mark more than half of its scope's live
+    entries deleted (at least `MASS`), or more than half of the live checkpoints beneath its
+    scope (at least `MASS`), or an empty one where rows are live, is suspect: one bad night must
+    not "delete" history. `allow_mass_delete` accepts it, for one run.
     """
 
     allow_mass_delete: bool = False
     MASS = 10
 
-    def refuses(self, what: str, live: int, missing: int, listed: int) -> str | None:
-        """Why marking `missing` of `live` archived `what` deleted is suspect; None when it is not."""
-        if self.allow_mass_delete or not missing:
+    def refuses(self, loss: Loss) -> str | None:
+        """Why marking what `loss` describes deleted is suspect (said of the listing); None when it is not."""
+        if self.allow_mass_delete or not loss.missing:
             return None
-        if not listed:
-            problem = f"the listing is empty, but the archive holds {live} live {what} for it"
-        elif missing * 2 > live and missing >= self.MASS:
-            problem = f"the listing would mark {missing} of {live} live {what} deleted (more than half)"
+        lost, held = loss.checkpoints or 0, loss.live_checkpoints or 0
+        if not loss.listed:
+            problem = f"is empty, but the archive holds {loss.live:,} live {loss.what} for it"
+            if loss.checkpoints:
+                problem += f" ({lost:,} live checkpoints)"
+        elif (loss.missing * 2 > loss.live and loss.missing >= self.MASS) or (
+            lost * 2 > held and lost >= self.MASS
+        ):
+            problem = f"{loss} (more than half)"
         else:
             return None
         return (
@@ -319,11 +392,21 @@ class DeletionGuard:
         )
 
 
+@dataclass(frozen=True)
+class Vanished:
+    """A job's checkpoints that its complete listing no longer has, to be marked deleted once the run is judged."""
+
+    row_ids: list[Any]
+    fetched: Row  # the read's fetch state, recorded when they are marked (see `_mark_fetched`)
+
+
 def save_checkpoint_listings(
     connection: Connection,
     listings: Sequence[CheckpointListing],
     now: datetime,
     guard: DeletionGuard | None = None,
+    defer: dict[str, Vanished] | None = None,
+    later: Described | None = None,
 ) -> tuple[WriteCounts, dict[str, str]]:
     """Archive whole jobs' checkpoint listings: insert new rows, version changed ones, skip the rest.
 
@@ -332,12 +415,14 @@ def save_checkpoint_listings(
     sighting is recorded once per job, in `training_jobs.checkpoints_fetched_at`: bumping a
     per-row `last_seen_at` every night would rewrite the whole table (see `_mark_checkpoints_deleted`).
     Rows a complete listing no longer has get `deleted_at`, unless `guard` refuses: then nothing
-    of that job is marked, and it is returned with the reason (job id -> why), to fail.
+    of that job is marked, and it is returned with the reason (job id -> why), to fail. With
+    `defer`, what would be marked goes there instead, for `mark_vanished` once the run is judged;
+    with `later`, so do the descriptions of archived instance types (see `save_jobs`).
     """
     if not listings:
         return WriteCounts(), {}
     guard = guard or DeletionGuard()
-    save_jobs(connection, [listing.job for listing in listings], now)
+    save_jobs(connection, [listing.job for listing in listings], now, later)
     configs: dict[str, Row] = {}
     for listing in listings:
         configs.update(listing.lora_configs)
@@ -370,9 +455,14 @@ def save_checkpoint_listings(
             unsettled.append(job_id)
             continue
         missing = vanished[job_id]
-        reason = guard.refuses("checkpoints", live_before[job_id], len(missing), len(listing.checkpoints))
-        if reason:
+        loss = Loss("checkpoints", live_before[job_id], len(missing), len(listing.checkpoints))
+        if reason := guard.refuses(loss):
             refusals[job_id] = reason
+            unsettled.append(job_id)
+            continue
+        if defer is not None and missing:
+            # Until then the job counts as unread: a run that stops before judging re-reads it next time.
+            defer[job_id] = Vanished(missing, _fetch_state(listing))
             unsettled.append(job_id)
             continue
         for batch in chunked(missing):
@@ -382,37 +472,6 @@ def save_checkpoint_listings(
     )
     _forget_reads(connection, unsettled)
     return counts, refusals
-
-
-def save_rejected(
-    connection: Connection,
-    run_id: int,
-    endpoint: str,
-    rejected: Sequence[Rejected],
-    now: datetime,
-) -> None:
-    """Keep the entries a listing quarantined: the entry as received (key masked), the field and why."""
-    if not rejected:
-        return
-    rows = [
-        {
-            "sync_run_id": run_id,
-            "endpoint": endpoint,
-            "project_id": _text(entry.error.project_id),
-            "job_id": _text(entry.error.job_id),
-            "entry_id": entry.entry_id,
-            "field": _text(entry.error.field),
-            "reason": redaction.redact(storable_text(entry.error.problem)),
-            "entry": redaction.redact(entry.entry_json()),
-            "rejected_at": now,
-        }
-        for entry in rejected
-    ]
-    connection.execute(sa.insert(rejected_entries), rows)
-
-
-def _text(value: str | None) -> str | None:
-    return None if value is None else storable_text(value)
 
 
 def _checkpoint_row(listed: Row, config_ids: dict[str, int], seen: Row) -> Row:
@@ -432,8 +491,21 @@ def _forget_reads(connection: Connection, job_ids: Sequence[str]) -> None:
         )
 
 
+def _fetch_state(listing: CheckpointListing) -> Row:
+    return {
+        "job_id": listing.job.row["id"],
+        "job_updated_at": listing.job.row["updated_at"],
+        "job_status": listing.job.row["current_status"],
+        "all_complete": listing.all_complete,
+    }
+
+
 def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing], now: datetime) -> None:
-    if not listings:
+    _record_fetches(connection, [_fetch_state(listing) for listing in listings], now)
+
+
+def _record_fetches(connection: Connection, states: Sequence[Row], now: datetime) -> None:
+    if not states:
         return
     statement = (
         sa.update(training_jobs)
@@ -445,18 +517,17 @@ def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing],
             checkpoints_all_complete=sa.bindparam("all_complete"),
         )
     )
-    connection.execute(
-        statement,
-        [
-            {
-                "job_id": listing.job.row["id"],
-                "job_updated_at": listing.job.row["updated_at"],
-                "job_status": listing.job.row["current_status"],
-                "all_complete": listing.all_complete,
-            }
-            for listing in listings
-        ],
-    )
+    connection.execute(statement, list(states))
+
+
+def mark_vanished(connection: Connection, vanished: dict[str, Vanished], now: datetime) -> int:
+    """Mark deleted the checkpoints deferred by `save_checkpoint_listings`; return how many."""
+    marked = 0
+    for job_id in sorted(vanished):
+        for batch in chunked(vanished[job_id].row_ids):
+            marked += _mark_checkpoints_deleted(connection, checkpoints.c.id.in_(batch), now)
+    _record_fetches(connection, [vanished[job_id].fetched for job_id in sorted(vanished)], now)
+    return marked
 
 
 def mark_deleted(

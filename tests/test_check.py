@@ -26,6 +26,7 @@ HEALTHY = {
     "running": "OK",
     "scoped": "OK",
     "clock": "OK",
+    "drain": "OK",
 }
 
 
@@ -173,6 +174,7 @@ def test_json_gives_one_object_per_check(archive: Engine, database_url: str) -> 
         ("running", "ok"),
         ("scoped", "ok"),
         ("clock", "ok"),
+        ("drain", "ok"),
     ]
     freshness = found[3]
     assert freshness["warn_age_seconds"] == 3600 and freshness["max_age_seconds"] == 26 * 3600

@@ -46,6 +46,11 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
     "24h",
     "Error when a run has been running longer than this: stuck, or killed (sync's option of that name).",
 )
+@duration_option(
+    "--drain-window",
+    "7d",
+    "Warn of a job or project that lost more than half of its checkpoints within this long (sync's option).",
+)
 @click.option(
     "--format",
     "fmt",
@@ -55,17 +60,23 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
     help="A line per check for people, or a JSON object per check.",
 )
 def check(
-    database_url: str, max_age: timedelta, warn_age: timedelta | None, max_run_time: timedelta, fmt: str
+    database_url: str,
+    max_age: timedelta,
+    warn_age: timedelta | None,
+    max_run_time: timedelta,
+    drain_window: timedelta,
+    fmt: str,
 ) -> None:
     """Say whether last night's sync worked: a line per check.
 
     \b
     Checks: the database is reachable, the schema current, the last run succeeded, the last
-    successful run is recent enough, no run is stuck. It only reads the archive.
+    successful run is recent enough, no run is stuck, no job or project is draining away
+    (more than half of its checkpoints marked deleted within --drain-window). It only reads the archive.
 
     \b
     Exit status: 0 every check ok; 4 a warning (the last run partial or interrupted, or older
-    than --warn-age); 5 an error (database unreachable, schema out of date, the last run
+    than --warn-age, or a scope draining); 5 an error (database unreachable, schema out of date, the last run
     failed, no success within --max-age, a run stuck); 2 usage error.
 
     \b
@@ -73,7 +84,9 @@ def check(
       archiver check --max-age 26h
       archiver check --format json --warn-age 25h --max-age 50h
     """
-    limits = health.Limits(max_age=max_age, warn_age=warn_age, max_run_time=max_run_time)
+    limits = health.Limits(
+        max_age=max_age, warn_age=warn_age, max_run_time=max_run_time, drain_window=drain_window
+    )
     findings = health.check_archive(database_url, limits)
     for finding in findings:
         click.echo(finding.render(fmt, with_typed_options))

@@ -99,8 +99,16 @@ def _metrics_file(path: Path | None) -> Path | None:
 @click.option(
     "--allow-mass-delete",
     is_flag=True,
-    help="Accept, for this run, listings that would mark more than half of what they cover deleted "
-    "(refused by default as a likely bad response).",
+    help="Accept, for this run, listings that would mark more than half of what they cover, or of the "
+    "checkpoints beneath it, deleted (refused by default as a likely bad response).",
+)
+@click.option(
+    "--drain-window",
+    default="7d",
+    show_default=True,
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: duration(value, "--drain-window"),
+    help="Warn of a job or project that lost more than half of its checkpoints within this long.",
 )
 @click.option(
     "--concurrency",
@@ -178,6 +186,7 @@ def sync(
     migrate_schema: bool,
     recheck_after: timedelta,
     allow_mass_delete: bool,
+    drain_window: timedelta,
     concurrency: int,
     max_rps: float,
     max_attempts: int,
@@ -214,6 +223,7 @@ def sync(
         Scope(projects, jobs),
         full=full,
         allow_mass_delete=allow_mass_delete,
+        drain_window=drain_window,
         recheck_after=recheck_after,
         concurrency=concurrency,
         migrate=migrate_schema,
