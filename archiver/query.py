@@ -63,6 +63,7 @@ class Deadline:
 
     def __init__(self, seconds: float | None) -> None:
         self.seconds = seconds
+        self.server_seconds: float | None = None  # the database's own stricter limit, when it has one
         self.spent = 0.0
         self._since: float | None = None
 
@@ -125,6 +126,14 @@ def read_only(engine: Engine, as_of: datetime | None = None) -> Iterator[Connect
                 connection.rollback()
 
 
+def _server_timeout_ms(connection: Connection) -> int:
+    """The session's own statement_timeout in milliseconds (0: none), as the server set it."""
+    value = connection.exec_driver_sql(
+        "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'"
+    ).scalar_one()
+    return int(value)
+
+
 @contextmanager
 def time_limit(connection: Connection, deadline: Deadline) -> Iterator[None]:
     """Make the database stop a statement that overruns `deadline` (inside a transaction on PostgreSQL)."""
@@ -132,7 +141,11 @@ def time_limit(connection: Connection, deadline: Deadline) -> Iterator[None]:
         yield
     elif connection.dialect.name == "postgresql":
         milliseconds = max(1, math.ceil(deadline.seconds * 1000))
-        if milliseconds <= POSTGRES_MAX_TIMEOUT_MS:  # beyond: weeks, as good as none
+        # A stricter limit the server already sets (for the role or the database) stays in force.
+        server = _server_timeout_ms(connection)
+        if 0 < server <= milliseconds:
+            deadline.server_seconds = server / 1000
+        elif milliseconds <= POSTGRES_MAX_TIMEOUT_MS:
             connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
         yield
     else:
@@ -219,6 +232,12 @@ def _explain(exc: BaseException, dialect: str, deadline: Deadline) -> Exception:
     lowered = text.lower()
     sqlstate = getattr(original, "sqlstate", None)
     # 57014 is query_canceled (statement_timeout among others); SQLite says "interrupted".
+    if sqlstate == "57014" and deadline.server_seconds is not None:
+        return QueryTimeout(
+            f"query stopped after {durations.describe(deadline.server_seconds)} by the database's own "
+            "statement_timeout (set for this role or database), stricter than --timeout: narrow it (a WHERE, "
+            "a LIMIT, a view), or ask the database's owner for a longer statement_timeout"
+        )
     if deadline.passed() and (sqlstate == "57014" or lowered == "interrupted"):
         return QueryTimeout(
             f"query stopped after {durations.describe(deadline.seconds or 0)} (--timeout): narrow it (a WHERE, "

@@ -254,6 +254,25 @@ def test_pg_sleep_is_stopped_by_the_statement_timeout_in_a_read_only_transaction
     assert json.loads(unlimited.stdout) == [{"t": "0", "ro": "on"}]
 
 
+def test_a_stricter_statement_timeout_of_the_database_stays_in_force(postgres_url: str) -> None:
+    """--timeout 60s used to replace a database's 1s statement_timeout with its own, looser one."""
+    engine = db.make_engine(postgres_url)
+    migrate.upgrade(engine)
+    name = engine.url.database
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET statement_timeout = '1s'")
+        connection.commit()
+    engine.dispose()
+    setting = "SELECT current_setting('statement_timeout') AS t"
+    kept = archiver(postgres_url, "query", "--format", "json", "--timeout", "60s", setting)
+    assert json.loads(kept.stdout) == [{"t": "1s"}]
+    stricter = archiver(postgres_url, "query", "--format", "json", "--timeout", "0.5", setting)
+    assert json.loads(stricter.stdout) == [{"t": "500ms"}]
+    stopped = archiver(postgres_url, "query", "--timeout", "60s", "SELECT pg_sleep(5)")
+    assert stopped.exit_code == 124, stopped.output
+    assert "query stopped after 1 second by the database's own statement_timeout" in stopped.stderr
+
+
 @pytest.mark.parametrize("timeout", ["0", "none"])
 def test_a_timeout_of_0_or_none_is_no_limit(archive: Engine, database_url: str, timeout: str) -> None:
     counted = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000) SELECT COUNT(*) AS n FROM c"
