@@ -25,6 +25,10 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
     Examples:
       archiver runs
       archiver runs --format json --limit 1
+
+    \b
+    Exit status: 0 runs listed; 1 no archive, database unreachable or schema out of date;
+    2 usage error.
     """
     engine = query.open_archive(database_url)
     with query.results(engine, reports.runs(limit)) as rows:

@@ -29,7 +29,7 @@ def query_command(
 
     \b
     Exit status: 0 rows printed; 1 no archive, database unreachable or schema out of date;
-    2 the statement was refused (a write, several statements) or the database rejected it;
+    2 usage error, or the statement was refused (a write, several statements) or the database rejected it;
     124 stopped by --timeout.
 
     \b
