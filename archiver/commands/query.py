@@ -38,5 +38,7 @@ def query_command(
       archiver query --format csv "SELECT * FROM job_facts" > jobs.csv
     """
     engine = query.open_archive(database_url)
+    if as_of is not None and (early := query.before_first_sync(engine, as_of)):
+        click.echo(f"warning: {early}", err=True)
     with query.results(engine, sql, as_of, timeout) as rows:
         print_rows(rows.columns, rows.rows, fmt)
