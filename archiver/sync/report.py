@@ -60,6 +60,7 @@ class SyncOptions:
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Callable[[int, int], None] | None = None  # (jobs done, jobs known so far)
     on_finish: Callable[[SyncReport], None] | None = None  # told the report once the run has recorded its end
+    finished_at: datetime | None = None  # the end to record (a rebuild's replay of a run); None: when it ends
 
     def recorded(self) -> dict[str, Any]:
         """What besides scope and `full` decides what a run archives, as `sync_runs.options` keeps it."""
