@@ -103,6 +103,7 @@ def check_archive(database_url: str, limits: Limits, now: datetime | None = None
                     _scoped(connection, now),
                     _future(connection, now),
                     _drain(connection, limits, now),
+                    _metrics(connection),
                 ]
         return findings
     except DatabaseUnavailable as exc:
@@ -286,6 +287,29 @@ def _drain(connection: Connection, limits: Limits, now: datetime) -> Finding:
         "If they were not deleted on purpose, look at the API's answers (README: History)"
     )
     return Finding("drain", WARNING, message, details)
+
+
+def _metrics(connection: Connection) -> Finding:
+    """Whether the latest finished run could write its --metrics-file (check itself never reads it)."""
+    run = connection.execute(
+        sa.select(sync_runs.c.id)
+        .where(sync_runs.c.status != ledger.RUNNING)
+        .order_by(sync_runs.c.id.desc())
+        .limit(1)
+    ).scalar()
+    failed = connection.execute(
+        sa.select(sync_errors.c.message)
+        .where(sync_errors.c.sync_run_id == run, sync_errors.c.kind == ledger.METRICS)
+        .order_by(sync_errors.c.id.desc())
+        .limit(1)
+    ).scalar()
+    if failed is None:
+        return Finding(
+            "metrics", OK, "the latest run wrote its --metrics-file, if given one", {"run_id": run}
+        )
+    return Finding(
+        "metrics", WARNING, f"run {run} {failed}: alerts on the metrics see no new run", {"run_id": run}
+    )
 
 
 def _when(moment: datetime, now: datetime) -> str:

@@ -46,8 +46,8 @@ def missing_directory(path: Path) -> str | None:
     return None
 
 
-def write(path: Path, ended: Outcome, database_url: str) -> None:
-    """Replace `path` with the metrics of the run that `ended`; a failure to write is logged, not raised."""
+def write(path: Path, ended: Outcome, database_url: str) -> str | None:
+    """Replace `path` with the metrics of the run that `ended`; a failure to write is logged and returned."""
 
     def known_success() -> datetime | None:
         # Asked only when neither this run nor the previous file knows; not of a database just found down.
@@ -57,7 +57,10 @@ def write(path: Path, ended: Outcome, database_url: str) -> None:
         previous = read(path)
         _replace(path, render(ended, previous, known_success))
     except OSError as exc:
-        log.error("could not write the metrics file %s: %s", path, exc.strerror or exc)
+        problem = f"could not write the metrics file {path}: {exc.strerror or exc}"
+        log.error("%s", problem)
+        return problem
+    return None
 
 
 def read(path: Path) -> Samples:

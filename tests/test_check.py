@@ -27,6 +27,7 @@ HEALTHY = {
     "scoped": "OK",
     "clock": "OK",
     "drain": "OK",
+    "metrics": "OK",
 }
 
 
@@ -177,6 +178,7 @@ def test_json_is_one_document_with_status_exit_code_and_checks(archive: Engine, 
         ("scoped", "ok"),
         ("clock", "ok"),
         ("drain", "ok"),
+        ("metrics", "ok"),
     ]
     freshness = found[3]
     assert freshness["warn_age_seconds"] == 3600 and freshness["max_age_seconds"] == 26 * 3600

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -263,7 +263,9 @@ def sync(
     with progress:  # the bar is cleared before the summary
         ended = recorder.run(lambda: sync_archive(database_url, api, options))
     if metrics_file is not None:
-        metrics.write(metrics_file, ended, database_url)
+        problem = metrics.write(metrics_file, ended, database_url)
+        if problem is not None and ended.report.run_id is not None:  # for `archiver check` to say
+            ledger.add_error(database_url, ended.report.run_id, ledger.METRICS, problem, datetime.now(UTC))
     _tell(ended, quiet=quiet)
     sys.exit(ended.exit_code)
 
