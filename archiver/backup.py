@@ -14,6 +14,9 @@ import sqlalchemy as sa
 from archiver import db
 from archiver.errors import DatabaseUnavailable, UsageError
 
+# The files SQLite keeps beside a database: writing a copy there would corrupt the archive.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
 
 def backup_sqlite(database_url: str, target: Path) -> int:
     """Copy a SQLite archive to `target`, a new file only its owner can read; return its size in bytes.
@@ -29,6 +32,12 @@ def backup_sqlite(database_url: str, target: Path) -> int:
     database = db.sqlite_path(url)
     if database is None:
         raise UsageError("archiver db backup copies a SQLite archive file, not an in-memory database")
+    own = {database.resolve(), *(Path(f"{database.resolve()}{suffix}") for suffix in SQLITE_COMPANIONS)}
+    if target.resolve() in own:
+        raise UsageError(
+            f"{target} is the archive itself or one of its own files (-wal, -shm, -journal): "
+            "back it up to a path of its own, e.g. archive-2026-06-02.db"
+        )
     try:
         # Created here, empty and private, so the copy never exists with wider permissions.
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 import urllib.parse
@@ -189,9 +190,25 @@ def _api_response(response: httpx.Response, where: Where) -> ApiResponse:
         redaction.redact_body(response.content),
         request.content,
         where,
-        response.headers.get("Content-Type", ""),
+        media_type(response.headers.get("Content-Type", "")),
         response.headers.get("Link", ""),
     )
+
+
+_MEDIA_TYPE = re.compile(r"\s*([A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64})\s*(?:;|$)")
+_CHARSET = re.compile(r";\s*charset=\"?([A-Za-z0-9._:-]{1,40})\"?\s*(?:;|$)", re.IGNORECASE)
+
+
+def media_type(header: str) -> str:
+    """What the archive keeps of a Content-Type: the media type and its charset, nothing a server echoed beside them.
+
+    A server may put anything in a header, the key included: only these two are kept, and masked too.
+    """
+    if (kind := _MEDIA_TYPE.match(header)) is None:
+        return ""
+    charset = _CHARSET.search(header, kind.end(1))
+    kept = redaction.redact(kind[1]) + (f"; charset={charset[1]}" if charset else "")
+    return redaction.redact(kept).lower()
 
 
 class BasetenClient:

@@ -15,8 +15,10 @@ known, which any freshness alert catches.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -53,14 +55,31 @@ def write(path: Path, ended: Outcome, database_url: str) -> str | None:
         # Asked only when neither this run nor the previous file knows; not of a database just found down.
         return None if isinstance(ended.error, DatabaseUnavailable) else ledger.last_success_in(database_url)
 
+    if problem := _not_a_regular_file(path):
+        said = f"could not write the metrics file {path}: {problem}"
+        log.error("%s", said, extra={"event": "metrics"})
+        return said
     try:
         previous = read(path)
         _replace(path, render(ended, previous, known_success))
     except OSError as exc:
-        problem = f"could not write the metrics file {path}: {exc.strerror or exc}"
-        log.error("%s", problem)
-        return problem
+        said = f"could not write the metrics file {path}: {exc.strerror or exc}"
+        log.error("%s", said, extra={"event": "metrics"})
+        return said
     return None
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why `path` must not be replaced (a device, a FIFO, a directory is someone else's); None if it may."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    return "it is not a regular file (a device, FIFO or directory is left as it is): choose another path"
 
 
 def read(path: Path) -> Samples:
@@ -74,7 +93,9 @@ def read(path: Path) -> Samples:
         if (match := _SAMPLE.match(line)) is None:
             continue
         with suppress(ValueError):
-            samples[match[1]] = float(match[2])
+            value = float(match[2])
+            if math.isfinite(value):  # a NaN or infinity carried forward would poison every later file
+                samples[match[1]] = value
     return samples
 
 

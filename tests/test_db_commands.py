@@ -154,6 +154,20 @@ def test_backup_copies_a_sqlite_archive_while_it_is_read_and_written(tmp_path: P
     archive.dispose()
 
 
+@pytest.mark.parametrize("own", ["-wal", "-shm", "-journal", ""])
+def test_backup_onto_the_archives_own_files_is_a_one_line_error(tmp_path: Path, own: str) -> None:
+    """A copy written over the archive's -wal (or the archive) would corrupt it: it was exit 70."""
+    path = tmp_path / "archive.db"
+    archive = db.make_engine(f"sqlite:///{path}")
+    assert fakes.sync(archive, FakeBaseten(SPEC)).exit_code == 0
+    before = dump(archive)
+    result = run_archiver("db", "backup", f"{path}{own}", "--database-url", f"sqlite:///{path}")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.output
+    assert "one of its own files" in result.stderr and "Traceback" not in result.output
+    assert dump(archive) == before and scalar(archive, "PRAGMA integrity_check") == "ok"
+    archive.dispose()
+
+
 def test_backup_of_postgresql_points_to_pg_dump(postgres_url: str, tmp_path: Path) -> None:
     url = sa.make_url(postgres_url).set(password="pw-9d2f-not-shown").render_as_string(hide_password=False)
     result = run_archiver("db", "backup", str(tmp_path / "copy.db"), "--database-url", url)

@@ -11,6 +11,7 @@ import random
 import string
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -345,6 +346,26 @@ def test_an_echoed_key_leaves_the_process_nowhere(database_url: str, engine: Eng
     assert failed == {wrong_type, error_body, plain}
     assert KEY not in every_text(engine)
     assert KEY not in stored_bodies(engine) and "<api key>" in stored_bodies(engine)
+
+
+def test_a_key_echoed_in_a_content_type_is_kept_nowhere(
+    database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """Only a response's media type and charset are kept of its Content-Type: a key beside them is not."""
+    fake = organisation()
+    listing = {"training_projects": [fake.project(pid) for pid in fake.project_ids()]}
+    echoed = f"application/json; charset=utf-8; token={KEY}; echo={KEY.upper()}"
+    fake.override("GET", "/v1/training_projects", body=listing, headers={"Content-Type": echoed})
+    with serve(fake) as api:
+        result = run_archiver("sync", "-vv", env=sync_env(api, database_url, key=KEY))
+    assert result.exit_code == 0, result.output
+    kept = set(rows(engine, "SELECT DISTINCT content_type FROM api_response_bodies"))
+    assert ("application/json; charset=utf-8",) in kept and KEY not in every_text(engine)
+    assert KEY.upper() not in every_text(engine) and KEY not in result.output
+    if engine.dialect.name == "sqlite":  # a backup copies what the archive holds, and nothing more
+        copy = tmp_path / "copy.db"
+        assert run_archiver("db", "backup", str(copy), "--database-url", database_url).exit_code == 0
+        assert KEY.encode() not in copy.read_bytes()
 
 
 def test_a_long_bad_value_is_quoted_short(archive: Engine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 import tempfile
@@ -188,3 +189,31 @@ def test_a_metrics_file_that_cannot_be_written_makes_check_warn(
     assert sync(api_url, database_url, metrics_file).exit_code == 0
     again = run_archiver("check", "--database-url", database_url)
     assert again.exit_code == 0 and "OK      metrics" in again.stdout, again.output
+
+
+def test_a_nan_in_the_previous_file_is_not_carried_forward(
+    served: tuple[FakeBaseten, str], database_url: str, metrics_file: Path
+) -> None:
+    _, url = served
+    metrics_file.write_text(
+        'archiver_requests_total NaN\narchiver_checkpoints_total{outcome="inserted"} +Inf\n'
+    )
+    result = sync(url, database_url, metrics_file)
+    assert result.exit_code == 0, result.output
+    samples = metrics(metrics_file)
+    assert all(value == value and abs(value) != float("inf") for value in samples.values()), samples
+    assert samples["archiver_requests_total"] > 0
+
+
+def test_a_metrics_path_that_is_not_a_regular_file_is_left_alone(
+    served: tuple[FakeBaseten, str], database_url: str, metrics_file: Path
+) -> None:
+    """A device node or FIFO at the path is someone else's: it was read (hanging on a FIFO) and replaced."""
+    _, url = served
+    os.mkfifo(metrics_file)
+    result = run_archiver(
+        "sync", "--metrics-file", str(metrics_file), env=sync_env(url, database_url), timeout=60
+    )
+    assert result.exit_code == 0, result.output  # the archive was written; the metrics say why not
+    assert "not a regular file" in result.stderr and "Traceback" not in result.output
+    assert stat.S_ISFIFO(metrics_file.stat().st_mode)

@@ -6,6 +6,7 @@ import click
 
 from archiver import logs
 from archiver.commands.shared import logging_options
+from archiver.fake_api.generate import SPEC_ERAS
 
 
 @click.command(name="fake-api")
@@ -15,6 +16,14 @@ from archiver.commands.shared import logging_options
     "--port", type=click.IntRange(0, 65535), default=8008, show_default=True, help="Port (0: any free port)."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated organisation.")
+@click.option(
+    "--spec-era",
+    type=click.Choice(sorted(SPEC_ERAS)),
+    default="D",
+    show_default=True,
+    help="Serve jobs shaped by this era of the published spec: A (2026-03), B adds priority, "
+    "C availability_model, D node_count.",
+)
 @click.option(
     "--projects", type=click.IntRange(0), default=3, show_default=True, help="Projects to generate."
 )
@@ -59,6 +68,7 @@ def fake_api(
     host: str,
     port: int,
     seed: int,
+    spec_era: str,
     projects: int,
     jobs_per_project: int,
     checkpoints_per_job: int,
@@ -84,6 +94,7 @@ def fake_api(
 
     spec = fake.OrgSpec(
         seed=seed,
+        spec_era=spec_era,
         projects=projects,
         jobs_per_project=jobs_per_project,
         checkpoints_per_job=checkpoints_per_job,

@@ -140,8 +140,11 @@ class OrgSpec:
     checkpoints_per_job: int = 5
     active_fraction: float = 0.25  # share of jobs in a non-terminal status
     syncing_fraction: float = 0.1  # share of an active job's checkpoints still SYNCING
+    spec_era: str = "D"  # which era of the published spec the jobs are shaped by (see SPEC_ERAS)
 
     def __post_init__(self) -> None:
+        if self.spec_era not in SPEC_ERAS:
+            raise ValueError(f"unknown spec era {self.spec_era!r}: choose one of {', '.join(SPEC_ERAS)}")
         if min(self.projects, self.jobs_per_project, self.checkpoints_per_job) < 0:
             raise ValueError("OrgSpec counts must not be negative")
         if not (0.0 <= self.active_fraction <= 1.0 and 0.0 <= self.syncing_fraction <= 1.0):
@@ -184,10 +187,22 @@ class Project:
     job_ids: list[str] = field(default_factory=list)
 
 
+# The eras of the published spec (tests/data/training-schemas-by-era.json) and the TrainingJobV1 fields
+# each lacks: A (2026-03-29) the first; B (2026-04-21) adds `priority`; C (2026-06-25) adds
+# `availability_model`; D (2026-08-07) adds `node_count`, sent on every job (default 1).
+SPEC_ERAS: dict[str, tuple[str, ...]] = {
+    "A": ("priority", "availability_model", "node_count"),
+    "B": ("availability_model", "node_count"),
+    "C": ("node_count",),
+    "D": (),
+}
+
+
 @dataclass
 class Registry:
     """Projects and jobs by id, the ids taken, and the organisation's clock."""
 
+    spec_era: str = "D"
     projects: dict[str, Project] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
@@ -271,8 +286,9 @@ class Registry:
             "availability_model": "spot" if rng.random() < 0.2 else "dedicated",
             "user": user,
         }
-        if rng.random() < 0.08:
-            data["node_count"] = 2  # only newer servers send it
+        data["node_count"] = 2 if rng.random() < 0.08 else 1
+        for later in SPEC_ERAS[self.spec_era]:  # an older server does not know these yet
+            del data[later]
         job = Job(data, project.data["id"], created_us, plan)
         self.jobs[job_id] = job
         project.job_ids.append(job_id)
@@ -283,7 +299,7 @@ class Registry:
 
 def generate(spec: OrgSpec) -> Registry:
     """Build the projects and jobs of the spec; checkpoints stay implicit in each job's plan."""
-    registry = Registry()
+    registry = Registry(spec_era=spec.spec_era)
     rng = random.Random(spec.seed)
     total_jobs = spec.projects * spec.jobs_per_project
     # An exact active count, not a per-job coin flip, so tests can rely on the fraction.
