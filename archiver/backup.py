@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from archiver import db
 from archiver.errors import DatabaseUnavailable, UsageError
 
-
 # The files SQLite keeps beside a database: writing a copy there would corrupt the archive.
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 

@@ -88,6 +88,10 @@ def cli() -> None:
     Try it without an API key:   archiver demo
     Archive your organisation:   BASETEN_API_KEY=... archiver sync
     Query the archive:           archiver query 'SELECT * FROM checkpoint_facts LIMIT 5'
+
+    \b
+    Exit status: each command's help lists its own; 2 usage error; 70 an unexpected
+    error (a bug: please report it).
     """
 
 

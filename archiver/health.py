@@ -60,19 +60,28 @@ class Finding:
     message: str
     details: dict[str, Any] = field(default_factory=dict)
 
-    def render(self, fmt: str, edit: Callable[[str], str] = str) -> str:
-        """One line, `OK      freshness: ...`, or a JSON object; `edit` rewrites the message first."""
-        message = edit(self.message)
-        if fmt == "json":
-            return json.dumps(
-                {"check": self.check, "status": self.status, "message": message, **self.details}
-            )
-        return f"{self.status.upper():<7} {self.check}: {message}"
+    def render(self, edit: Callable[[str], str] = str) -> str:
+        """One line, `OK      freshness: ...`; `edit` rewrites the message first."""
+        return f"{self.status.upper():<7} {self.check}: {edit(self.message)}"
+
+    def as_json(self, edit: Callable[[str], str] = str) -> dict[str, Any]:
+        """The check's fields for programs; `edit` rewrites the message first."""
+        return {"check": self.check, "status": self.status, "message": edit(self.message), **self.details}
 
 
 def exit_code(findings: list[Finding]) -> int:
     """The exit status of the worst finding."""
     return max(EXIT_CODES[finding.status] for finding in findings)
+
+
+def render(findings: list[Finding], fmt: str, edit: Callable[[str], str] = str) -> str:
+    """A line per check, or one JSON document: the overall status, the exit code and the checks."""
+    if fmt != "json":
+        return "\n".join(finding.render(edit) for finding in findings)
+    code = exit_code(findings)
+    status = next(name for name, value in EXIT_CODES.items() if value == code)
+    checks = [finding.as_json(edit) for finding in findings]
+    return json.dumps({"status": status, "exit_code": code, "checks": checks}, indent=2)
 
 
 def check_archive(database_url: str, limits: Limits, now: datetime | None = None) -> list[Finding]:
@@ -94,6 +103,7 @@ def check_archive(database_url: str, limits: Limits, now: datetime | None = None
                     _scoped(connection, now),
                     _future(connection, now),
                     _drain(connection, limits, now),
+                    _metrics(connection),
                 ]
         return findings
     except DatabaseUnavailable as exc:
@@ -277,6 +287,29 @@ def _drain(connection: Connection, limits: Limits, now: datetime) -> Finding:
         "If they were not deleted on purpose, look at the API's answers (README: History)"
     )
     return Finding("drain", WARNING, message, details)
+
+
+def _metrics(connection: Connection) -> Finding:
+    """Whether the latest finished run could write its --metrics-file (check itself never reads it)."""
+    run = connection.execute(
+        sa.select(sync_runs.c.id)
+        .where(sync_runs.c.status != ledger.RUNNING)
+        .order_by(sync_runs.c.id.desc())
+        .limit(1)
+    ).scalar()
+    failed = connection.execute(
+        sa.select(sync_errors.c.message)
+        .where(sync_errors.c.sync_run_id == run, sync_errors.c.kind == ledger.METRICS)
+        .order_by(sync_errors.c.id.desc())
+        .limit(1)
+    ).scalar()
+    if failed is None:
+        return Finding(
+            "metrics", OK, "the latest run wrote its --metrics-file, if given one", {"run_id": run}
+        )
+    return Finding(
+        "metrics", WARNING, f"run {run} {failed}: alerts on the metrics see no new run", {"run_id": run}
+    )
 
 
 def _when(moment: datetime, now: datetime) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Collection, Sequence
@@ -16,6 +17,9 @@ from archiver import __version__, db
 from archiver.errors import ArchiverError
 from archiver.schema import sync_errors, sync_runs
 
+log = logging.getLogger("archiver.sync")
+
+METRICS = "metrics"  # the kind of a sync_errors row: the run could not write its --metrics-file
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 PARTIAL = "partial"
@@ -88,6 +92,23 @@ def finish_run(
             .where(sync_runs.c.id == run_id)
             .values(status=status, finished_at=finished_at, error_summary=error_summary, **counts)
         )
+
+
+def add_error(database_url: str, run_id: int, kind: str, message: str, occurred_at: datetime) -> None:
+    """Add a failure to a run that has ended (its metrics file, written after it); logged if it cannot be."""
+    try:
+        engine = db.open_existing(database_url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(
+                    sa.insert(sync_errors).values(
+                        sync_run_id=run_id, kind=kind, message=message[:2000], occurred_at=occurred_at
+                    )
+                )
+        finally:
+            engine.dispose()
+    except (ArchiverError, sa.exc.DBAPIError) as exc:
+        log.error("could not record in run %d that %s: %s", run_id, message, exc)
 
 
 def last_success(connection: Connection) -> datetime | None:

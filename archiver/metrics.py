@@ -48,23 +48,25 @@ def missing_directory(path: Path) -> str | None:
     return None
 
 
-def write(path: Path, ended: Outcome, database_url: str) -> None:
-    """Replace `path` with the metrics of the run that `ended`; a failure to write is logged, not raised."""
+def write(path: Path, ended: Outcome, database_url: str) -> str | None:
+    """Replace `path` with the metrics of the run that `ended`; a failure to write is logged and returned."""
 
     def known_success() -> datetime | None:
         # Asked only when neither this run nor the previous file knows; not of a database just found down.
         return None if isinstance(ended.error, DatabaseUnavailable) else ledger.last_success_in(database_url)
 
     if problem := _not_a_regular_file(path):
-        log.error("could not write the metrics file %s: %s", path, problem, extra={"event": "metrics"})
-        return
+        said = f"could not write the metrics file {path}: {problem}"
+        log.error("%s", said, extra={"event": "metrics"})
+        return said
     try:
         previous = read(path)
         _replace(path, render(ended, previous, known_success))
     except OSError as exc:
-        log.error(
-            "could not write the metrics file %s: %s", path, exc.strerror or exc, extra={"event": "metrics"}
-        )
+        said = f"could not write the metrics file {path}: {exc.strerror or exc}"
+        log.error("%s", said, extra={"event": "metrics"})
+        return said
+    return None
 
 
 def _not_a_regular_file(path: Path) -> str | None:

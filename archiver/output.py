@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import math
 import os
 import sys
@@ -21,8 +20,6 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 import click
-
-from archiver import logs
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -215,23 +212,6 @@ def _table(
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
-
-
-def progress_line() -> Callable[[int, int], None] | None:
-    """A progress callback that redraws one stderr line, or None when stderr is not a terminal
-    (cron, pipes), log lines are on (they would interleave), the output is JSON, or --quiet."""
-    if (
-        not sys.stderr.isatty()
-        or logging.getLogger("archiver").getEffectiveLevel() != logging.WARNING
-        or logs.json_output()
-    ):
-        return None
-
-    def draw(done: int, total: int) -> None:
-        sys.stderr.write(f"\r\033[Kjobs {done}/{total}")
-        sys.stderr.flush()
-
-    return draw
 
 
 def print_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from archiver import asof, db, durations, migrate
 from archiver.errors import DatabaseUnavailable, QueryError, QueryTimeout
+from archiver.schema import sync_runs
 
 READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "EXPLAIN", "TABLE")
 
@@ -88,6 +89,20 @@ def open_archive(database_url: str) -> Engine:
     engine = db.open_existing(database_url)
     migrate.require_current(engine)
     return engine
+
+
+def before_first_sync(engine: Engine, as_of: datetime) -> str | None:
+    """Why the archive knew nothing at `as_of`, when it is before its first sync started; else None."""
+    with read_only(engine) as connection:
+        first = connection.execute(sa.select(sa.func.min(sync_runs.c.started_at))).scalar()
+    if first is None:
+        return f"--as-of {as_of.isoformat()}: the archive has no sync yet, so it held nothing then"
+    if as_of < first:
+        return (
+            f"--as-of {as_of.isoformat()} is before the archive's first sync, which started "
+            f"{first.isoformat()}: it held nothing then"
+        )
+    return None
 
 
 def check_read_only(sql: str) -> None:

@@ -74,6 +74,7 @@ class ReplayTransport(httpx.BaseTransport):
 class _Run:
     id: int
     started_at: datetime
+    finished_at: datetime | None
     scope: dict[str, Any] | None
     full: bool
     options: dict[str, Any] | None
@@ -90,6 +91,8 @@ class _Run:
             recheck_after=None if recheck is None else timedelta(seconds=recheck),
             max_clock_skew=None,  # a replay runs on the run's own clock: there is nothing to check
             stop=stop,
+            # its own end; a run that never recorded one (killed) ends where it started
+            finished_at=self.finished_at or self.started_at,
         )
 
 
@@ -132,6 +135,7 @@ def _replay(
                 sa.select(
                     sync_runs.c.id,
                     sync_runs.c.started_at,
+                    sync_runs.c.finished_at,
                     sync_runs.c.scope,
                     sync_runs.c.full_sync,
                     sync_runs.c.options,

@@ -27,6 +27,7 @@ HEALTHY = {
     "scoped": "OK",
     "clock": "OK",
     "drain": "OK",
+    "metrics": "OK",
 }
 
 
@@ -161,11 +162,13 @@ def test_an_unreachable_database_is_an_error_not_a_crash(database_kind: str, tmp
     assert "pw-c0ffee-secret" not in result.output and result.stderr == ""
 
 
-def test_json_gives_one_object_per_check(archive: Engine, database_url: str) -> None:
+def test_json_is_one_document_with_status_exit_code_and_checks(archive: Engine, database_url: str) -> None:
     record_run(archive, NOW - timedelta(hours=3), ledger.SUCCEEDED)
     result = run_archiver("check", "--database-url", database_url, "--format", "json", "--warn-age", "1h")
     assert result.exit_code == 4, result.output
-    found = [json.loads(line) for line in result.stdout.splitlines()]
+    document = json.loads(result.stdout)
+    assert document["status"] == "warning" and document["exit_code"] == 4
+    found = document["checks"]
     assert [(f["check"], f["status"]) for f in found] == [
         ("database", "ok"),
         ("schema", "ok"),
@@ -175,6 +178,7 @@ def test_json_gives_one_object_per_check(archive: Engine, database_url: str) -> 
         ("scoped", "ok"),
         ("clock", "ok"),
         ("drain", "ok"),
+        ("metrics", "ok"),
     ]
     freshness = found[3]
     assert freshness["warn_age_seconds"] == 3600 and freshness["max_age_seconds"] == 26 * 3600

@@ -124,3 +124,14 @@ def test_sync_documents_its_exit_statuses_where_people_look() -> None:
         assert re.search(rf"\b{status} ", help_text), status
         assert f"| {status} |" in readme, status
     assert "75 another sync is running" in help_text
+
+
+@pytest.mark.parametrize(
+    "path", [(), *(path for path, _ in every_command())], ids=lambda p: " ".join(("archiver", *p))
+)
+def test_every_help_lists_its_exit_statuses(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*path, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    help_text = " ".join(result.output.split())
+    assert re.search(r"Exit status( \([a-z ]+\))?: (0 |each )", help_text), help_text
+    assert re.search(r"\b2 usage error", help_text), help_text

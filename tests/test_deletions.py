@@ -228,7 +228,7 @@ def test_a_job_drained_49_percent_a_night_is_reported_by_sync_and_check(
     assert any("draining" in r.message and job in r.getMessage() for r in caplog.records)
     assert "Draining" in reports[-1].summary()
     result = run_archiver("check", "--database-url", database_url, "--format", "json")
-    findings = {finding["check"]: finding for finding in map(json.loads, result.stdout.splitlines())}
+    findings = {finding["check"]: finding for finding in json.loads(result.stdout)["checks"]}
     assert findings["drain"]["status"] == "warning", findings["drain"]
     assert {d["id"] for d in findings["drain"]["draining"]} == {job, project}
     assert result.exit_code == 4

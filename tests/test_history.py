@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from archiver.fake_api import TERMINAL_STATUSES, FakeBaseten, Faults, OrgSpec, s
 from archiver.sync import Scope, SyncOptions, SyncReport
 
 from .support import fakes
-from .support.commands import archiver_command, run_archiver, start_archiver, sync_env
+from .support.commands import run_archiver, start_archiver, sync_env
 from .support.databases import rows, scalar
 from .support.times import utc
 from .support.waiting import wait_for
@@ -427,36 +426,3 @@ def test_logging_is_quiet_by_default_and_json_on_request(
     jobs = {e["job_id"] for e in events if e.get("event") == "job"}
     assert jobs == set(fake.job_ids())
     assert all(e["level"] == "info" and e["time"].endswith("+00:00") for e in events)
-
-
-def test_progress_is_drawn_only_when_stderr_is_a_terminal(
-    fake: FakeBaseten, api_url: str, tmp_path: Path
-) -> None:
-    import pty
-
-    env = {**os.environ, **sync_env(api_url, f"sqlite:///{tmp_path / 'archive.db'}")}
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [*archiver_command(), "sync"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=follower,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    os.close(follower)
-    out, _ = process.communicate(timeout=120)
-    drawn = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        drawn += chunk
-    os.close(leader)
-    assert process.returncode == 0
-    jobs = len(fake.job_ids())
-    assert f"jobs {jobs}/{jobs}".encode() in drawn
-    assert out.startswith("Archived") and "/" not in out  # the summary on stdout stays clean

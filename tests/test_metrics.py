@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,6 +168,27 @@ def test_a_metrics_file_in_a_missing_directory_is_a_usage_error(
     result = sync(api_url, database_url, tmp_path / "no-such-dir" / "archiver.prom")
     assert result.exit_code == 2 and "--metrics-file" in result.stderr
     assert fake.request_count() == 0
+
+
+def test_a_metrics_file_that_cannot_be_written_makes_check_warn(
+    served: tuple[FakeBaseten, str], database_url: str, metrics_file: Path
+) -> None:
+    _fake, api_url = served
+    unwritable = Path("/proc/archiver.prom")  # a directory no one, root included, can create a file in
+    with pytest.raises(OSError) as refused:
+        tempfile.mkstemp(dir=unwritable.parent)
+    result = sync(api_url, database_url, unwritable)
+    assert result.exit_code == 0, result.output
+    said = f"could not write the metrics file {unwritable}: {refused.value.strerror}"
+    assert said in result.stderr, result.stderr
+    check = run_archiver("check", "--database-url", database_url)
+    assert check.exit_code == 4, check.output
+    (warning,) = [line for line in check.stdout.splitlines() if line.startswith("WARNING")]
+    assert warning.startswith("WARNING metrics: run ") and said in warning, warning
+    # The next run that writes its file turns the check green again.
+    assert sync(api_url, database_url, metrics_file).exit_code == 0
+    again = run_archiver("check", "--database-url", database_url)
+    assert again.exit_code == 0 and "OK      metrics" in again.stdout, again.output
 
 
 def test_a_nan_in_the_previous_file_is_not_carried_forward(

@@ -46,6 +46,17 @@ def test_rebuild_equals_the_archive_after_nights_of_changes(
     )
 
 
+def test_rebuild_keeps_the_runs_own_times(
+    archive: Engine, database_url: str, new_database: Callable[[], str]
+) -> None:
+    play(archive)
+    times = "SELECT started_at, finished_at, status FROM sync_runs ORDER BY started_at, id"
+    original = rows(archive, times)
+    assert len(original) > 1 and all(finished is not None for _, finished, _ in original)
+    copy = rebuilt(database_url, new_database())
+    assert rows(copy, times) == original
+
+
 def test_rebuild_equals_the_archive_after_a_faulty_night_and_its_reruns(
     archive: Engine, database_url: str, new_database: Callable[[], str]
 ) -> None:

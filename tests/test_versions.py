@@ -103,6 +103,25 @@ def test_an_unchanged_night_adds_no_versions(scenario: Scenario, archive: Engine
     assert all(int(str(count)) > 0 for count in counts)  # the scenario made versions of every kind
 
 
+def test_query_as_of_before_the_first_sync_says_so(scenario: Scenario, database_url: str) -> None:
+    sql = "SELECT COUNT(*) AS checkpoints FROM checkpoints"
+    early = run_archiver(
+        "query", "--database-url", database_url, "--as-of", "2026-05-31", "--format", "csv", sql
+    )
+    assert early.exit_code == 0, early.output
+    assert early.stdout.split() == ["checkpoints", "0"]
+    first = NIGHTS[0].isoformat()
+    assert early.stderr.splitlines() == [
+        f"warning: --as-of 2026-05-31T00:00:00+00:00 is before the archive's first sync, which started {first}: "
+        "it held nothing then"
+    ]
+    after = run_archiver(
+        "query", "--database-url", database_url, "--as-of", "2026-06-02", "--format", "csv", sql
+    )
+    assert after.exit_code == 0 and after.stderr == "", after.output
+    assert int(after.stdout.split()[1]) > 0
+
+
 def test_query_as_of_on_the_command_line(scenario: Scenario, database_url: str) -> None:
     job, checkpoint = scenario.resized
     sql = f"SELECT size_bytes FROM checkpoint_facts WHERE job_id = '{job}' AND checkpoint_id = '{checkpoint}'"

@@ -25,6 +25,10 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
     Examples:
       archiver runs
       archiver runs --format json --limit 1
+
+    \b
+    Exit status: 0 runs listed; 1 no archive, database unreachable or schema out of date;
+    2 usage error.
     """
     engine = query.open_archive(database_url)
     with query.results(engine, reports.runs(limit)) as rows:
@@ -57,7 +61,7 @@ def runs(database_url: str, limit: int, fmt: str) -> None:
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
-    help="A line per check for people, or a JSON object per check.",
+    help="A line per check for people, or one JSON document: status, exit_code and checks.",
 )
 def check(
     database_url: str,
@@ -88,6 +92,5 @@ def check(
         max_age=max_age, warn_age=warn_age, max_run_time=max_run_time, drain_window=drain_window
     )
     findings = health.check_archive(database_url, limits)
-    for finding in findings:
-        click.echo(finding.render(fmt, with_typed_options))
+    click.echo(health.render(findings, fmt, with_typed_options))
     sys.exit(health.exit_code(findings))

@@ -14,14 +14,23 @@ from archiver.schema import SCHEMA_REVISION
 
 @click.group(name="db")
 def db_group() -> None:
-    """Manage the archive's schema (Alembic migrations)."""
+    """Manage the archive's schema (Alembic migrations).
+
+    \b
+    Exit status: each subcommand's help lists its own; 2 usage error.
+    """
 
 
 @db_group.command()
 @click.argument("revision", default="head")
 @database_option
 def upgrade(revision: str, database_url: str) -> None:
-    """Upgrade the schema to REVISION (default: the newest)."""
+    """Upgrade the schema to REVISION (default: the newest).
+
+    \b
+    Exit status: 0 at REVISION; 1 database unreachable, or its schema newer than this
+    archiver; 2 usage error (an unknown REVISION).
+    """
     engine = db.make_engine(database_url)
     db.check_connection(engine)
     migrate.upgrade(engine, revision)
@@ -41,6 +50,10 @@ def downgrade(revision: str, database_url: str, yes: bool) -> None:
     'base' removes every archive table. A downgrade that would delete data (tables with
     rows, columns with values: history, the run ledger) says what, and how to back up
     first, and changes nothing unless given --yes.
+
+    \b
+    Exit status: 0 at REVISION; 1 no archive or database unreachable; 2 usage error (an
+    unknown REVISION), or the downgrade would delete data and --yes was not given.
     """
     engine = db.make_engine(db.require_existing(database_url))
     db.check_connection(engine)
@@ -65,6 +78,10 @@ def grant_read(role: str, database_url: str) -> None:
     create are readable too. Run it as the archive's owner or a superuser.
 
     \b
+    Exit status: 0 granted; 1 no archive, database unreachable, or not allowed to grant;
+    2 usage error (a SQLite archive, an unknown ROLE).
+
+    \b
     Example:
       psql -c "CREATE ROLE archiver_reader LOGIN PASSWORD '...'"
       archiver db grant-read archiver_reader
@@ -87,6 +104,10 @@ def backup_command(path: Path, database_url: str) -> None:
     \b
     The copy is a new file only you can read (0600); readers and even a running sync go on
     meanwhile. For PostgreSQL, use pg_dump (the message says how).
+
+    \b
+    Exit status: 0 backed up; 1 the copy failed (nothing left at PATH); 2 usage error (not a
+    SQLite archive, no archive there, PATH exists or cannot be created).
     """
     size = backup.backup_sqlite(database_url, path)
     click.echo(f"backed up {db.redact(database_url)} to {path} ({size} bytes)")
@@ -99,6 +120,9 @@ def current(database_url: str) -> None:
 
     \b
     It reads the archive only: a missing SQLite file is an error, never a new archive.
+
+    \b
+    Exit status: 0 revision shown; 1 no archive or database unreachable; 2 usage error.
     """
     engine = db.open_existing(database_url)
     at = migrate.current_revision(engine)

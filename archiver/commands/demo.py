@@ -28,6 +28,10 @@ def demo(database_url: str, seed: int) -> None:
     \b
     Serves a generated organisation from the built-in fake API on loopback, archives it with
     the real sync, and prints storage by project.
+
+    \b
+    Exit status: 0 everything archived; 1 fatal (the database unreachable); 2 usage error;
+    3 some jobs failed (as for `archiver sync`).
     """
     from archiver.demo import run_demo
 

@@ -24,6 +24,10 @@ def docs_command(fmt: str, database_url: str) -> None:
     PostgreSQL archives carry the same descriptions as comments.
 
     \b
+    Exit status: 0 printed; 1 (--datasette) no archive or database unreachable;
+    2 usage error (--datasette for a PostgreSQL archive).
+
+    \b
     Examples:
       archiver docs > schema.md
       archiver docs --datasette > metadata.json && datasette archive.db -m metadata.json

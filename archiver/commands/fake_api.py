@@ -82,6 +82,10 @@ def fake_api(
     A generated organisation, for trials, tests and benchmarks.
 
     \b
+    Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage error, or it cannot listen on
+    --host and --port.
+
+    \b
     Example:
       archiver fake-api --port 8008 &
       BASETEN_API_URL=http://127.0.0.1:8008 BASETEN_API_KEY=fake-baseten-key archiver sync

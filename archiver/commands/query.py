@@ -29,7 +29,7 @@ def query_command(
 
     \b
     Exit status: 0 rows printed; 1 no archive, database unreachable or schema out of date;
-    2 the statement was refused (a write, several statements) or the database rejected it;
+    2 usage error, or the statement was refused (a write, several statements) or the database rejected it;
     124 stopped by --timeout.
 
     \b
@@ -38,5 +38,7 @@ def query_command(
       archiver query --format csv "SELECT * FROM job_facts" > jobs.csv
     """
     engine = query.open_archive(database_url)
+    if as_of is not None and (early := query.before_first_sync(engine, as_of)):
+        click.echo(f"warning: {early}", err=True)
     with query.results(engine, sql, as_of, timeout) as rows:
         print_rows(rows.columns, rows.rows, fmt)

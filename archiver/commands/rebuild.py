@@ -34,6 +34,11 @@ def rebuild(target_url: str, source_url: str) -> None:
     rebuilt archive is what the archive would have been: this is how a fix reaches the past.
 
     \b
+    Exit status: 0 rebuilt (runs that ended in an error are replayed to the same end, and
+    named in the summary); 1 either database unreachable, or the source's schema out of date;
+    2 usage error, or the target is not empty.
+
+    \b
     Examples:
       archiver rebuild --database-url sqlite:///rebuilt.db
       archiver rebuild --from postgresql://archiver@db/archive --database-url postgresql://archiver@db/rebuilt

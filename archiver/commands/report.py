@@ -14,6 +14,10 @@ def report() -> None:
     """Ready-made reports over the views.
 
     `archiver query` answers anything else.
+
+    \b
+    Exit status (each report): 0 rows printed; 1 no archive, database unreachable or schema
+    out of date; 2 usage error, or no such job (checkpoints); 124 stopped by --timeout.
     """
 
 
@@ -25,6 +29,10 @@ def storage_report(database_url: str, fmt: str, timeout: float | None) -> None:
     """Checkpoint storage by project, largest first.
 
     Live (still on Baseten) and archived (deleted there, kept here).
+
+    \b
+    Exit status: 0 rows printed; 1 no archive, database unreachable or schema out of date;
+    2 usage error; 124 stopped by --timeout.
     """
     engine = query.open_archive(database_url)
     with query.results(engine, reports.storage(), timeout=timeout) as rows:
@@ -60,6 +68,10 @@ def jobs_report(
 
     \b
     Example: archiver report jobs --status FAILED --since 7d
+
+    \b
+    Exit status: 0 rows printed; 1 no archive, database unreachable or schema out of date;
+    2 usage error; 124 stopped by --timeout.
     """
     cutoff = reports.parse_since(since) if since else None
     engine = query.open_archive(database_url)
@@ -76,6 +88,10 @@ def checkpoints_report(jobs: tuple[str, ...], database_url: str, fmt: str, timeo
     """A job's checkpoints, deleted ones included.
 
     Oldest first; a checkpoint deleted on Baseten has deleted_at set.
+
+    \b
+    Exit status: 0 rows printed; 1 no archive, database unreachable or schema out of date;
+    2 usage error, or no such job; 124 stopped by --timeout.
     """
     engine = query.open_archive(database_url)
     reports.require_jobs(engine, jobs)

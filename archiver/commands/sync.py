@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from archiver import credentials, ledger, logs, metrics, outcome
+from archiver import credentials, durations, ledger, logs, metrics, outcome
 from archiver.client import (
     DEFAULT_API_URL,
     DEFAULT_CONCURRENCY,
@@ -26,12 +26,26 @@ from archiver.commands.shared import (
     say_error,
     with_typed_options,
 )
-from archiver.output import progress_line
+from archiver.progress import SyncProgress
 from archiver.sync import ApiSettings, Scope, SyncOptions, sync_archive
 
 # A night's run must end before `archiver check --max-run-time` (24h) calls it stuck.
 DEFAULT_MAX_RUN_TIME = "23h"
 DEFAULT_MAX_RATE_LIMITED = "30m"
+
+
+def _progress_interval(value: str) -> float:
+    """Read --progress-interval: a duration, or 0 for a record at every step."""
+    try:
+        seconds = durations.parse_seconds(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise click.BadParameter(
+            f"expected a duration such as {durations.EXAMPLES} (or plain seconds, 0 for every step); got {value!r}",
+            param_hint="--progress-interval",
+        )
+    return seconds
 
 
 def _metrics_file(path: Path | None) -> Path | None:
@@ -175,6 +189,15 @@ def _metrics_file(path: Path | None) -> Path | None:
     help="Refuse to run (exit 2, nothing written) when the machine clock and the API's Date header "
     "differ by more than this (90s, 15m, 6h or seconds): every stamp in the archive comes from the clock.",
 )
+@click.option(
+    "--progress-interval",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: _progress_interval(value),
+    help="With --log-format json, write a progress record (jobs and checkpoints done, rate, time left) this "
+    "often (90s, 15m or seconds; 0: at every step). A terminal shows a live bar instead.",
+)
 def sync(
     api_key: str | None,
     api_key_file: Path | None,
@@ -197,6 +220,7 @@ def sync(
     max_run_time: timedelta,
     max_clock_skew: timedelta,
     metrics_file: Path | None,
+    progress_interval: float,
     quiet: bool,
 ) -> None:
     """Archive projects, jobs and checkpoints from the Baseten API.
@@ -229,18 +253,19 @@ def sync(
         migrate=migrate_schema,
         max_run_time=max_run_time,
         max_clock_skew=max_clock_skew,
-        progress=progress_line(),
+        progress=progress if (progress := SyncProgress(progress_interval)).active else None,
         on_finish=(recorder := outcome.Recorder()).finished,
     )
     retry = RetryPolicy(attempts=max_attempts, deadline_s=max_retry_seconds, timeout_s=timeout)
     typed = click.get_current_context().get_parameter_source("api_key") is ParameterSource.COMMANDLINE
     key = credentials.read_api_key(api_key, api_key_file, typed=typed)
     api = ApiSettings(key, api_url, max_rps, concurrency, retry, max_response_mb, max_rate_limited_time)
-    ended = recorder.run(lambda: sync_archive(database_url, api, options))
-    if options.progress is not None:
-        click.echo("\r\033[K", err=True, nl=False)  # clear the progress line
+    with progress:  # the bar is cleared before the summary
+        ended = recorder.run(lambda: sync_archive(database_url, api, options))
     if metrics_file is not None:
-        metrics.write(metrics_file, ended, database_url)
+        problem = metrics.write(metrics_file, ended, database_url)
+        if problem is not None and ended.report.run_id is not None:  # for `archiver check` to say
+            ledger.add_error(database_url, ended.report.run_id, ledger.METRICS, problem, datetime.now(UTC))
     _tell(ended, quiet=quiet)
     sys.exit(ended.exit_code)
 

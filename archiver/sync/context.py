@@ -58,10 +58,14 @@ class Context:
             ledger.record_progress(connection, self.report.run_id, self.report.counts.as_dict())
 
     def progress(self, done: int) -> None:
-        """Tell the progress display that `done` more jobs are done."""
+        """Tell the progress display that `done` more jobs are done, and how many checkpoints are."""
         self.jobs_done += done
         if self.options.progress is not None:
-            self.options.progress(self.jobs_done, self.report.counts.jobs)
+            counts = self.report.counts
+            checkpoints = (
+                counts.checkpoints_inserted + counts.checkpoints_updated + counts.checkpoints_unchanged
+            )
+            self.options.progress(self.jobs_done, counts.jobs, checkpoints)
 
     def write(self, work: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `work` in one transaction, committed only while the sync lock holds; a database failure ends the run."""

@@ -58,8 +58,11 @@ class SyncOptions:
     max_run_time: timedelta | None = None  # past this, the run stops early (partial)
     max_clock_skew: timedelta | None = clocks.DEFAULT_MAX_CLOCK_SKEW  # None: the clock is not checked
     stop: threading.Event = field(default_factory=threading.Event)
-    progress: Callable[[int, int], None] | None = None  # (jobs done, jobs known so far)
+    progress: Callable[[int, int, int], None] | None = (
+        None  # (jobs done, jobs known so far, checkpoints done)
+    )
     on_finish: Callable[[SyncReport], None] | None = None  # told the report once the run has recorded its end
+    finished_at: datetime | None = None  # the end to record (a rebuild's replay of a run); None: when it ends
 
     def recorded(self) -> dict[str, Any]:
         """What besides scope and `full` decides what a run archives, as `sync_runs.options` keeps it."""

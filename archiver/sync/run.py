@@ -204,7 +204,8 @@ class Sync:
                 self.engine,
                 run_id,
                 status=status,
-                finished_at=max(utc_now(), self.now),  # never before the run's start, however the clock moved
+                # never before the run's start, however the clock moved; a replay keeps the original's
+                finished_at=self.options.finished_at or max(utc_now(), self.now),
                 counts=report.counts.as_dict(),
                 errors=errors,
                 error_summary=summary,
