@@ -513,7 +513,7 @@ def _retry_after(response: httpx.Response) -> float | None:
         return seconds
     try:
         body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or nested past what Python reads
         return None
     value = body.get("retry_after") if isinstance(body, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float | str):

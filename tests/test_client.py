@@ -297,3 +297,14 @@ def test_a_body_echoing_the_key_is_kept_with_the_key_masked() -> None:
         "training_projects": [{"id": "<api key>"}]
     }
     assert (response.method, response.path, response.status) == ("GET", "/v1/training_projects", 200)
+
+
+def test_a_429_whose_body_nests_too_deep_to_read_is_waited_out_like_any_other() -> None:
+    """A 429 without Retry-After whose body nests 100,000 deep ended the run: "unexpected RecursionError"."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    waits: list[float] = []
+    client = client_for(
+        sequence(httpx.Response(429, content=deep), httpx.Response(200, json=PROJECTS)), waits
+    )
+    assert client.list_projects().json() == PROJECTS
+    assert len(waits) == 1 and 0 < waits[0] <= 4  # the backoff, as for a 429 that says nothing
