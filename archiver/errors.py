@@ -72,6 +72,12 @@ class FatalError(ArchiverError):
     kind = "fatal"  # of its `sync_errors` row
 
 
+class CorruptResponse(FatalError):
+    """A kept response body does not match its stored sha256 (or cannot be decompressed): replay stops."""
+
+    kind = "corrupt"
+
+
 class AuthError(FatalError):
     """The API answered 401, or 403 for the organisation's project listing."""
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from archiver import db, migrate, query, responses
 from archiver.client import BasetenClient, RetryPolicy
-from archiver.errors import ArchiverError, UsageError
+from archiver.errors import ArchiverError, CorruptResponse, UsageError
 from archiver.schema import api_responses, sync_runs
 from archiver.sync import Scope, SyncOptions, run_sync
 
@@ -40,6 +40,7 @@ class RebuildReport:
     runs: int = 0
     replayed: int = 0
     without_responses: list[int] = field(default_factory=list)  # runs that kept nothing to replay
+    skipped: list[str] = field(default_factory=list)  # corrupt kept responses left out (--skip-corrupt)
     failed: list[tuple[int, str]] = field(default_factory=list)  # runs whose replay stopped, and why
 
     def summary(self) -> str:
@@ -52,6 +53,10 @@ class RebuildReport:
             )
         if self.failed:
             text += f" {len(self.failed)} ended early in the replay as in the original (see `archiver runs`)."
+        if self.skipped:
+            text += f" Skipped {len(self.skipped)} corrupt kept responses (--skip-corrupt): " + "; ".join(
+                self.skipped[:3]
+            )
         return text
 
 
@@ -102,6 +107,7 @@ def rebuild(
     *,
     stop: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
+    skip_corrupt: bool = False,
 ) -> RebuildReport:
     """Replay the archive at `source_url` into the empty database at `target_url`."""
     source = query.open_archive(source_url)
@@ -114,7 +120,7 @@ def rebuild(
                 "(create a new one, or point --database-url elsewhere)"
             )
         migrate.upgrade(target)
-        return _replay(source, target, stop or threading.Event(), progress)
+        return _replay(source, target, stop or threading.Event(), progress, skip_corrupt)
     finally:
         source.dispose()
         target.dispose()
@@ -126,7 +132,11 @@ def _at(moment: datetime) -> Callable[[], datetime]:
 
 
 def _replay(
-    source: Engine, target: Engine, stop: threading.Event, progress: Callable[[int, int], None] | None
+    source: Engine,
+    target: Engine,
+    stop: threading.Event,
+    progress: Callable[[int, int], None] | None,
+    skip_corrupt: bool,
 ) -> RebuildReport:
     with query.read_only(source) as connection:
         runs = [
@@ -151,7 +161,15 @@ def _replay(
             report.without_responses.append(run.id)
             continue
         with query.read_only(source) as connection:
-            answers = responses.of_run(connection, run.id)
+            answers, corrupt = responses.of_run(connection, run.id)
+        for bad in corrupt:
+            if not skip_corrupt:
+                raise CorruptResponse(
+                    f"run {run.id}: {bad}; the rebuilt archive would not be the archive. Restore the source "
+                    "from a backup, or rerun with --skip-corrupt to replay the rest without it"
+                )
+            report.skipped.append(f"run {run.id}: {bad}")
+            log.warning("run %d: %s: skipped (--skip-corrupt)", run.id, bad, extra={"event": "corrupt"})
         transport = ReplayTransport(answers)
         client = BasetenClient(
             REPLAY_KEY, REPLAY_URL, max_rps=1e9, retry=RetryPolicy(attempts=1), transport=transport

@@ -116,22 +116,51 @@ def request_body(body: bytes) -> str | None:
         return text
 
 
-def of_run(connection: Connection, run_id: int) -> dict[RequestKey, Answer]:
-    """The responses a run kept, by request; for a request asked twice, the later answer."""
+@dataclass(frozen=True)
+class Corrupt:
+    """A kept response whose body is not what was kept: what was asked, and what is wrong."""
+
+    request: RequestKey
+    reason: str
+
+    def __str__(self) -> str:
+        method, path, _ = self.request
+        return f"the kept response to {method} {path} {self.reason}"
+
+
+def of_run(connection: Connection, run_id: int) -> tuple[dict[RequestKey, Answer], list[Corrupt]]:
+    """The responses a run kept, by request (for a request asked twice, the later answer), and those
+    whose body no longer matches the sha256 it was kept under."""
     r, b = api_responses, api_response_bodies
     query = (
         sa.select(
-            r.c.method, r.c.path, r.c.request_body, r.c.status, b.c.encoding, b.c.content_type, b.c.body
+            r.c.method,
+            r.c.path,
+            r.c.request_body,
+            r.c.status,
+            b.c.encoding,
+            b.c.content_type,
+            b.c.body,
+            b.c.sha256,
         )
         .join(b, b.c.id == r.c.body_id)
         .where(r.c.sync_run_id == run_id)
         .order_by(r.c.id)
     )
     answers: dict[RequestKey, Answer] = {}
-    for method, path, request_body, status, encoding, content_type, body in connection.execute(query):
+    corrupt: list[Corrupt] = []
+    for method, path, request_body, status, encoding, content_type, body, sha256 in connection.execute(query):
+        key = (method, path, request_body)
         if encoding != ENCODING:
-            raise ValueError(
-                f"a kept response body is encoded as {encoding!r}, which this archiver cannot read"
-            )
-        answers[(method, path, request_body)] = Answer(status, zlib.decompress(body), content_type or "")
-    return answers
+            corrupt.append(Corrupt(key, f"is encoded as {encoding!r}, which this archiver cannot read"))
+            continue
+        try:
+            raw = zlib.decompress(body)
+        except zlib.error as exc:
+            corrupt.append(Corrupt(key, f"cannot be decompressed ({exc})"))
+            continue
+        if hashlib.sha256(raw).hexdigest() != sha256:
+            corrupt.append(Corrupt(key, f"does not match the sha256 it was kept under ({sha256[:12]}…)"))
+            continue
+        answers[key] = Answer(status, raw, content_type or "")
+    return answers, corrupt

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import db, normalize
@@ -131,3 +133,35 @@ def test_rebuild_writes_into_an_empty_database_only(archive: Engine, database_ur
     assert sync(archive, FakeBaseten(OrgSpec(seed=1, projects=1))).exit_code == 0
     result = run_archiver("rebuild", "--from", database_url, "--database-url", database_url)
     assert result.exit_code == 2 and "not empty" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("damage", ["other JSON", "not zlib"])
+def test_a_corrupt_kept_body_stops_the_rebuild_by_name_unless_skipped(
+    archive: Engine, database_url: str, new_database: Callable[[], str], damage: str
+) -> None:
+    """A kept body replaced by other valid JSON replayed silently; a garbled one ended in exit 70."""
+    fake = FakeBaseten(OrgSpec(seed=4, projects=2, jobs_per_project=2, checkpoints_per_job=2))
+    assert sync(archive, fake).exit_code == 0
+    (body_id, run_id, path) = rows(
+        archive,
+        "SELECT b.id, r.sync_run_id, r.path FROM api_response_bodies b JOIN api_responses r ON r.body_id = b.id "
+        "WHERE r.path LIKE '%/checkpoints' ORDER BY b.id LIMIT 1",
+    )[0]
+    replacement = (
+        zlib.compress(b'{"training_job": null, "checkpoints": []}') if damage == "other JSON" else b"?"
+    )
+    with archive.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE api_response_bodies SET body = :body WHERE id = :id"),
+            {"body": replacement, "id": body_id},
+        )
+    target = new_database()
+    stopped_ = run_archiver("rebuild", "--from", database_url, "--database-url", target)
+    assert stopped_.exit_code == 1, stopped_.output
+    assert f"run {run_id}: the kept response to GET {path}" in stopped_.stderr
+    assert "--skip-corrupt" in stopped_.stderr and len(stopped_.stderr.splitlines()) == 1
+    skipped = run_archiver(
+        "rebuild", "--skip-corrupt", "--from", database_url, "--database-url", new_database()
+    )
+    assert skipped.exit_code == 0, skipped.output
+    assert "Skipped 1 corrupt kept responses" in skipped.stdout and str(path) in skipped.stdout

@@ -25,7 +25,13 @@ from archiver.commands.shared import logging_options
     show_default=True,
     help="The archive whose kept API responses are replayed.",
 )
-def rebuild(target_url: str, source_url: str) -> None:
+@click.option(
+    "--skip-corrupt",
+    is_flag=True,
+    help="Replay past kept responses whose body no longer matches its sha256, leaving them out (named in "
+    "the summary); without it such a body stops the rebuild.",
+)
+def rebuild(target_url: str, source_url: str, skip_corrupt: bool) -> None:
     """Rebuild an archive by replaying the API responses it kept.
 
     \b
@@ -34,9 +40,13 @@ def rebuild(target_url: str, source_url: str) -> None:
     rebuilt archive is what the archive would have been: this is how a fix reaches the past.
 
     \b
+    Every kept body is checked against the sha256 it was kept under: a corrupt one stops the
+    rebuild, naming run and request (exit 1), unless --skip-corrupt leaves it out.
+
+    \b
     Exit status: 0 rebuilt (runs that ended in an error are replayed to the same end, and
-    named in the summary); 1 either database unreachable, or the source's schema out of date;
-    2 usage error, or the target is not empty.
+    named in the summary); 1 either database unreachable, the source's schema out of date, or a
+    kept response corrupt; 2 usage error, or the target is not empty.
 
     \b
     Examples:
@@ -45,5 +55,5 @@ def rebuild(target_url: str, source_url: str) -> None:
     """
     from archiver.rebuild import rebuild as replay
 
-    report = replay(source_url, target_url)
+    report = replay(source_url, target_url, skip_corrupt=skip_corrupt)
     logs.say(report.summary(), event="summary")
