@@ -26,6 +26,7 @@ from archiver.errors import (
     ApiError,
     ApiUnavailable,
     AuthError,
+    Deferred,
     Forbidden,
     JobError,
     MalformedResponse,
@@ -372,6 +373,18 @@ class BasetenClient:
                 if status == 429:
                     told = _retry_after(response)
                     wait = self._backoff(attempt) if told is None else told
+                    if told is not None and time.monotonic() - started + told > policy.deadline_s:
+                        # Longer than this request may wait: it alone is deferred, not the whole run.
+                        with self._counting:
+                            self.rate_limited += 1
+                        raise Deferred(
+                            f"HTTP 429 on {method} {path}: the API asked to wait {durations.describe(told)} "
+                            f"(Retry-After), longer than a request may wait ({durations.describe(policy.deadline_s)}, "
+                            "--max-retry-seconds); deferred to the next run",
+                            status=status,
+                            project_id=where.project_id,
+                            job_id=where.job_id,
+                        )
                     self._count_rate_limited(wait)
                 elif status >= 500 or status == 408:
                     wait = self._backoff(attempt)

@@ -163,6 +163,12 @@ class ApiError(JobError):
         self.status = status
 
 
+class Deferred(ApiError):
+    """The API asked one request to wait longer than it may (a long Retry-After): that unit waits for the next run."""
+
+    kind = "deferred"
+
+
 class Forbidden(ApiError):
     """The API answered 403 for one project or job: the key may not read it."""
 

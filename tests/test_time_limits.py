@@ -295,3 +295,30 @@ def test_a_signal_while_a_response_trickles_stops_the_run_at_once(
     assert_stopped_cleanly(process.returncode, stderr.text())
     assert rows(engine, "SELECT status FROM sync_runs") == [("interrupted",)]
     assert slow_job not in archived_jobs(engine)
+
+
+def test_a_long_retry_after_on_one_request_defers_only_that_job(database_url: str, engine: Engine) -> None:
+    """One Retry-After: 3600 stopped the whole run after 1 s, 0 jobs archived, "rate-limited for 30 minutes"."""
+    fake = FakeBaseten(SPEC)
+    held = fake.job_ids()[1]
+    project = fake.job(held)["training_project_id"]
+    hours = Response.of(429, {"error": "slow down"}, headers={"Retry-After": "3600"})
+
+    def hook(_method: str, path: str, _body: bytes) -> Response | None:
+        return (
+            hours
+            if path.split("?")[0] == f"/v1/training_projects/{project}/jobs/{held}/checkpoints"
+            else None
+        )
+
+    fake.intercept(hook)
+    with serve(fake) as url:
+        result = run_archiver("sync", env=sync_env(url, database_url), timeout=60)
+    assert result.exit_code == 3, result.output
+    assert archived_jobs(engine) == set(fake.job_ids()) - {held}
+    assert (
+        "asked to wait 1 hour (Retry-After)" in result.stderr and "deferred to the next run" in result.stderr
+    )
+    assert "more than 30 minutes" not in result.output
+    _, errors = run_and_errors(engine)
+    assert [(kind, job) for kind, job, _ in errors] == [("deferred", held)]
