@@ -375,16 +375,8 @@ class BasetenClient:
                     wait = self._backoff(attempt) if told is None else told
                     if told is not None and time.monotonic() - started + told > policy.deadline_s:
                         # Longer than this request may wait: it alone is deferred, not the whole run.
-                        with self._counting:
-                            self.rate_limited += 1
-                        raise Deferred(
-                            f"HTTP 429 on {method} {path}: the API asked to wait {durations.describe(told)} "
-                            f"(Retry-After), longer than a request may wait ({durations.describe(policy.deadline_s)}, "
-                            "--max-retry-seconds); deferred to the next run",
-                            status=status,
-                            project_id=where.project_id,
-                            job_id=where.job_id,
-                        )
+                        self._count_rate_limited(0.0)
+                        raise _deferred(f"HTTP 429 on {method} {path}", told, policy.deadline_s, where)
                     self._count_rate_limited(wait)
                 elif status >= 500 or status == 408:
                     wait = self._backoff(attempt)
@@ -557,6 +549,16 @@ def _error_text(response: httpx.Response) -> str:
     except (ValueError, RecursionError):  # not JSON, or nested past what Python reads
         text = response.text.strip() or response.reason_phrase
     return redaction.shorten(redaction.redact(text), 200)
+
+
+def _deferred(problem: str, told: float, may_wait: float, where: Where) -> Deferred:
+    return Deferred(
+        f"{problem}: the API asked to wait {durations.describe(told)} (Retry-After), longer than a request "
+        f"may wait ({durations.describe(may_wait)}, --max-retry-seconds); deferred to the next run",
+        status=429,
+        project_id=where.project_id,
+        job_id=where.job_id,
+    )
 
 
 def _not_json(constant: str) -> Any:
