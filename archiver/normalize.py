@@ -107,9 +107,12 @@ def named_nodes(type_id: str, name: str | None) -> int | None:
 
 def instance_type_row(data: Any, where: Where) -> Row:
     """Normalize an InstanceTypeV1, with the nodes its id or name names."""
-    row = INSTANCE_TYPE.read(data, where)
-    row["nodes"] = named_nodes(row["id"], row["name"])
-    return row
+    return _with_nodes(INSTANCE_TYPE.read(data, where))
+
+
+def _with_nodes(instance_type: Row) -> Row:
+    instance_type["nodes"] = named_nodes(instance_type["id"], instance_type["name"])
+    return instance_type
 
 
 @dataclass
@@ -130,8 +133,7 @@ def job_record(data: Any, where: Where) -> JobRecord:
         raise (where / "training_project_id").fail(
             f"expected project {where.project_id!r}, got {_short(row['training_project_id'])}"
         )
-    instance_type = row.pop("instance_type")
-    instance_type["nodes"] = named_nodes(instance_type["id"], instance_type["name"])
+    instance_type = _with_nodes(row.pop("instance_type"))
     user = row.pop("user")
     extra = row["extra"] or {}
     for key, nested in (("training_project", row.pop("training_project")), ("user", user)):

@@ -114,9 +114,10 @@ class CheckpointStep:
             return False
 
     def _save_checkpoints(self, connection: sa.Connection, batch: list[Fetched[CheckpointListing]]) -> None:
-        for fetched in batch:
-            self.ctx.keep_listing(connection, fetched.kept, fetched.result())
         listings = [fetched.result() for fetched in batch]
+        self.ctx.keep_listings(
+            connection, *((fetched.kept, listing) for fetched, listing in zip(batch, listings, strict=True))
+        )
         writes, refused = store.save_checkpoint_listings(
             connection,
             listings,

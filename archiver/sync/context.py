@@ -115,12 +115,17 @@ class Context:
         for exc in listing.errors:
             self.fail(exc.located(project_id=project_id, job_id=job_id))
 
-    def keep_listing(self, connection: sa.Connection, kept: Kept | None, listing: Listing) -> None:
-        """Keep a listing's response and the entries it quarantined, in the transaction of its work."""
-        self.keep(connection, kept)
-        if self.report.run_id is not None and listing.rejected:
-            endpoint = f"{kept.response.method} {kept.response.path}" if kept is not None else "(not kept)"
-            quarantine.keep(connection, self.report.run_id, endpoint, listing.rejected, self.now)
+    def keep_listings(self, connection: sa.Connection, *answers: tuple[Kept | None, Listing]) -> None:
+        """Keep listings' responses (one write for all) and the entries they quarantined, in the transaction of their work."""
+        self.keep(connection, *(kept for kept, _ in answers))
+        if self.report.run_id is None:
+            return
+        for kept, listing in answers:
+            if listing.rejected:
+                endpoint = (
+                    f"{kept.response.method} {kept.response.path}" if kept is not None else "(not kept)"
+                )
+                quarantine.keep(connection, self.report.run_id, endpoint, listing.rejected, self.now)
 
     def fail(self, exc: JobError) -> None:
         """Record that a project or job could not be archived (or, for a 404, is gone)."""

@@ -102,7 +102,7 @@ class ListingStep:
 
         Only a complete listing of the whole project says which jobs are gone.
         """
-        self.ctx.keep_listing(connection, kept, listing)
+        self.ctx.keep_listings(connection, (kept, listing))
         jobs = listing.jobs
         states = (
             {} if self.ctx.options.full else store.fetch_states(connection, [job.row["id"] for job in jobs])

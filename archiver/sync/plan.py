@@ -44,7 +44,7 @@ class Planner:
             if listing.complete:
                 self.heard.projects = set(listed)
                 self.heard.withheld |= listing.refused  # quarantined: listed, so not gone
-            ctx.write(ctx.keep_listing, fetched.kept, listing)
+            ctx.write(ctx.keep_listings, (fetched.kept, listing))
             return dict.fromkeys(sorted(listed))
         targets: Targets = dict.fromkeys(scope.project_ids)
         for job_id in scope.job_ids:
@@ -68,7 +68,7 @@ class Planner:
             ctx.fail(fetched.error.located(project_id=None, job_id=job_id))
             return None
         search = fetched.result()
-        ctx.write(ctx.keep_listing, fetched.kept, search)
+        ctx.write(ctx.keep_listings, (fetched.kept, search))
         ctx.fail_listing(search)
         project_id = search.project_id
         if project_id is None:
