@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -20,7 +19,8 @@ from typing import Any
 
 import httpx
 
-from archiver import __version__, clock, durations, redaction
+from archiver import __version__, answer, bounds, clock, durations, redaction
+from archiver.answer import ApiResponse
 from archiver.errors import (
     Abandoned,
     ApiError,
@@ -48,33 +48,6 @@ DEFAULT_MAX_RESPONSE_MB = 256
 
 
 @dataclass(frozen=True)
-class ApiResponse:
-    """One answer the archiver used: the request, the status and the body as received (the key masked)."""
-
-    method: str
-    path: str
-    status: int
-    body: bytes
-    request_body: bytes
-    where: Where
-    content_type: str = ""
-    link: str = ""  # the `Link` header: a `rel="next"` in it says the listing has another page
-
-    def json(self) -> Any:
-        """The body as JSON; raise MalformedResponse, naming where, when it is not."""
-        try:
-            # NaN and Infinity are Python's extensions, not JSON; PostgreSQL's jsonb refuses them.
-            return json.loads(self.body, parse_constant=_not_json)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            kind = self.content_type or "no content type"
-            raise MalformedResponse(
-                f"response is not valid JSON ({kind}, {len(self.body)} bytes): {exc}",
-                project_id=self.where.project_id,
-                job_id=self.where.job_id,
-            ) from None
-
-
-@dataclass(frozen=True)
 class RetryPolicy:
     """How hard to try before a request fails its job."""
 
@@ -83,10 +56,6 @@ class RetryPolicy:
     max_backoff_s: float = 30.0
     deadline_s: float = 300.0  # total time one request may take, waits included
     timeout_s: float = 30.0  # per attempt, from sending to the body's last byte
-
-
-class _TooSlow(httpx.TimeoutException):
-    """A response whose body did not arrive whole within the attempt's deadline (a trickle, an endless body)."""
 
 
 class RateLimiter:
@@ -181,37 +150,6 @@ def _base_url_problem(base_url: str) -> str | None:
     return None
 
 
-def _api_response(response: httpx.Response, where: Where) -> ApiResponse:
-    """Keep an answer as the archive stores it: its request, status, body (secrets masked) and paging."""
-    request = response.request
-    return ApiResponse(
-        request.method,
-        request.url.raw_path.decode("ascii"),
-        response.status_code,
-        redaction.redact_body(response.content),
-        request.content,
-        where,
-        media_type(response.headers.get("Content-Type", "")),
-        response.headers.get("Link", ""),
-    )
-
-
-_MEDIA_TYPE = re.compile(r"\s*([A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64})\s*(?:;|$)")
-_CHARSET = re.compile(r";\s*charset=\"?([A-Za-z0-9._:-]{1,40})\"?\s*(?:;|$)", re.IGNORECASE)
-
-
-def media_type(header: str) -> str:
-    """What the archive keeps of a Content-Type: the media type and its charset, nothing a server echoed beside them.
-
-    A server may put anything in a header, the key included: only these two are kept, and masked too.
-    """
-    if (kind := _MEDIA_TYPE.match(header)) is None:
-        return ""
-    charset = _CHARSET.search(header, kind.end(1))
-    kept = redaction.redact(kind[1]) + (f"; charset={charset[1]}" if charset else "")
-    return redaction.redact(kept).lower()
-
-
 class BasetenClient:
     """Read training projects, jobs and checkpoints from the Baseten management API."""
 
@@ -247,12 +185,17 @@ class BasetenClient:
         self.rate_limited_s = 0.0  # time the run spent waiting as 429s asked (overlapping waits once)
         self._rate_limited_until = 0.0
         self.stop_reason: str | None = None  # why the run was stopped, when a limit (not a signal) did it
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Api-Key {api_key}", "User-Agent": f"archiver/{__version__}"},
+            headers={
+                "Authorization": f"Api-Key {api_key}",
+                "User-Agent": f"archiver/{__version__}",
+                "Accept-Encoding": bounds.ACCEPT_ENCODING,
+            },
             timeout=httpx.Timeout(self.retry.timeout_s, connect=min(10.0, self.retry.timeout_s)),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            transport=transport,
+            limits=limits,
+            transport=transport or bounds.transport(limits),
             follow_redirects=False,
         )
         self.requests_made = 0
@@ -332,7 +275,7 @@ class BasetenClient:
                 # Resets, refused connections, timeouts, bodies cut short or garbled in transit.
                 # Only the class name: httpx messages can quote request headers.
                 problem = f"{type(exc).__name__} on {method} {path}"
-                if isinstance(exc, _TooSlow):
+                if isinstance(exc, bounds.TooSlow) or time.monotonic() >= sent + policy.timeout_s:
                     problem = f"no whole response within {policy.timeout_s:g}s (--timeout) on {method} {path}"
                 wait = self._backoff(attempt)
             else:
@@ -341,7 +284,7 @@ class BasetenClient:
                 if self.server_date is None:
                     self.server_date = clock.server_time(response.headers.get("Date"))
                 if status < 300:
-                    return _api_response(response, where)
+                    return answer.of(response, where)
                 if status < 400:
                     location = redaction.shorten(
                         redaction.redact(response.headers.get("Location", "nowhere")), 200
@@ -368,7 +311,7 @@ class BasetenClient:
                         status=404,
                         project_id=where.project_id,
                         job_id=where.job_id,
-                        response=_api_response(response, where),
+                        response=answer.of(response, where),
                     )
                 if status == 429:
                     told = _retry_after(response)
@@ -412,25 +355,40 @@ class BasetenClient:
     def _send(
         self, method: str, path: str, json_body: Any, where: Where, *, deadline: float
     ) -> httpx.Response:
-        """Send one attempt and read its whole body by `deadline`, within --max-response-mb.
+        """Send one attempt and read its whole body by `deadline`, within --max-response-mb as decoded.
 
-        httpx's timeouts are per read: a body that trickles a byte a second, or never ends, would
-        never time out. Reading it here also retries a connection dropped mid-body like any reset.
+        Everything from connecting to the body's last byte shares the deadline (`archiver.bounds`).
+        Reading the body here also retries a connection dropped mid-body like any reset.
         """
-        response = self._http.send(self._http.build_request(method, path, json=json_body), stream=True)
-        try:
-            limit = self.max_response_mb * 1024 * 1024
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise self._too_large(method, path, f"it announces {int(declared):,} bytes", where)
-            response.stream = _Bounded(response.stream, deadline, limit)
+        with bounds.deadline(deadline):
+            request = self._http.build_request(method, path, json=json_body)
             try:
-                response.read()
-            except _TooLarge:
-                raise self._too_large(method, path, f"more than {limit:,} bytes arrived", where) from None
-            return response
-        finally:
-            response.close()
+                response = self._http.send(request, stream=True)
+            except httpx.InvalidURL:  # httpx reads a redirect's Location even when not following it
+                raise ApiError(
+                    f"{method} {path} answered a redirect to a Location that is not a URL; "
+                    "check --api-url / BASETEN_API_URL",
+                    project_id=where.project_id,
+                    job_id=where.job_id,
+                ) from None
+            try:
+                limit = self.max_response_mb * 1024 * 1024
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise self._too_large(method, path, f"it announces {int(declared):,} bytes", where)
+                try:
+                    body = bounds.read(response, deadline, limit)
+                except bounds.TooLarge:
+                    raise self._too_large(method, path, f"more than {limit:,} bytes arrived", where) from None
+            finally:
+                response.close()
+        # The body as decoded: its headers no longer describe an encoding or a length on the wire.
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k not in ("content-encoding", "content-length")
+        ]
+        return httpx.Response(response.status_code, headers=headers, content=body, request=request)
 
     def _too_large(self, method: str, path: str, how: str, where: Where) -> ApiError:
         return ApiError(
@@ -460,35 +418,6 @@ class BasetenClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
-
-
-class _TooLarge(Exception):
-    """More bytes arrived than --max-response-mb allows."""
-
-
-class _Bounded(httpx.SyncByteStream):
-    """A response body read against the attempt's deadline and the size limit.
-
-    Both are checked as each piece arrives; a body that stalls altogether meets httpx's read timeout.
-    """
-
-    def __init__(self, body: Any, deadline: float, limit: int) -> None:
-        self._body = body
-        self._deadline = deadline
-        self._limit = limit
-
-    def __iter__(self) -> Iterator[bytes]:
-        received = 0
-        for piece in self._body:
-            received += len(piece)
-            if received > self._limit:
-                raise _TooLarge
-            if time.monotonic() > self._deadline:
-                raise _TooSlow("the response did not arrive whole in time")
-            yield piece
-
-    def close(self) -> None:
-        self._body.close()
 
 
 def _log_attempt(method: str, path: str, answer: int | str, sent: float, attempt: int) -> None:
@@ -526,6 +455,9 @@ def _retry_after(response: httpx.Response) -> float | None:
     return _seconds(str(value))
 
 
+_LONGEST_WAIT_S = 366 * 24 * 3600.0
+
+
 def _seconds(text: str) -> float | None:
     try:
         seconds = float(text)
@@ -537,18 +469,23 @@ def _seconds(text: str) -> float | None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - datetime.now(UTC)).total_seconds()
-    # NaN compares false with everything: treat it, like a negative wait, as "now".
-    return seconds if seconds > 0 else 0.0
+    # NaN compares false with everything: treat it, like a negative wait, as "now". Infinity, or a
+    # wait of centuries, is a wait longer than any run: a year says as much and stays a number.
+    return min(seconds, _LONGEST_WAIT_S) if seconds > 0 else 0.0
 
 
 def _error_text(response: httpx.Response) -> str:
-    """What an error response says, its secrets masked (before it is cut: no part of one survives), shortened."""
+    """What an error response says, its secrets masked (before it is cut: no part of one survives), shortened.
+
+    Read as JSON reads it, whatever its Content-Type claims: a charset header is the server's word.
+    """
+    text = redaction.text_of(response.content)
     try:
-        body = response.json()
-        text = str(body.get("message") or body.get("error") or body) if isinstance(body, dict) else str(body)
+        body = json.loads(text)
+        said = str(body.get("message") or body.get("error") or body) if isinstance(body, dict) else str(body)
     except (ValueError, RecursionError):  # not JSON, or nested past what Python reads
-        text = response.text.strip() or response.reason_phrase
-    return redaction.shorten(redaction.redact(text), 200)
+        said = text.strip() or response.reason_phrase
+    return redaction.shorten(redaction.redact(said), 200)
 
 
 def _deferred(problem: str, told: float, may_wait: float, where: Where) -> Deferred:
@@ -559,10 +496,6 @@ def _deferred(problem: str, told: float, may_wait: float, where: Where) -> Defer
         project_id=where.project_id,
         job_id=where.job_id,
     )
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON value")
 
 
 def refused(status: int) -> AuthError:

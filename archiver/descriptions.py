@@ -300,16 +300,20 @@ ABOUT: dict[str, About] = {
         request_body="the JSON the request sent (the job search), or null",
         status="the HTTP status",
         body_id="the body (`api_response_bodies.id`)",
+        headers="the response headers the archiver acts on (`Date`, `Link`), the key masked, as a JSON object; "
+        "null when it had none (and for responses kept before revision 0010)",
     ),
     "api_response_bodies": About(
         "Each distinct response body once, compressed: a night that sees the same answers as the last adds "
         "no bodies.",
         id="surrogate key",
-        sha256="SHA-256 of the body as received (unique)",
+        sha256="SHA-256 of the body as received, the key masked (of the bytes received when withheld; unique)",
         size_bytes="the body's size, uncompressed",
         encoding="how `body` is compressed: `zlib` (read it with `zlib.decompress`)",
         content_type="the response's `Content-Type`",
-        body="the compressed body",
+        body="the compressed body (empty when withheld)",
+        withheld="why the body was not kept: it was in no encoding JSON allows (UTF-8, -16, -32), so it could not "
+        "be scanned for the API key; null for every body kept",
     ),
     "rejected_entries": About(
         "One row per entry of a listing that broke the contract: quarantined alone. The rest of its listing "

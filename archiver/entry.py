@@ -19,6 +19,7 @@ from archiver import stopping
 def main() -> int:
     """Run the command line; return its exit status, or 130 when a signal came at any point."""
     stopping.install()  # before the command line's imports, which take a good part of a second
+    sys.unraisablehook = _unraisable
     try:
         from archiver.cli import main as cli_main
 
@@ -64,6 +65,20 @@ def _stopped(message: str, *, event: str) -> int:
         exit_code=stopping.EXIT_STATUS,
     )
     return stopping.EXIT_STATUS
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """An exception a library's finaliser swallowed (a connection closed as the process ends): -vv only,
+    in the archiver's format, never Python's bare "Exception ignored in" lines."""
+    import logging
+
+    logging.getLogger("archiver").debug(
+        "ignored in %r: %s: %s",
+        unraisable.object,
+        type(unraisable.exc_value).__name__,
+        unraisable.exc_value,
+        extra={"event": "ignored"},
+    )
 
 
 def _say(text: str) -> None:

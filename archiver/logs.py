@@ -19,6 +19,9 @@ from archiver import redaction
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # Libraries whose warnings would otherwise reach stderr unformatted, through logging's last resort.
 _LIBRARIES = ("httpx", "httpcore", "alembic", "sqlalchemy", "py.warnings")
+# Libraries whose warnings are about their own cleanup, after the archiver has already reported what
+# went wrong (psycopg's "error ignored terminating <Copy>" when a run stops mid-COPY): shown at -vv only.
+_CLEANUP_NOISE = ("psycopg",)
 
 
 class _Settings:
@@ -71,6 +74,7 @@ def configure_logging(verbose: int = 0, log_format: str = "text", *, quiet: bool
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(redaction.RedactingFilter())
+    handler.archiver = True  # type: ignore[attr-defined]
     logger = logging.getLogger("archiver")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
@@ -81,6 +85,15 @@ def configure_logging(verbose: int = 0, log_format: str = "text", *, quiet: bool
         library.handlers[:] = [handler]
         library.setLevel(max(level, logging.WARNING))
         library.propagate = False
+    for name in _CLEANUP_NOISE:
+        library = logging.getLogger(name)
+        library.handlers[:] = [handler]
+        library.setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
+        library.propagate = False
+    # Any other library's record, in the archiver's format rather than bare through logging's last resort.
+    # (Only the archiver's own handler is replaced there: an embedding program's stay.)
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "archiver", False)] + [handler]
     logging.captureWarnings(True)
 
 

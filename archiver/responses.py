@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from archiver.client import ApiResponse
+from archiver.answer import ApiResponse
 from archiver.db import chunked, upsert
 from archiver.normalize import canonical_json
 from archiver.schema import api_response_bodies, api_responses
@@ -42,7 +42,9 @@ class Kept:
     @classmethod
     def of(cls, response: ApiResponse) -> Kept:
         """Hash and compress a response's body (zlib releases the GIL: fetcher threads do this in parallel)."""
-        body = response.body
+        body, withheld = response.body, response.withheld
+        if withheld is not None:  # nothing of it is kept but what identifies it
+            return cls(response, withheld.sha256, zlib.compress(b""), withheld.size_bytes)
         return cls(
             replace(response, body=b""), hashlib.sha256(body).hexdigest(), zlib.compress(body, 6), len(body)
         )
@@ -61,6 +63,7 @@ def keep(connection: Connection, run_id: int, kept: Sequence[Kept]) -> None:
             "encoding": ENCODING,
             "content_type": k.response.content_type or None,
             "body": k.compressed,
+            "withheld": k.response.withheld.reason if k.response.withheld else None,
         }
         for sha, k in bodies.items()
         if sha not in body_ids
@@ -78,6 +81,7 @@ def keep(connection: Connection, run_id: int, kept: Sequence[Kept]) -> None:
                 "request_body": request_body(k.response.request_body),
                 "status": k.response.status,
                 "body_id": body_ids[k.sha256],
+                "headers": canonical_json(dict(k.response.headers)) if k.response.headers else None,
             }
             for k in kept
         ],
@@ -95,11 +99,12 @@ def _body_ids(connection: Connection, shas: Sequence[str]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Answer:
-    """A kept response as the API gave it: status, body and content type."""
+    """A kept response as the API gave it: status, body, content type and the headers kept."""
 
     status: int
     body: bytes
     content_type: str
+    headers: dict[str, str]
 
 
 RequestKey = tuple[str, str, str | None]  # method, path, request body
@@ -138,6 +143,8 @@ def of_run(connection: Connection, run_id: int) -> tuple[dict[RequestKey, Answer
             r.c.path,
             r.c.request_body,
             r.c.status,
+            r.c.headers,
+            b.c.withheld,
             b.c.encoding,
             b.c.content_type,
             b.c.body,
@@ -149,8 +156,23 @@ def of_run(connection: Connection, run_id: int) -> tuple[dict[RequestKey, Answer
     )
     answers: dict[RequestKey, Answer] = {}
     corrupt: list[Corrupt] = []
-    for method, path, request_body, status, encoding, content_type, body, sha256 in connection.execute(query):
+    for (
+        method,
+        path,
+        request_body,
+        status,
+        headers,
+        withheld,
+        encoding,
+        content_type,
+        body,
+        sha256,
+    ) in connection.execute(query):
         key = (method, path, request_body)
+        kept_headers = _headers(headers)
+        if withheld is not None:  # never kept: the replay fails it as the run did
+            answers[key] = Answer(status, b"", content_type or "", kept_headers)
+            continue
         if encoding != ENCODING:
             corrupt.append(Corrupt(key, f"is encoded as {encoding!r}, which this archiver cannot read"))
             continue
@@ -162,5 +184,16 @@ def of_run(connection: Connection, run_id: int) -> tuple[dict[RequestKey, Answer
         if hashlib.sha256(raw).hexdigest() != sha256:
             corrupt.append(Corrupt(key, f"does not match the sha256 it was kept under ({sha256[:12]}…)"))
             continue
-        answers[key] = Answer(status, raw, content_type or "")
+        answers[key] = Answer(status, raw, content_type or "", kept_headers)
     return answers, corrupt
+
+
+def _headers(kept: str | None) -> dict[str, str]:
+    """The headers a response was kept with (none for responses kept before revision 0010)."""
+    try:
+        headers = json.loads(kept) if kept else {}
+    except ValueError:
+        return {}
+    if not isinstance(headers, dict):
+        return {}
+    return {str(name): str(value) for name, value in headers.items()}

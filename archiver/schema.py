@@ -29,7 +29,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 # The Alembic revision these tables (and the views of revision 0003) are at. Every new revision
 # bumps it; `tests/test_migrations.py` checks it is the head of migrations/versions.
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -246,6 +246,7 @@ api_response_bodies = sa.Table(
     sa.Column("encoding", sa.Text(), nullable=False),  # how `body` is compressed: zlib
     sa.Column("content_type", sa.Text()),
     sa.Column("body", sa.LargeBinary(), nullable=False),
+    sa.Column("withheld", sa.Text()),  # why the body was not kept (revision 0010)
 )
 
 api_responses = sa.Table(
@@ -258,6 +259,7 @@ api_responses = sa.Table(
     sa.Column("request_body", sa.Text()),
     sa.Column("status", sa.Integer(), nullable=False),
     sa.Column("body_id", sa.BigInteger(), sa.ForeignKey("api_response_bodies.id"), nullable=False),
+    sa.Column("headers", sa.Text()),  # the kept headers as a JSON object (revision 0010)
     sa.Index(None, "sync_run_id"),
 )
 

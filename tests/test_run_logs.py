@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -172,3 +173,24 @@ def test_the_demo_in_json_writes_json_too(tmp_path: Path) -> None:
     assert summary["status"] == "succeeded" and summary["checkpoints_inserted"] > 0
     assert {"project_id", "checkpoints", "size_bytes"} <= set(out[-1])  # storage rows, one object each
     events(result.stderr)
+
+
+def test_a_library_cleaning_up_after_a_stopped_copy_says_nothing_unless_very_verbose(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """psycopg's own "error ignored terminating <Copy>" line reached stderr when a run stopped mid-COPY."""
+    from archiver import logs
+
+    try:
+        for verbose, shown in ((0, False), (1, False), (2, True)):
+            logs.configure_logging(verbose)
+            logging.getLogger("psycopg").warning(
+                "error ignored terminating %r: %s", "<Copy>", "server closed"
+            )
+            logging.getLogger("some.library").warning("a library's warning")
+            err = capsys.readouterr().err
+            assert ("error ignored terminating" in err) is shown, err
+            # Whatever a library says reaches stderr in the archiver's format: time, level, message.
+            assert re.search(r"^\d{4}-\d\d-\d\dT\S+ WARNING a library's warning$", err, flags=re.M), err
+    finally:
+        logs.configure_logging()

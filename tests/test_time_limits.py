@@ -3,10 +3,13 @@ for 429 waits), in size (--max-response-mb), and by signals, which stop it whate
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import subprocess
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -58,10 +61,14 @@ def run_and_errors(engine: Engine) -> tuple[list[tuple[object, ...]], list[tuple
 
 TRICKLE = Response.of(200, b" " * 10_000).dripped("trickle", drip_s=0.1)  # 1,000 s at this pace
 ENDLESS = Response.of(200, b"[1]").dripped("endless", drip_s=0.1)
+# Each byte of a header reset httpx's read timeout: 5,000 bytes of it kept one try open for 500 s.
+SLOW_HEADERS = Response.of(200, b"[]", headers={"X-Pad": "a" * 5_000}).dripped("slow-headers", drip_s=0.1)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("answer", [TRICKLE, ENDLESS], ids=["trickle", "endless"])
+@pytest.mark.parametrize(
+    "answer", [TRICKLE, ENDLESS, SLOW_HEADERS], ids=["trickle", "endless", "slow-headers"]
+)
 def test_a_body_that_trickles_or_never_ends_fails_its_job_at_the_deadline(
     answer: Response, database_url: str, engine: Engine
 ) -> None:
@@ -107,6 +114,51 @@ def test_a_response_larger_than_max_response_mb_fails_its_job(
     assert big_job not in archived_jobs(engine) and other_job in archived_jobs(engine)
     statuses, errors = run_and_errors(engine)
     assert statuses == [("partial",)] and [(kind, job) for kind, job, _ in errors] == [("api", big_job)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compression_bomb_is_stopped_at_max_response_mb_as_decoded(
+    encoding: str, database_url: str, engine: Engine
+) -> None:
+    """The limit counted bytes on the wire: 0.75 MiB of gzip inflated to 768 MiB and was kept whole."""
+    fake = FakeBaseten(SPEC)
+    bomb_job = fake.job_ids()[0]
+    spaces = b" " * (64 * 1024 * 1024)  # 64 MiB of JSON whitespace: 65 KB on the wire
+    wire = gzip.compress(spaces, 9) if encoding == "gzip" else zlib.compress(spaces, 9)
+    assert len(wire) < 1024 * 1024
+    bomb = Response.of(200, wire, headers={"Content-Encoding": encoding})
+    path = drip_checkpoints(fake, bomb_job, bomb)
+    with serve(fake) as url:
+        result = run_archiver("sync", "--max-response-mb", "16", *QUICK, env=sync_env(url, database_url))
+    assert result.exit_code == 3, result.output
+    assert f"job {bomb_job}: GET {path}: the response is larger than --max-response-mb 16" in result.stderr
+    assert archived_jobs(engine) == set(fake.job_ids()) - {bomb_job}
+    largest = rows(engine, "SELECT MAX(size_bytes) FROM api_response_bodies")[0][0]
+    assert isinstance(largest, int) and largest < 1024 * 1024
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw deflate"])
+def test_a_compressed_listing_is_archived_as_decoded(
+    encoding: str, database_url: str, engine: Engine
+) -> None:
+    """Bodies are decompressed by the archiver itself now: every encoding it asks for still reads."""
+    fake = FakeBaseten(SPEC)
+    job_id = fake.job_ids()[0]
+    body = json.dumps({"training_job": fake.job(job_id), "checkpoints": fake.checkpoints(job_id)}).encode()
+    if encoding == "gzip":
+        wire = gzip.compress(body)
+    else:
+        packer = zlib.compressobj(wbits=zlib.MAX_WBITS if encoding == "deflate" else -zlib.MAX_WBITS)
+        wire = packer.compress(body) + packer.flush()
+    fake.override(
+        "GET", checkpoints_path(fake, job_id), body=wire, headers={"Content-Encoding": encoding.split()[-1]}
+    )
+    with serve(fake) as url:
+        result = run_archiver("sync", *QUICK, env=sync_env(url, database_url))
+    assert result.exit_code == 0, result.output
+    archived = rows(engine, "SELECT checkpoint_id FROM checkpoints WHERE training_job_id = :j", j=job_id)
+    assert sorted(str(c) for (c,) in archived) == sorted(c["checkpoint_id"] for c in fake.checkpoints(job_id))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ RATE_LIMIT_MESSAGE = "Rate limit exceeded. Please try again later."
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
 HTML_ERROR = b"<html><head><title>%d</title></head><body><h1>%d %s</h1></body></html>\n"
-DRIPPING = ("trickle", "endless")
+DRIPPING = ("trickle", "endless", "slow-headers")
 DRIP_FOR_AT_MOST_S = 300.0  # a dripping answer hangs up after this: the fake never runs on forever
 
 
@@ -22,7 +22,7 @@ DRIP_FOR_AT_MOST_S = 300.0  # a dripping answer hangs up after this: the fake ne
 class Response:
     """An HTTP answer; `fault` tells the transport to "reset", "truncate" or "timeout" instead of answering
     cleanly, or to send the body dripping: "trickle" (a byte each `drip_s`) or "endless" (chunked, the
-    body again and again, a chunk each `drip_s`)."""
+    body again and again, a chunk each `drip_s`); "slow-headers" sends the head a byte each `drip_s`."""
 
     status: int
     headers: dict[str, str]

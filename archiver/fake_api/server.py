@@ -122,6 +122,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _drip(self, response: Response) -> None:
         """Send the head, then the body in pieces with pauses, until done or the client hangs up."""
         self.close_connection = True
+        if response.fault == "slow-headers":
+            head = Response(
+                response.status, response.headers, self._head(response), "trickle", response.drip_s
+            )
+            for piece in head.drips():
+                self.wfile.write(piece)
+            self.wfile.write(response.body)
+            return
         self.wfile.write(self._head(response))
         chunked = response.fault == "endless"
         for piece in response.drips():
@@ -130,7 +138,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
 
     def _head(self, response: Response) -> bytes:
-        lines = [f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}"]
+        phrase = (
+            HTTPStatus(response.status).phrase
+            if response.status in HTTPStatus._value2member_map_
+            else "Other"
+        )
+        lines = [f"HTTP/1.1 {response.status} {phrase}"]
         lines += [f"{name}: {value}" for name, value in response.headers.items()]
         if not any(name.lower() == "date" for name in response.headers):  # as every HTTP server does
             lines.append(f"Date: {self.date_time_string()}")

@@ -9,7 +9,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-from archiver.client import ApiResponse
+from archiver.answer import ApiResponse
 from archiver.errors import JobError, MalformedResponse, NotFound
 from archiver.responses import Kept
 

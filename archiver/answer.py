@@ -1,0 +1,112 @@
+"""One answer the archiver used, as it is kept: request, status, body with the key masked, and the few
+headers it acts on. Everything a server may echo anything into passes through here once (`of`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from archiver import redaction
+from archiver.errors import MalformedResponse
+from archiver.normalize import Where
+
+# The response headers an archive keeps beside a body (besides its media type): what the archiver
+# acts on. Every other header is dropped, as a server may echo anything in one.
+KEPT_HEADERS = ("Date", "Link")
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """A body not kept because it is in no encoding JSON allows: what is kept is its hash, size and why."""
+
+    reason: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    """One answer the archiver used: the request, the status and the body as received (the key masked)."""
+
+    method: str
+    path: str
+    status: int
+    body: bytes
+    request_body: bytes
+    where: Where
+    content_type: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # those of KEPT_HEADERS it had, masked
+    withheld: Withheld | None = None  # a body that could not be scanned for secrets: not kept
+
+    @property
+    def link(self) -> str:
+        """The `Link` header: a `rel="next"` in it says the listing has another page."""
+        return dict(self.headers).get("Link", "")
+
+    def json(self) -> Any:
+        """The body as JSON; raise MalformedResponse, naming where, when it is not."""
+        if self.withheld is not None:
+            raise MalformedResponse(
+                f"the response cannot be read as JSON text: {self.withheld.reason}",
+                project_id=self.where.project_id,
+                job_id=self.where.job_id,
+            )
+        try:
+            # NaN and Infinity are Python's extensions, not JSON; PostgreSQL's jsonb refuses them.
+            return json.loads(self.body, parse_constant=_not_json)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            kind = self.content_type or "no content type"
+            raise MalformedResponse(
+                f"response is not valid JSON ({kind}, {len(self.body)} bytes): {exc}",
+                project_id=self.where.project_id,
+                job_id=self.where.job_id,
+            ) from None
+
+
+def of(response: httpx.Response, where: Where) -> ApiResponse:
+    """Keep an answer as the archive stores it: its request, status, body (secrets masked) and paging."""
+    request = response.request
+    body, withheld = response.content, None
+    try:
+        body = redaction.redact_body(body)
+    except redaction.Undecodable as exc:
+        withheld = Withheld(f"{exc}, so it was not kept", hashlib.sha256(body).hexdigest(), len(body))
+        body = b""
+    headers = response.headers
+    return ApiResponse(
+        request.method,
+        request.url.raw_path.decode("ascii"),
+        response.status_code,
+        body,
+        request.content,
+        where,
+        media_type(headers.get("Content-Type", "")),
+        tuple((name, redaction.redact(headers[name])) for name in KEPT_HEADERS if name in headers),
+        withheld,
+    )
+
+
+_MEDIA_TYPE = re.compile(r"\s*([A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64})\s*(?:;|$)")
+_CHARSET = re.compile(r";\s*charset=\"?([A-Za-z0-9._:-]{1,40})\"?\s*(?:;|$)", re.IGNORECASE)
+
+
+def media_type(header: str) -> str:
+    """What the archive keeps of a Content-Type: the media type and its charset, nothing a server echoed beside them.
+
+    A server may put anything in a header, the key included: only these two are kept, and masked too.
+    """
+    if (kind := _MEDIA_TYPE.match(header)) is None:
+        return ""
+    charset = _CHARSET.search(header, kind.end(1))
+    kept = redaction.redact(kind[1]) + (f"; charset={charset[1]}" if charset else "")
+    return redaction.redact(kept).lower()
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")

@@ -1,0 +1,205 @@
+"""One try of a request, bounded: a single deadline and a size limit that nothing a server sends escapes.
+
+httpx's timeouts are per operation: each byte of a header sent every half second starts the read
+timeout again, and a body that trickles never times out. So every socket operation of a try is
+given what is left of the try's deadline (`deadline`, read by the connection pool's network
+backend, `DeadlineBackend`), from connecting to the body's last byte.
+
+The size limit counts the body as decoded: a gzip bomb of 0.75 MiB on the wire is 768 MiB of
+spaces. Bodies are decompressed here, a bounded piece at a time, instead of by httpx (which
+inflates each piece whole), and the try stops the moment the decoded size passes the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpcore
+import httpx
+
+# The encodings the client asks for and can decode within the limit (httpx would also offer br and
+# zstd when their packages happen to be installed; their decoders cannot be bounded here).
+ACCEPT_ENCODING = "gzip, deflate"
+_PIECE = 1024 * 1024  # the most one step of decompression produces
+
+_local = threading.local()
+
+
+class TooSlow(httpx.TimeoutException):
+    """A try that did not end (connected, headers and body whole) within its deadline."""
+
+
+class TooLarge(Exception):
+    """More bytes, as decoded, than the limit."""
+
+
+@contextlib.contextmanager
+def deadline(at: float) -> Iterator[None]:
+    """Give every socket operation on this thread until `at` (time.monotonic) to finish."""
+    before = getattr(_local, "deadline", None)
+    _local.deadline = at
+    try:
+        yield
+    finally:
+        _local.deadline = before
+
+
+def _remaining(timeout: float | None, kind: type[Exception]) -> float | None:
+    """`timeout`, shortened to what is left of this thread's deadline; raise `kind` when nothing is."""
+    at: float | None = getattr(_local, "deadline", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise kind("the try's deadline passed (--timeout)")
+    return left if timeout is None else min(timeout, left)
+
+
+class _Stream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _remaining(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> Any:
+        tls = self._stream.start_tls(
+            ssl_context, server_hostname, _remaining(timeout, httpcore.ConnectTimeout)
+        )
+        return _Stream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class DeadlineBackend(httpcore.NetworkBackend):
+    """The default network backend, each operation bounded by the deadline of the try it serves."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
+        return _Stream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
+        return _Stream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's transport with every socket operation under the try's deadline."""
+    made = httpx.HTTPTransport(limits=limits)
+    pool = getattr(made, "_pool", None)
+    if not isinstance(getattr(pool, "_network_backend", None), httpcore.NetworkBackend):
+        # Without it a server could hold a try open a byte at a time: refuse to run unbounded.
+        raise RuntimeError("this httpx/httpcore version does not let the archiver bound a request's time")
+    pool._network_backend = DeadlineBackend(pool._network_backend)  # type: ignore[union-attr]
+    return made
+
+
+def read(response: httpx.Response, at: float, limit: int) -> bytes:
+    """The body of a streamed response, decoded, by time `at` and within `limit` bytes as decoded."""
+    decoder = _decoder(response.headers.get("Content-Encoding", ""))
+    pieces: list[bytes] = []
+    wire = size = 0
+    # The stream itself, not `iter_raw`: a response a test transport made in memory is already
+    # read, and its stream can be iterated again.
+    stream = response.stream
+    assert isinstance(stream, httpx.SyncByteStream)
+    for raw in stream:
+        wire += len(raw)
+        if wire > limit:
+            raise TooLarge
+        for piece in decoder.feed(raw, limit - size):
+            size += len(piece)
+            if size > limit:
+                raise TooLarge
+            pieces.append(piece)
+        if time.monotonic() > at:
+            raise TooSlow("the response did not arrive whole in time")
+    for piece in decoder.flush(limit - size):
+        size += len(piece)
+        if size > limit:
+            raise TooLarge
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+class _Identity:
+    def feed(self, data: bytes, room: int) -> Iterator[bytes]:
+        yield data
+
+    def flush(self, room: int) -> Iterator[bytes]:
+        yield from ()
+
+
+class _Inflate:
+    """zlib, gzip or raw deflate, inflated at most a piece at a time and never far past `room`."""
+
+    def __init__(self, wbits: int) -> None:
+        self._wbits = wbits
+        self._zlib = zlib.decompressobj(wbits)
+        self._started = False
+
+    def feed(self, data: bytes, room: int) -> Iterator[bytes]:
+        try:
+            yield from self._inflate(data, room)
+        except zlib.error as exc:
+            if self._started or self._wbits != zlib.MAX_WBITS:
+                raise httpx.DecodingError(f"the body cannot be decompressed: {exc}") from None
+            # `deflate` sent as raw deflate, without zlib's header, as some servers do
+            self._zlib, self._wbits = zlib.decompressobj(-zlib.MAX_WBITS), -zlib.MAX_WBITS
+            yield from self.feed(data, room)
+
+    def _inflate(self, data: bytes, room: int) -> Iterator[bytes]:
+        while data:
+            piece = self._zlib.decompress(data, max(1, min(_PIECE, room + 1)))
+            self._started = True
+            room -= len(piece)
+            yield piece
+            if room < 0:
+                return
+            data = self._zlib.unconsumed_tail
+
+    def flush(self, room: int) -> Iterator[bytes]:
+        try:
+            yield self._zlib.flush()
+        except zlib.error as exc:
+            raise httpx.DecodingError(f"the body cannot be decompressed: {exc}") from None
+
+
+def _decoder(encoding: str) -> _Identity | _Inflate:
+    codings = [coding.strip().lower() for coding in encoding.split(",") if coding.strip()]
+    if not codings or codings == ["identity"]:
+        return _Identity()
+    if codings in (["gzip"], ["x-gzip"]):
+        return _Inflate(zlib.MAX_WBITS | 16)
+    if codings == ["deflate"]:
+        return _Inflate(zlib.MAX_WBITS)
+    raise httpx.DecodingError(
+        f"the body is encoded as {encoding[:40]!r}, which the archiver does not ask for ({ACCEPT_ENCODING})"
+    )
