@@ -215,14 +215,28 @@ def save_jobs(
 
 
 def save_described(connection: Connection, described: Described, now: datetime) -> None:
-    """Write the instance types `save_jobs` left for later: per type, the description of the last job by id."""
-    final = {row["id"]: row for _, row in sorted(described, key=lambda each: each[0])}
-    for batch in chunked(list(final.values())):
-        archived = archived_rows(
-            connection, INSTANCE_TYPES, instance_types.c.id.in_([t["id"] for t in batch])
-        )
-        rows = [{**row, "first_seen_at": now, "last_seen_at": now} for row in batch]
-        save_versions(connection, INSTANCE_TYPES, rows, now, archived)
+    """Write the instance types `save_jobs` left for later, every description of each in a defined order.
+
+    The descriptions of a type, by the (project, job) that gave them, make one version each: a run
+    that heard a type described two ways records both, the last by job id as the current state and
+    each earlier one as a version ending where the next begins, a microsecond apart before `now`
+    (a version's period is its key). Responses that complete in any order give the same versions.
+    """
+    by_type: dict[str, list[Row]] = {}
+    for _, row in sorted(described, key=lambda each: each[0]):
+        descriptions = by_type.setdefault(row["id"], [])
+        if not descriptions or descriptions[-1] != row:  # jobs that agree make one version
+            descriptions.append(row)
+    for step in range(max((len(d) for d in by_type.values()), default=0), 0, -1):
+        # Step k writes each type's k-th description from the end, at `now` minus (k - 1) microseconds.
+        at = now - timedelta(microseconds=step - 1)
+        batch_rows = [d[-step] for d in by_type.values() if len(d) >= step]
+        for batch in chunked(batch_rows):
+            archived = archived_rows(
+                connection, INSTANCE_TYPES, instance_types.c.id.in_([t["id"] for t in batch])
+            )
+            rows = [{**row, "first_seen_at": now, "last_seen_at": now} for row in batch]
+            save_versions(connection, INSTANCE_TYPES, rows, at, archived)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def test_the_same_nights_at_concurrency_1_and_8_leave_the_same_archive(
     new_database: Callable[[], str], seeds: tuple[int, int]
 ) -> None:
     one, eight, rebuilt = new_database(), new_database(), new_database()
-    moved_job, target, _ = play(one, 1, seeds[0])
+    moved_job, target, type_id = play(one, 1, seeds[0])
     play(eight, 8, seeds[1])
     engines = [db.make_engine(url) for url in (one, eight)]
     try:
@@ -109,6 +109,10 @@ def test_the_same_nights_at_concurrency_1_and_8_leave_the_same_archive(
             "SELECT COUNT(*) FROM checkpoint_history WHERE training_job_id = :job AND deleted_at IS NOT NULL"
         )
         assert rows(engines[0], deleted, job=moved_job) == [(0,)]
+        # Night 1 described the type two ways (one job's answer a MiB apart): both are versions.
+        memory = "SELECT memory_limit_mib FROM instance_type_versions WHERE id = :t ORDER BY valid_from"
+        described = [int(str(m)) for (m,) in rows(engines[0], memory, t=type_id)]
+        assert len(described) == 3 and described[0] == described[1] - 1, described
         rebuild(one, rebuilt)
         again = db.make_engine(rebuilt)
         try:
