@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,7 +38,7 @@ from archiver.schema import sync_runs
 READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "EXPLAIN", "TABLE")
 
 # Exactly how the archive writes timestamps into SQLite (schema.sqlite_text): such text is a UTC instant.
-_SQLITE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00")
+_SQLITE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 DEFAULT_TIMEOUT = "60s"  # `archiver query --timeout`: a BI question, not a batch job
@@ -235,8 +235,8 @@ def _value(value: Any) -> Any:
 
 def _sqlite_value(value: Any) -> Any:
     """Read SQLite's timestamp text as the UTC instant it is, as PostgreSQL would return it."""
-    if isinstance(value, str) and len(value) == 32 and _SQLITE_TIMESTAMP.fullmatch(value):
-        return datetime.fromisoformat(value)
+    if isinstance(value, str) and len(value) == 26 and _SQLITE_TIMESTAMP.fullmatch(value):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
     return value
 
 

@@ -29,16 +29,17 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 # The Alembic revision these tables (and the views of revision 0003) are at. Every new revision
 # bumps it; `tests/test_migrations.py` checks it is the head of migrations/versions.
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """A timezone-aware UTC timestamp on every dialect.
 
-    PostgreSQL stores `timestamptz`. SQLite has no time zones, so the value is stored as
-    fixed-width ISO 8601 text with its offset, `2026-01-05T21:17:36.000000+00:00`: pandas,
-    Datasette and BI tools read it as the UTC instant it is, SQLite's date functions accept it,
-    and text of one width sorts and compares as time does. It is read back as an aware datetime.
+    PostgreSQL stores `timestamptz`. SQLite has no time zones: the UTC instant is stored as
+    fixed-width text, `2026-01-05 21:17:36.000000` (revision 0011), the form of SQLite's own
+    `datetime()` and of the literals BI tools filter with, so text order is time order and
+    `ts >= '2026-01-05 00:00:00'` or `ts > datetime('now', '-7 days')` count as on PostgreSQL.
+    Every timestamp in the archive is UTC. It is read back as an aware datetime.
     """
 
     impl = sa.DateTime(timezone=True)
@@ -70,15 +71,15 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 def sqlite_text(value: datetime | None) -> str | None:
-    """The text SQLite stores for an instant: `2026-01-05T21:17:36.000000+00:00` (naive means UTC).
+    """The text SQLite stores for an instant: `2026-01-05 21:17:36.000000`, in UTC (naive means UTC).
 
-    One C call per value: bulk writes bind tens of thousands of timestamps a second.
+    Few C calls per value: bulk writes bind tens of thousands of timestamps a second.
     """
     if value is None:
         return None
-    if value.tzinfo is not UTC:
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.isoformat("T", "microseconds")
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
 
 
 # JSONB on PostgreSQL: it has equality (needed to skip unchanged rows) and indexes.

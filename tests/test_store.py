@@ -20,7 +20,7 @@ from .support.times import utc
 
 NIGHT_1 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
 NIGHT_2 = NIGHT_1 + timedelta(days=1)
-SQLITE_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
+SQLITE_UTC = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
 
 
 def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.WriteCounts:
@@ -118,10 +118,10 @@ def test_one_row_per_distinct_lora_config(archive: Engine) -> None:
     assert scalar(archive, "SELECT COUNT(DISTINCT lora_adapter_config_id) FROM checkpoints") == 2
 
 
-def test_every_stored_timestamp_says_it_is_utc(archive: Engine) -> None:
-    """SQLite stored naive text (`2026-01-05 21:17:36.000000`), which pandas, Datasette and BI tools
-    read as naive or local times. Every timestamp, history tables included, now names its offset
-    in one fixed width (so text order is time order); PostgreSQL's are `timestamptz`."""
+def test_every_stored_timestamp_is_utc_in_one_fixed_width(archive: Engine) -> None:
+    """Every timestamp, history tables included, is the UTC instant in one fixed width on SQLite,
+    `2026-01-05 21:17:36.000000` (text order is time order, and BI tools' literals compare with it);
+    PostgreSQL's are `timestamptz`."""
     archive_org(archive)
     stored = stored_timestamps(archive)
     assert "checkpoint_history.valid_to" in stored and "sync_runs.started_at" in stored
@@ -130,13 +130,13 @@ def test_every_stored_timestamp_says_it_is_utc(archive: Engine) -> None:
     for value in values:
         if archive.dialect.name == "sqlite":
             assert isinstance(value, str) and SQLITE_UTC.fullmatch(value), value
-            value = datetime.fromisoformat(value)
+            value = datetime.fromisoformat(value).replace(tzinfo=UTC)
         assert isinstance(value, datetime) and value.utcoffset() == timedelta(0), value
 
 
 def test_pandas_reads_every_timestamp_as_utc(archive: Engine) -> None:
-    """What an analyst does: `pandas.read_sql(..., parse_dates=...)` on the archive, tables and views.
-    Naive text would come back as naive datetimes, times in no zone at all."""
+    """What an analyst does, as the README says: `pandas.read_sql(..., parse_dates={column: {"utc": True}})`
+    on the archive, tables and views: every timestamp parses, as the UTC instant it is."""
     import pandas  # type: ignore[import-untyped]  # no stubs; read as an analyst would
 
     archive_org(archive)
@@ -155,7 +155,8 @@ def test_pandas_reads_every_timestamp_as_utc(archive: Engine) -> None:
         )
         for table, columns in sorted(by_table.items()):
             quoted = ", ".join(f'"{column}"' for column in columns)
-            frame = pandas.read_sql_query(f'SELECT {quoted} FROM "{table}"', source, parse_dates=columns)
+            utc = {column: {"utc": True} for column in columns}
+            frame = pandas.read_sql_query(f'SELECT {quoted} FROM "{table}"', source, parse_dates=utc)
             for column in (
                 column for column in columns if frame[column].notna().any()
             ):  # all NULL: no zone to read
