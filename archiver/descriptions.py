@@ -165,6 +165,28 @@ ABOUT: dict[str, About] = {
         live_size_bytes="their total size in bytes (exact, as in `job_facts`)",
         live_size_gib=SAME_IN_GIB,
     ),
+    "gpu_hours_daily": About(
+        "One row per UTC calendar day, job and instance type: the GPU-hours the job spent that day. A run goes "
+        "from the job's `created_at` to its `updated_at` once it finished (as `job_facts.wall_clock_hours`), or, "
+        "while it runs, to the last sync that saw it; each day gets the part of it that fell on that day. "
+        "Summed over its days, a finished job's `gpu_hours` is its `job_facts.gpu_hours_estimate`. "
+        "\"GPU-hours this month\" is `SUM(gpu_hours) WHERE day >= '2026-12-01'`.",
+        day="the UTC calendar day (a `date` on PostgreSQL, `YYYY-MM-DD` text on SQLite)",
+        project_id="Baseten project id",
+        project_name="project name",
+        team_name=TEAM,
+        job_id="Baseten job id",
+        job_name="job name",
+        job_status="the job's current status",
+        instance_type_id="the instance type it ran on",
+        instance_type_name="that type's name",
+        gpu_type="GPU model, e.g. `H100`",
+        gpu_count="GPUs per node",
+        node_count="nodes: `node_count` as sent, else the nodes its instance type names, else 1 (as in `job_facts`)",
+        total_gpu_count="GPUs per node x nodes",
+        hours="hours of the run that fell on this day",
+        gpu_hours="`hours` x `total_gpu_count`",
+    ),
     # Tables.
     "training_projects": About(
         "One row per Baseten training project ever archived, as it is now (or was when it went away).",

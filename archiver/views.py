@@ -137,6 +137,27 @@ project_storage_daily = sa.Table(
 )
 
 
+gpu_hours_daily = sa.Table(
+    "gpu_hours_daily",
+    metadata,
+    sa.Column("day", sa.Date()),
+    sa.Column("project_id", Text),
+    sa.Column("project_name", Text),
+    sa.Column("team_name", Text),
+    sa.Column("job_id", Text),
+    sa.Column("job_name", Text),
+    sa.Column("job_status", Text),
+    sa.Column("instance_type_id", Text),
+    sa.Column("instance_type_name", Text),
+    sa.Column("gpu_type", Text),
+    sa.Column("gpu_count", Int),
+    sa.Column("node_count", Int),
+    sa.Column("total_gpu_count", BigInt),
+    sa.Column("hours", Float),
+    sa.Column("gpu_hours", Float),
+)
+
+
 def _versions_view(versioned: Versioned) -> sa.Table:
     """Every version of a versioned table, earlier and current alike (`valid_to` NULL: current)."""
     return sa.Table(
@@ -155,7 +176,7 @@ training_job_status_history = sa.Table(
     sa.Column("sync_run_id", BigInt),
 )
 
-BI_VIEWS = (checkpoint_facts, job_facts, project_storage_daily)
+BI_VIEWS = (checkpoint_facts, job_facts, project_storage_daily, gpu_hours_daily)
 VIEWS = (*BI_VIEWS, *VERSION_VIEWS, training_job_status_history)
 
 # Every view and column is commented with its description, from archiver/descriptions.py.

@@ -19,7 +19,7 @@ from archiver.normalize import Where, parse_timestamp
 from archiver.schema import VERSIONS
 from archiver.schema import checkpoints as checkpoint_table
 from archiver.sync import SyncOptions
-from archiver.views import VIEWS, checkpoint_facts, job_facts, project_storage_daily
+from archiver.views import VIEWS, checkpoint_facts, gpu_hours_daily, job_facts, project_storage_daily
 
 from .support import fakes
 from .support.commands import run_archiver
@@ -437,3 +437,54 @@ def test_lora_target_modules_read_as_text_bi_tools_can_group_by(archive: Engine)
         "WHERE lora_target_modules_text IS NOT NULL ORDER BY checkpoint_id",
     )
     assert found == [("a-1", "Wqkv,q_proj,v_proj"), ("a-2", regex), ("a-3", "")]
+
+
+def gpu_days(archive: Engine) -> dict[str, dict[date, tuple[float, float]]]:
+    """job -> day -> (hours, gpu_hours), read through the typed view."""
+    found: dict[str, dict[date, tuple[float, float]]] = {}
+    with archive.connect() as connection:
+        for row in connection.execute(sa.select(gpu_hours_daily)):
+            found.setdefault(row.job_id, {})[row.day] = (row.hours, row.gpu_hours)
+    return found
+
+
+def test_gpu_hours_daily_splits_a_run_across_its_utc_days(archive: Engine) -> None:
+    """`job_facts` put a whole run in its creation month and gave nothing for running jobs."""
+    finished, running = copy.deepcopy(JOB), copy.deepcopy(JOB)
+    eight_by_two = {**JOB["instance_type"], "id": "H100:2x8x80x1000", "gpu_count": 8}
+    finished.update(
+        id="finished",
+        current_status="TRAINING_JOB_COMPLETED",
+        created_at="2026-11-29T22:00:00Z",
+        updated_at="2026-12-01T02:00:00Z",
+        instance_type=eight_by_two,
+        node_count=2,
+    )
+    running.update(id="running", current_status="TRAINING_JOB_RUNNING", created_at="2026-12-01T12:00:00Z")
+    project = project_for("n4q95w5", "p")
+    fake = FakeBaseten(OrgSpec(projects=0))
+    base = f"/v1/training_projects/{project['id']}"
+    fake.override("GET", "/v1/training_projects", body={"training_projects": [project]})
+    fake.override(
+        "GET", f"{base}/jobs", body={"training_project": project, "training_jobs": [finished, running]}
+    )
+    for job in (finished, running):
+        fake.override(
+            "GET", f"{base}/jobs/{job['id']}/checkpoints", body={"training_job": job, "checkpoints": []}
+        )
+    synced = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
+    assert fakes.sync(archive, fake, clock=lambda: synced).exit_code == 0
+    days = gpu_days(archive)
+    gpus = JOB["instance_type"]["gpu_count"] * JOB["node_count"]
+    assert days["finished"] == {
+        date(2026, 11, 29): (2.0, 32.0),
+        date(2026, 11, 30): (24.0, 384.0),
+        date(2026, 12, 1): (2.0, 32.0),
+    }
+    # Running: counted up to the sync that saw it, on the nodes it sent.
+    assert days["running"] == {date(2026, 12, 1): (12.0, 12.0 * gpus), date(2026, 12, 2): (6.0, 6.0 * gpus)}
+    with archive.connect() as connection:
+        query = sa.select(job_facts.c.job_id, job_facts.c.gpu_hours_estimate)
+        estimates = {job_id: estimate for job_id, estimate in connection.execute(query)}
+    assert estimates["finished"] == pytest.approx(sum(g for _, g in days["finished"].values()))
+    assert estimates["running"] is None  # job_facts had no answer for a running job
