@@ -91,8 +91,8 @@ def fake_api(
     A generated organisation, for trials, tests and benchmarks.
 
     \b
-    Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage error, or it cannot listen on
-    --host and --port.
+    Exit status: 0 never, as it serves until stopped; 130 stopped by Ctrl-C or SIGTERM;
+    2 usage error, or it cannot listen on --host and --port.
 
     \b
     Example:
