@@ -6,6 +6,10 @@ import itertools
 import json
 import re
 import shlex
+import shutil
+import signal
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
@@ -13,12 +17,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db, docs, migrate, query
+from archiver import db, demo, docs, migrate, query
 from archiver.cli import cli
 from archiver.commands.sync import sync as sync_command
 from archiver.descriptions import ABOUT
+from archiver.fake_api import serve
 
-from .support.commands import run_archiver
+from .support.commands import run_archiver, start_archiver, sync_env
+from .support.databases import KINDS, databases
 from .support.orgs import archive_org
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,6 +214,128 @@ def test_the_readme_shows_the_commands_that_read() -> None:
     found = {tuple(args[:2]) for args in readme_commands()}
     assert {("report", "jobs"), ("report", "checkpoints"), ("report", "storage"), ("db", "current")} <= found
     assert sum(args[0] == "query" for args in readme_commands()) >= 2
+
+
+# README commands a test cannot run, by their first words, each with why.
+NOT_RUN = {
+    (
+        "db",
+        "backup",
+        "/srv/backups/archive-2026-06-02.db",
+    ): "writes under /srv/backups, which a test cannot create",
+    ("sync", "--quiet", "--api-key-file", "/srv/archiver/baseten-api-key"): "cron: the production key file",
+    ("sync", "--api-key-file", "/srv/archiver/baseten-api-key"): "cron: the production key file",
+}
+# README commands whose exit status is not 0, as the README says, by first words and database.
+NOT_ZERO = {
+    (("db", "grant-read"), "sqlite"): 2,  # "PostgreSQL: a BI role reads ..."
+    (("db", "downgrade", "0002"), "sqlite"): 2,  # "--yes when that deletes data", as it would here
+    (("db", "downgrade", "0002"), "postgresql"): 2,
+    (("docs", "--datasette"), "postgresql"): 2,  # "for Datasette", which reads SQLite files
+    (("fake-api",), "none"): 130,  # serves until Ctrl-C or SIGTERM stops it, as every command stops: 130
+}
+# README commands that touch no database the setting names (`demo` writes archiver-demo.db, always).
+NO_DATABASE = (
+    ("--version",),
+    ("demo",),
+    ("fake-api",),
+    ("query", "--database-url", "sqlite:///archiver-demo.db"),
+)
+READER_ROLE = "archiver_reader"  # the role the README's grant-read names; created as docs/schema.md says
+
+
+def _starts(args: tuple[str, ...], prefixes: Iterable[tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The first of `prefixes` that `args` starts with, if any."""
+    return next((prefix for prefix in prefixes if args[: len(prefix)] == prefix), None)
+
+
+def _runnable() -> list[tuple[tuple[str, ...], str]]:
+    """Every README command a test can run, with each database it touches ("none" for none)."""
+    found = []
+    for args in dict.fromkeys(map(tuple, readme_commands())):
+        if _starts(args, NOT_RUN) is None:
+            kinds = ("none",) if _starts(args, NO_DATABASE) else KINDS
+            found += [(args, kind) for kind in kinds]
+    return found
+
+
+@pytest.fixture(scope="module")
+def readme_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """What the README's commands expect around them: the demo's archive in the working directory, the
+    fake API serving the organisation they name, and an archive of it (SQLite or PostgreSQL) that has
+    synced it, named by the environment as the README's setup does."""
+    kind = str(request.param)
+    if kind == "none":
+        yield {}
+        return
+    with ExitStack() as stack:
+        make = stack.enter_context(databases(kind, tmp_path_factory.mktemp(f"readme-{kind}")))
+        database_url = make()
+        api_url = stack.enter_context(serve(demo.organisation()))
+        env = sync_env(api_url, database_url)
+        assert run_archiver("sync", env=env).exit_code == 0
+        if kind == "postgresql":
+            stack.enter_context(_reader_role(database_url))
+        yield env
+
+
+@contextmanager
+def _reader_role(database_url: str) -> Iterator[None]:
+    """The README's reader role on the test server, made if missing and dropped after if made here."""
+    admin = db.make_engine(database_url)
+    with admin.begin() as connection:
+        exists = connection.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": READER_ROLE})
+        if not exists:
+            connection.exec_driver_sql(f"CREATE ROLE {READER_ROLE} NOLOGIN")
+    try:
+        yield
+    finally:
+        if not exists:
+            with admin.begin() as connection:
+                connection.exec_driver_sql(f"DROP OWNED BY {READER_ROLE}")
+                connection.exec_driver_sql(f"DROP ROLE {READER_ROLE}")
+        admin.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "readme_world"),
+    _runnable(),
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else v,
+    indirect=["readme_world"],
+)
+def test_every_readme_command_runs_verbatim(
+    args: tuple[str, ...],
+    readme_world: dict[str, str],
+    request: pytest.FixtureRequest,
+    demo_directory: Path,
+    tmp_path: Path,
+) -> None:
+    """The README's commands ran only where a test had copied them: `db downgrade -1` needed `--`,
+    and nothing said so. Each runs here as written, against the fake API and a scratch archive."""
+    kind = request.node.callspec.params["readme_world"]
+    shutil.copy(demo_directory / "archiver-demo.db", tmp_path / "archiver-demo.db")
+    expected = next((status for (p, k), status in NOT_ZERO.items() if k == kind and args[: len(p)] == p), 0)
+    if args[0] == "fake-api":  # serves until stopped: it says where, then SIGTERM stops it
+        process = start_archiver(*args)
+        assert process.stderr is not None
+        assert "Fake Baseten API on http://" in process.stderr.readline()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == expected
+        return
+    result = run_archiver(*args, env=readme_world, cwd=tmp_path)
+    assert result.exit_code == expected, result.output
+
+
+def test_the_readme_commands_a_test_cannot_run_are_few_and_named() -> None:
+    commands = [tuple(args) for args in readme_commands()]
+    for prefix in NOT_RUN:
+        assert any(args[: len(prefix)] == prefix for args in commands), (
+            f"NOT_RUN names a command gone: {prefix}"
+        )
+    assert len({args for args in commands if _starts(args, NOT_RUN)}) <= 4
+    assert len(_runnable()) >= 35
 
 
 def test_the_contributor_guide_names_places_that_exist() -> None:

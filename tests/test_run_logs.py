@@ -169,9 +169,14 @@ def test_the_demo_in_json_writes_json_too(tmp_path: Path) -> None:
     result = run_archiver("demo", "--log-format", "json", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     out = events(result.stdout)
-    summary = next(event for event in out if event.get("event") == "summary")
-    assert summary["status"] == "succeeded" and summary["checkpoints_inserted"] > 0
-    assert {"project_id", "checkpoints", "size_bytes"} <= set(out[-1])  # storage rows, one object each
+    summaries = [event for event in out if event.get("event") == "summary"]
+    assert [summary["night"] for summary in summaries] == [0, 1, 2]
+    assert all(summary["status"] == "succeeded" for summary in summaries)
+    assert summaries[0]["checkpoints_inserted"] > 0 and summaries[2]["checkpoints_deleted"] > 0
+    assert [event["night"] for event in out if event.get("event") == "night"] == [1, 2]
+    as_of = next(n for n, event in enumerate(out) if event.get("event") == "as_of")
+    assert {"project_id", "checkpoints", "size_bytes"} <= set(out[as_of + 1])  # storage rows, one object each
+    assert [event["night"] for event in out[-3:]] == [0, 1, 2]  # live storage after each night
     events(result.stderr)
 
 

@@ -43,6 +43,14 @@ from archiver.fake_api.generate import SPEC_ERAS
     show_default=True,
     help="Checkpoints per job.",
 )
+@click.option(
+    "--night",
+    type=click.IntRange(0, 365),
+    default=0,
+    show_default=True,
+    help="Serve the organisation as it is after this many nights: jobs finish, checkpoints come and go, "
+    "night 1 renames a project and night 2 deletes one. POST /__fake__/advance lets one more pass.",
+)
 @click.option("--api-key", default=None, help="Key the server accepts (default: the fake's built-in key).")
 @click.option(
     "--latency-ms",
@@ -72,6 +80,7 @@ def fake_api(
     projects: int,
     jobs_per_project: int,
     checkpoints_per_job: int,
+    night: int,
     api_key: str | None,
     latency_ms: float,
     rate_limit: float | None,
@@ -82,13 +91,14 @@ def fake_api(
     A generated organisation, for trials, tests and benchmarks.
 
     \b
-    Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 usage error, or it cannot listen on
-    --host and --port.
+    Exit status: 0 never, as it serves until stopped; 130 stopped by Ctrl-C or SIGTERM;
+    2 usage error, or it cannot listen on --host and --port.
 
     \b
     Example:
       archiver fake-api --port 8008 &
       BASETEN_API_URL=http://127.0.0.1:8008 BASETEN_API_KEY=fake-baseten-key archiver sync
+      curl -X POST -H 'Authorization: Api-Key fake-baseten-key' http://127.0.0.1:8008/__fake__/advance
     """
     from archiver import fake_api as fake
 
@@ -106,12 +116,13 @@ def fake_api(
         rate_limit_rps=rate_limit,
         faults=fake.Faults(seed=seed, rate=fault_rate) if fault_rate else None,
     )
+    fake.play_until(server, night)
     fake.serve_forever(
         server,
         host,
         port,
         ready=lambda url: logs.say(
-            f"Fake Baseten API on {url} ({fake.DEFAULT_API_KEY if api_key is None else 'your --api-key'}"
+            f"Fake Baseten API on {url}{f', night {night}' if night else ''} ({fake.DEFAULT_API_KEY if api_key is None else 'your --api-key'}"
             " as the key). Ctrl-C stops it.",
             err=True,
             event="listening",

@@ -3,6 +3,7 @@
     generate    OrgSpec, and the organisation a seed yields; checkpoints regenerated on demand
     holdings    Holdings: what the organisation holds now, read as copies or as served
     org         Organisation: the state between nights and its mutations
+    nights      advance / play_until: a night passes, the same for the same seed and night
     routes      the endpoints, answered from an Organisation
     responses   Response, and the shapes Baseten's errors take
     protocol    FakeBaseten: auth, rate limit, latency, faults, overrides, metrics, `handle`
@@ -14,6 +15,7 @@ Tests that need no socket pass `BasetenClient(..., transport=fake.transport())`;
 """
 
 from archiver.fake_api.generate import TERMINAL_STATUSES, OrgSpec
+from archiver.fake_api.nights import Night, advance, play_until
 from archiver.fake_api.org import Organisation
 from archiver.fake_api.protocol import (
     BROKEN_KINDS,
@@ -38,10 +40,13 @@ __all__ = [
     "FakeTransport",
     "Faults",
     "Hook",
+    "Night",
     "OrgSpec",
     "Organisation",
     "RequestRecord",
     "Response",
+    "advance",
+    "play_until",
     "serve",
     "serve_forever",
 ]

@@ -31,6 +31,11 @@ class Holdings:
         self.version = 0  # moves on every mutation, so cached answers know when they are stale
         self._registry = generate(spec)
         self._added_projects = 0
+        self._started_jobs = 0
+        self.night = 0  # how many nights have passed since the org was generated (see `nights`)
+        self.fixed: set[str] = (
+            set()
+        )  # ids placed as given (`place_project`, `place_job`): nights leave them be
 
     # ----------------------------------------------------------------------------------------------
     # reading, as copies

@@ -169,6 +169,21 @@ class Organisation(Holdings):
             self._changed()
             return cast(str, project.data["id"])
 
+    def start_job(self, project_id: str, status: str = "TRAINING_JOB_RUNNING") -> str:
+        """Start a job in a project now, with no checkpoints yet, and return its id."""
+        with self.lock:
+            project = self._get_project(project_id)
+            self._started_jobs += 1
+            rng = random.Random(f"{self.spec.seed}:started:{self._started_jobs}")
+            job = self._registry.add_job(rng, project, self._tick(), status, 0)
+            self._changed()
+            return cast(str, job.data["id"])
+
+    def wait(self, us: int) -> None:
+        """Let `us` microseconds pass on the org's clock: what happens next happens that much later."""
+        with self.lock:
+            self._registry.clock_us += us
+
     def place_project(self, data: dict[str, Any]) -> None:
         """Add a project exactly as given, its `id` included: a fixed example beside the generated ones."""
         with self.lock:
@@ -179,6 +194,7 @@ class Organisation(Holdings):
                 copy.deepcopy(data), summary, created_us, updated_us
             )
             self._registry.ids.add(project_id)
+            self.fixed.add(project_id)
             self._registry.clock_us = max(self._registry.clock_us, updated_us)
             self._changed()
 
@@ -208,6 +224,7 @@ class Organisation(Holdings):
             job.checkpoints = copy.deepcopy(checkpoints)
             self._registry.jobs[data["id"]] = job
             self._registry.ids.add(data["id"])
+            self.fixed.add(data["id"])
             project.job_ids.append(data["id"])
             self._registry.bump_project(project, updated_us)
             self._registry.clock_us = max(self._registry.clock_us, updated_us)

@@ -1,4 +1,7 @@
-"""The training management API's endpoints, answered from an `Organisation`.
+"""The training management API's endpoints, answered from an `Organisation`, and the fake's own.
+
+`POST /__fake__/advance` (not Baseten's) lets a night pass (see `nights`) and answers
+`{"night": N, "changes": "..."}`; like every request, it needs the key.
 
 Checkpoint listings, the bulk of every sync, are cached as encoded bodies in a bounded LRU that
 any mutation of the organisation empties.
@@ -14,6 +17,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+from archiver.fake_api import nights
 from archiver.fake_api.org import Organisation
 from archiver.fake_api.responses import HTML, HTML_ERROR, Response, message
 
@@ -48,11 +52,18 @@ class Router:
                 allowed, action = "GET", partial(self._list_checkpoints, pid, jid)
             case ["v1", "training_jobs", "search"]:
                 allowed, action = "POST", partial(self._search, body)
+            case ["__fake__", "advance"]:
+                allowed, action = "POST", self._advance
             case _:
                 return message(404, f"No route for {urlsplit(path).path}")
         if method != allowed:
             return Response.of(405, {"message": f"Method {method} not allowed"}, headers={"Allow": allowed})
         return action()
+
+    def _advance(self) -> Response:
+        """Answer POST /__fake__/advance (the fake's own): let a night pass, and say what it changed."""
+        night = nights.advance(self._org)
+        return Response.of(200, {"night": night.number, "changes": str(night)})
 
     def _list_projects(self) -> Response:
         """Answer GET /v1/training_projects."""
