@@ -121,6 +121,29 @@ def transport(limits: httpx.Limits) -> httpx.HTTPTransport:
     return made
 
 
+def send(http: httpx.Client, request: httpx.Request, at: float, limit: int) -> httpx.Response:
+    """Send `request` and read its whole body by time `at` (time.monotonic), within `limit` bytes as decoded.
+
+    The response returned holds the decoded body; its headers no longer name an encoding or a
+    length on the wire. Raise TooLarge (saying how it was found), TooSlow, or what httpx raises.
+    """
+    with deadline(at):
+        response = http.send(request, stream=True)
+        try:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise TooLarge(f"it announces {int(declared):,} bytes")
+            body = read(response, at, limit)
+        finally:
+            response.close()
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name not in ("content-encoding", "content-length")
+    ]
+    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+
+
 def read(response: httpx.Response, at: float, limit: int) -> bytes:
     """The body of a streamed response, decoded, by time `at` and within `limit` bytes as decoded."""
     decoder = _decoder(response.headers.get("Content-Encoding", ""))
@@ -133,18 +156,18 @@ def read(response: httpx.Response, at: float, limit: int) -> bytes:
     for raw in stream:
         wire += len(raw)
         if wire > limit:
-            raise TooLarge
+            raise TooLarge(f"more than {limit:,} bytes arrived")
         for piece in decoder.feed(raw, limit - size):
             size += len(piece)
             if size > limit:
-                raise TooLarge
+                raise TooLarge(f"more than {limit:,} bytes arrived")
             pieces.append(piece)
         if time.monotonic() > at:
             raise TooSlow("the response did not arrive whole in time")
     for piece in decoder.flush(limit - size):
         size += len(piece)
         if size > limit:
-            raise TooLarge
+            raise TooLarge(f"more than {limit:,} bytes arrived")
         pieces.append(piece)
     return b"".join(pieces)
 

@@ -360,42 +360,17 @@ class BasetenClient:
         Everything from connecting to the body's last byte shares the deadline (`archiver.bounds`).
         Reading the body here also retries a connection dropped mid-body like any reset.
         """
-        with bounds.deadline(deadline):
-            request = self._http.build_request(method, path, json=json_body)
-            try:
-                response = self._http.send(request, stream=True)
-            except httpx.InvalidURL:  # httpx reads a redirect's Location even when not following it
-                raise ApiError(
-                    f"{method} {path} answered a redirect to a Location that is not a URL; "
-                    "check --api-url / BASETEN_API_URL",
-                    project_id=where.project_id,
-                    job_id=where.job_id,
-                ) from None
-            try:
-                limit = self.max_response_mb * 1024 * 1024
-                declared = response.headers.get("Content-Length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise self._too_large(method, path, f"it announces {int(declared):,} bytes", where)
-                try:
-                    body = bounds.read(response, deadline, limit)
-                except bounds.TooLarge:
-                    raise self._too_large(method, path, f"more than {limit:,} bytes arrived", where) from None
-            finally:
-                response.close()
-        # The body as decoded: its headers no longer describe an encoding or a length on the wire.
-        headers = [
-            (k, v)
-            for k, v in response.headers.multi_items()
-            if k not in ("content-encoding", "content-length")
-        ]
-        return httpx.Response(response.status_code, headers=headers, content=body, request=request)
-
-    def _too_large(self, method: str, path: str, how: str, where: Where) -> ApiError:
-        return ApiError(
-            f"{method} {path}: the response is larger than --max-response-mb {self.max_response_mb} ({how}); "
-            "raise --max-response-mb if the API really holds that much",
-            project_id=where.project_id,
-            job_id=where.job_id,
+        request = self._http.build_request(method, path, json=json_body)
+        try:
+            return bounds.send(self._http, request, deadline, self.max_response_mb * 1024 * 1024)
+        except bounds.TooLarge as exc:
+            problem = f"the response is larger than --max-response-mb {self.max_response_mb} ({exc})"
+            advice = "raise --max-response-mb if the API really holds that much"
+        except httpx.InvalidURL:  # httpx reads a redirect's Location even when not following it
+            problem = "answered a redirect to a Location that is not a URL"
+            advice = "check --api-url / BASETEN_API_URL"
+        raise ApiError(
+            f"{method} {path}: {problem}; {advice}", project_id=where.project_id, job_id=where.job_id
         )
 
     def _count_rate_limited(self, wait: float) -> None:
