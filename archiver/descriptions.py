@@ -45,6 +45,10 @@ LISTED = "the sync that last saw it listed"
 GPU_TYPE = "GPU model, e.g. `H100`; null for CPU-only instances"
 GPU_COUNT = "GPUs per node"
 TEAM = "the project's team, or null"
+PROJECT_LABEL = (
+    "the project's name, with its id in parentheses where another project has the same name "
+    "(`qwen3-8b-support-sft (9oylhza)`), its id where it has no name: one label per project, for charts"
+)
 SAME_IN_GIB = "the same in GiB"
 INSTANCE_TYPE_NAME = "the job's instance type, e.g. `8xH100`"
 
@@ -64,6 +68,7 @@ ABOUT: dict[str, About] = {
         "(deleting a project on Baseten deletes everything in it).",
         project_id="Baseten project id",
         project_name="project name (not unique: Baseten allows repeats; group by `project_id`)",
+        project_label=PROJECT_LABEL,
         team_name=TEAM,
         job_id="Baseten training job id",
         job_name="job name, or null",
@@ -74,11 +79,14 @@ ABOUT: dict[str, About] = {
         size_bytes="size in bytes",
         size_gib="size in GiB (bytes / 2^30)",
         sync_status="upload state: `SYNCING`, `COMPLETE`/`COMPLETED`, or null for old jobs",
+        is_uploaded="true when `sync_status` says the upload is complete (`COMPLETE` or `COMPLETED`, any case), "
+        "false for any other state (`SYNCING`), null where none was sent",
         base_model="the base model (for LoRA, the adapter's `base_model_name_or_path`)",
         lora_r="LoRA rank, or null for non-LoRA checkpoints",
         lora_alpha="LoRA alpha",
         lora_dropout="LoRA dropout",
-        lora_target_modules="JSON: a list of module names, or one regular expression as a string",
+        lora_target_modules="JSON array of the module names; a config that gave one regular expression as a string "
+        "reads as an array holding it (`lora_adapter_configs.target_modules` keeps it as sent)",
         lora_target_modules_text="the same as text to group and filter by: the module names, each once, "
         "sorted by code point and joined with commas (`k_proj,q_proj,v_proj`; an empty list gives an empty "
         "string), or the regular expression as it is; null without a LoRA config",
@@ -100,6 +108,7 @@ ABOUT: dict[str, About] = {
         job_name="job name, or null",
         project_id="Baseten project id",
         project_name="project name",
+        project_label=PROJECT_LABEL,
         team_name=TEAM,
         job_status="current status, e.g. `TRAINING_JOB_RUNNING`",
         job_status_since="since when the job has had its current status. For a finished job (`COMPLETED`, "
@@ -159,11 +168,21 @@ ABOUT: dict[str, About] = {
         "A deleted project stays, with zeros, so charts show the drop.",
         project_id="Baseten project id",
         project_name="project name",
+        project_label=PROJECT_LABEL,
         team_name=TEAM,
         day="the UTC calendar day (a `date` on PostgreSQL, `YYYY-MM-DD` text on SQLite)",
         live_checkpoint_count="checkpoints live that day",
         live_size_bytes="their total size in bytes (exact, as in `job_facts`)",
         live_size_gib=SAME_IN_GIB,
+    ),
+    "checkpoint_lora_modules": About(
+        "One row per LoRA checkpoint and target module, to group and filter by module (a config that names "
+        "one module as a string counts it once; a full checkpoint has no rows).",
+        project_id="Baseten project id",
+        job_id="Baseten job id",
+        checkpoint_id="the checkpoint's id, unique within its job",
+        module="one module the adapter targets, e.g. `q_proj` (or the regular expression a config gave as a string)",
+        deleted_at="when a sync saw the checkpoint gone, or null while it is live",
     ),
     "gpu_hours_daily": About(
         "One row per UTC calendar day, job and instance type: the GPU-hours the job spent that day. A run goes "
@@ -174,6 +193,7 @@ ABOUT: dict[str, About] = {
         day="the UTC calendar day (a `date` on PostgreSQL, `YYYY-MM-DD` text on SQLite)",
         project_id="Baseten project id",
         project_name="project name",
+        project_label=PROJECT_LABEL,
         team_name=TEAM,
         job_id="Baseten job id",
         job_name="job name",

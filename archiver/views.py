@@ -54,6 +54,7 @@ checkpoint_facts = sa.Table(
     metadata,
     sa.Column("project_id", Text),
     sa.Column("project_name", Text),
+    sa.Column("project_label", Text),
     sa.Column("team_name", Text),
     sa.Column("job_id", Text),
     sa.Column("job_name", Text),
@@ -63,6 +64,7 @@ checkpoint_facts = sa.Table(
     sa.Column("size_bytes", BigInt),
     sa.Column("size_gib", Float),
     sa.Column("sync_status", Text),
+    sa.Column("is_uploaded", sa.Boolean()),
     sa.Column("base_model", Text),
     sa.Column("lora_r", BigInt),
     sa.Column("lora_alpha", Float),
@@ -88,6 +90,7 @@ job_facts = sa.Table(
     sa.Column("job_name", Text),
     sa.Column("project_id", Text),
     sa.Column("project_name", Text),
+    sa.Column("project_label", Text),
     sa.Column("team_name", Text),
     sa.Column("job_status", Text),
     sa.Column("job_status_since", Time),
@@ -129,6 +132,7 @@ project_storage_daily = sa.Table(
     metadata,
     sa.Column("project_id", Text),
     sa.Column("project_name", Text),
+    sa.Column("project_label", Text),
     sa.Column("team_name", Text),
     sa.Column("day", sa.Date()),
     sa.Column("live_checkpoint_count", BigInt),
@@ -143,6 +147,7 @@ gpu_hours_daily = sa.Table(
     sa.Column("day", sa.Date()),
     sa.Column("project_id", Text),
     sa.Column("project_name", Text),
+    sa.Column("project_label", Text),
     sa.Column("team_name", Text),
     sa.Column("job_id", Text),
     sa.Column("job_name", Text),
@@ -155,6 +160,17 @@ gpu_hours_daily = sa.Table(
     sa.Column("total_gpu_count", BigInt),
     sa.Column("hours", Float),
     sa.Column("gpu_hours", Float),
+)
+
+
+checkpoint_lora_modules = sa.Table(
+    "checkpoint_lora_modules",
+    metadata,
+    sa.Column("project_id", Text),
+    sa.Column("job_id", Text),
+    sa.Column("checkpoint_id", Text),
+    sa.Column("module", Text),
+    sa.Column("deleted_at", Time),
 )
 
 
@@ -176,7 +192,7 @@ training_job_status_history = sa.Table(
     sa.Column("sync_run_id", BigInt),
 )
 
-BI_VIEWS = (checkpoint_facts, job_facts, project_storage_daily, gpu_hours_daily)
+BI_VIEWS = (checkpoint_facts, job_facts, project_storage_daily, gpu_hours_daily, checkpoint_lora_modules)
 VIEWS = (*BI_VIEWS, *VERSION_VIEWS, training_job_status_history)
 
 # Every view and column is commented with its description, from archiver/descriptions.py.

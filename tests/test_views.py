@@ -19,7 +19,14 @@ from archiver.normalize import Where, parse_timestamp
 from archiver.schema import VERSIONS
 from archiver.schema import checkpoints as checkpoint_table
 from archiver.sync import SyncOptions
-from archiver.views import VIEWS, checkpoint_facts, gpu_hours_daily, job_facts, project_storage_daily
+from archiver.views import (
+    VIEWS,
+    checkpoint_facts,
+    checkpoint_lora_modules,
+    gpu_hours_daily,
+    job_facts,
+    project_storage_daily,
+)
 
 from .support import fakes
 from .support.commands import run_archiver
@@ -70,7 +77,29 @@ def test_views_have_exactly_the_declared_columns(archive: Engine) -> None:
             assert [c["type"].compile(archive.dialect) for c in reported] == declared, view.name
 
 
+def project_labels(archive: Engine) -> dict[str, str]:
+    """Each project's name, with its id where another project has the same name (computed here, not read)."""
+    named = {str(pid): name for pid, name in rows(archive, "SELECT id, name FROM training_projects")}
+    names = list(named.values())
+    return {
+        str(pid): str(pid) if not name else f"{name} ({pid})" if names.count(name) > 1 else str(name)
+        for pid, name in named.items()
+    }
+
+
+def uploaded(state: str | None) -> bool | None:
+    if state is None or not state.strip():
+        return None
+    return state.strip().upper() in ("COMPLETE", "COMPLETED")
+
+
+def as_array(modules: list[str] | str | None) -> list[str] | None:
+    return [modules] if isinstance(modules, str) else modules
+
+
 def test_checkpoint_facts(org: ArchivedOrg, archive: Engine) -> None:
+    labels = project_labels(archive)
+    assert len(set(labels.values())) == len(labels) and any("(" in label for label in labels.values())
     expected = {}
     for job_id, served in org.jobs.items():
         job, project, itype = served.job, served.project, served.job["instance_type"]
@@ -79,6 +108,7 @@ def test_checkpoint_facts(org: ArchivedOrg, archive: Engine) -> None:
             expected[(job_id, c["checkpoint_id"])] = {
                 "project_id": project["id"],
                 "project_name": project["name"],
+                "project_label": labels[project["id"]],
                 "team_name": project["team_name"],
                 "job_id": job_id,
                 "job_name": job["name"],
@@ -88,11 +118,12 @@ def test_checkpoint_facts(org: ArchivedOrg, archive: Engine) -> None:
                 "size_bytes": c["size_bytes"],
                 "size_gib": pytest.approx(c["size_bytes"] / GIB),
                 "sync_status": c.get("sync_status"),
+                "is_uploaded": uploaded(c.get("sync_status")),
                 "base_model": c["base_model"],
                 "lora_r": lora.get("r"),
                 "lora_alpha": lora.get("lora_alpha"),
                 "lora_dropout": lora.get("lora_dropout"),
-                "lora_target_modules": lora.get("target_modules"),
+                "lora_target_modules": as_array(lora.get("target_modules")),
                 "lora_target_modules_text": modules_text(lora.get("target_modules")),
                 "job_status": job["current_status"],
                 "job_creator_email": (job["user"] or {}).get("email"),
@@ -114,6 +145,7 @@ def test_checkpoint_facts(org: ArchivedOrg, archive: Engine) -> None:
 
 
 def test_job_facts(org: ArchivedOrg, archive: Engine) -> None:
+    labels = project_labels(archive)
     now = datetime.now(UTC)
     found = {row["job_id"]: row for row in read(archive, job_facts)}
     assert found.keys() == org.jobs.keys()
@@ -136,6 +168,7 @@ def test_job_facts(org: ArchivedOrg, archive: Engine) -> None:
             "job_name": job["name"],
             "project_id": project["id"],
             "project_name": project["name"],
+            "project_label": labels[project["id"]],
             "team_name": project["team_name"],
             "job_status": job["current_status"],
             "job_status_since": since,
@@ -235,6 +268,9 @@ def test_project_storage_daily(org: ArchivedOrg, archive: Engine) -> None:
             for row in daily
         }
         assert found == expected_until(today)
+        assert {row["project_id"]: row["project_label"] for row in daily}.items() <= project_labels(
+            archive
+        ).items()
     assert min(day for _, day in found) < NIGHTS[0].date() - timedelta(days=100)
     deleted = {day: held for (project, day), held in found.items() if project == org.deleted_project}
     assert deleted[NIGHTS[0].date()] != (0, 0)
@@ -488,3 +524,78 @@ def test_gpu_hours_daily_splits_a_run_across_its_utc_days(archive: Engine) -> No
         estimates = {job_id: estimate for job_id, estimate in connection.execute(query)}
     assert estimates["finished"] == pytest.approx(sum(g for _, g in days["finished"].values()))
     assert estimates["running"] is None  # job_facts had no answer for a running job
+
+
+def test_project_label_is_unique_and_is_uploaded_reads_every_spelling(archive: Engine) -> None:
+    """Two projects named alike were one bar in a chart; upload states came as COMPLETE, COMPLETED and empty."""
+    twin_a, twin_b = project_for("twin0001", "same-name"), project_for("twin0002", "same-name")
+    alone = project_for("alone001", "unique-name")
+    fake = FakeBaseten(OrgSpec(projects=0))
+    fake.override("GET", "/v1/training_projects", body={"training_projects": [twin_a, twin_b, alone]})
+    states = ["COMPLETE", "completed", "", None, "SYNCING"]
+    for project in (twin_a, twin_b, alone):
+        job = {**copy.deepcopy(JOB), "id": f"job-{project['id']}", "training_project_id": project["id"]}
+        base = f"/v1/training_projects/{project['id']}"
+        fake.override("GET", f"{base}/jobs", body={"training_project": project, "training_jobs": [job]})
+        listed = []
+        for n, state in enumerate(states):
+            checkpoint = {
+                **copy.deepcopy(CHECKPOINTS[0]),
+                "checkpoint_id": f"checkpoint-{n}",
+                "sync_status": state,
+            }
+            checkpoint["training_job_id"] = job["id"]
+            listed.append(checkpoint)
+        fake.override(
+            "GET", f"{base}/jobs/{job['id']}/checkpoints", body={"training_job": job, "checkpoints": listed}
+        )
+    assert fakes.sync(archive, fake).exit_code == 0
+    expected = {
+        "twin0001": "same-name (twin0001)",
+        "twin0002": "same-name (twin0002)",
+        "alone001": "unique-name",
+    }
+    with archive.connect() as connection:
+        for view in (checkpoint_facts, job_facts, project_storage_daily):
+            labels = dict(
+                connection.execute(sa.select(view.c.project_id, view.c.project_label).distinct()).all()
+            )
+            assert labels == expected, view.name
+        uploaded = connection.execute(
+            sa.select(checkpoint_facts.c.checkpoint_id, checkpoint_facts.c.is_uploaded).where(
+                checkpoint_facts.c.project_id == "alone001"
+            )
+        ).all()
+    assert dict(uploaded) == {
+        "checkpoint-0": True,
+        "checkpoint-1": True,
+        "checkpoint-2": None,
+        "checkpoint-3": None,
+        "checkpoint-4": False,
+    }
+
+
+def test_lora_target_modules_are_one_type_and_a_long_table_by_module(archive: Engine) -> None:
+    """`lora_target_modules` held lists and strings (polars failed on it); modules could not be grouped by."""
+    fake = fakes.small_org()
+    (job_id,) = fake.job_ids()
+    regex = r".*\.(q|v)_proj"
+    for step, modules in enumerate((["v_proj", "q_proj"], regex, []), 1):
+        lora = {"base_model_name_or_path": "Qwen/Qwen3-8B", "r": 8, "target_modules": modules}
+        fake.add_checkpoint(
+            job_id, checkpoint_type="lora", lora_adapter_config=lora, checkpoint_id=f"a-{step}"
+        )
+    assert fakes.sync(archive, fake).exit_code == 0
+    with archive.connect() as connection:
+        facts = connection.execute(
+            sa.select(checkpoint_facts.c.checkpoint_id, checkpoint_facts.c.lora_target_modules)
+            .where(checkpoint_facts.c.checkpoint_id.like("a-%"))
+            .order_by(checkpoint_facts.c.checkpoint_id)
+        ).all()
+        long = connection.execute(
+            sa.select(checkpoint_lora_modules.c.checkpoint_id, checkpoint_lora_modules.c.module)
+            .where(checkpoint_lora_modules.c.checkpoint_id.like("a-%"))
+            .order_by(checkpoint_lora_modules.c.checkpoint_id, checkpoint_lora_modules.c.module)
+        ).all()
+    assert [tuple(row) for row in facts] == [("a-1", ["v_proj", "q_proj"]), ("a-2", [regex]), ("a-3", [])]
+    assert [tuple(row) for row in long] == [("a-1", "q_proj"), ("a-1", "v_proj"), ("a-2", regex)]
