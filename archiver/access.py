@@ -8,6 +8,8 @@ creates from then on.
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -20,6 +22,9 @@ SQLITE_READERS = (
     "SQLite has no roles: give the reader read permission on the archive file and write permission on its "
     "directory (for the -wal and -shm files); docs/schema.md says more"
 )
+
+
+log = logging.getLogger("archiver.access")
 
 
 def grant_read(engine: Engine, role: str) -> tuple[str, list[str]]:
@@ -65,7 +70,26 @@ def _grant(connection: Connection, role: str) -> tuple[str, list[str]]:
     ]
     for statement in statements:
         connection.exec_driver_sql(statement)
+    _read_in_utc(connection, reader, quote(database))
     return schema, owners
+
+
+def _read_in_utc(connection: Connection, reader: str, database: str) -> None:
+    """Make the reader's sessions in this database show times in UTC, as the archive means them.
+
+    A session's time zone decides how `timestamptz` displays: a BI tool's server in Berlin showed
+    every time an hour or two off. Setting it needs the right to alter the role; without it the
+    grants stand and the command says what to ask an administrator to run.
+    """
+    statement = f"ALTER ROLE {reader} IN DATABASE {database} SET timezone = 'UTC'"
+    try:
+        with connection.begin_nested():
+            connection.exec_driver_sql(statement)
+    except sa.exc.ProgrammingError:
+        log.warning(
+            "could not set the reader's time zone to UTC (no right to alter roles); an administrator can: %s",
+            statement,
+        )
 
 
 def _owners(connection: Connection, schema: str) -> list[str]:

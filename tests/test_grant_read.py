@@ -127,3 +127,28 @@ def test_sqlite_has_no_roles_and_says_what_to_do_instead(tmp_path: object) -> No
     result = run_archiver("db", "grant-read", "reader", "--database-url", f"sqlite:///{tmp_path}/archive.db")
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert "SQLite has no roles" in result.stderr
+
+
+def test_a_reader_sees_times_in_utc_whatever_the_server_says(roles: Roles) -> None:
+    """A reader's session time zone decided how every time displayed: a BI tool in Berlin showed them off by hours."""
+    writer = db.make_engine(roles.writer_url)
+    admin = db.make_engine(roles.admin_url)
+    try:
+        assert fakes.sync(writer, fakes.small_org(1)).exit_code == 0
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"ALTER ROLE {roles.reader} LOGIN")
+            connection.exec_driver_sql(f"ALTER ROLE {roles.reader} SET timezone = 'Europe/Berlin'")
+        result = run_archiver("db", "grant-read", roles.reader, "--database-url", roles.admin_url)
+        assert result.exit_code == 0, result.output
+        reader_url = sa.make_url(roles.admin_url).set(username=roles.reader)
+        reader = db.make_engine(reader_url.render_as_string(hide_password=False))
+        try:
+            with reader.connect() as connection:
+                assert connection.exec_driver_sql("SHOW timezone").scalar() == "UTC"
+                shown = connection.exec_driver_sql("SELECT CAST(started_at AS TEXT) FROM sync_runs").scalar()
+            assert str(shown).endswith("+00"), shown
+        finally:
+            reader.dispose()
+    finally:
+        writer.dispose()
+        admin.dispose()
