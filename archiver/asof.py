@@ -38,40 +38,68 @@ _CAPPED = ("last_seen_at", "checkpoints_fetched_at")
 
 
 def shadow(connection: Connection, at: datetime) -> None:
-    """Make every archive table and view name mean its state at `at`, in this connection's transaction."""
+    """Make every archive table and view name mean its state at `at`, in this connection's transaction.
+
+    Temporary views: they need the TEMPORARY privilege and a writable session. `rewrite` needs neither.
+    """
+    for name, body in definitions(connection, at):
+        connection.exec_driver_sql(_temp(name, body))
+
+
+def rewrite(connection: Connection, at: datetime, sql: str) -> str:
+    """`sql` with every archive name meaning its state at `at`, as common table expressions before it.
+
+    Nothing is created: it runs in a read-only transaction, for a role without the TEMPORARY
+    privilege, and on a hot standby. A statement that starts with its own WITH gets the
+    archive's expressions first in the same list (RECURSIVE, if it says so, covers them too).
+    """
+    ctes = ",\n".join(f'"{name}" AS ({body})' for name, body in definitions(connection, at))
+    if (own := _OWN_WITH.match(sql)) is not None:
+        return f"{own[1]}WITH{own[2] or ''} {ctes},\n{sql[own.end() :]}"
+    return f"WITH {ctes}\n{sql}"
+
+
+def can_rewrite(sql: str) -> bool:
+    """Whether `rewrite` can put expressions before `sql`: not before EXPLAIN, whose options come first."""
+    return _EXPLAIN.match(sql) is None
+
+
+# A statement's own WITH, after comments and blanks: the archive's expressions join its list.
+_OWN_WITH = re.compile(r"((?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*)WITH(\s+RECURSIVE)?\s+", re.I | re.S)
+_EXPLAIN = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*EXPLAIN\b", re.I | re.S)
+
+
+def definitions(connection: Connection, at: datetime) -> list[tuple[str, str]]:
+    """(name, the SELECT it means as of `at`) for every table and view shadowed, dependencies first."""
     dialect = connection.dialect.name
     schema = "main" if dialect == "sqlite" else connection.exec_driver_sql("SELECT current_schema()").scalar()
     real = _Names(f'"{schema}"')
     instant = _literal(connection, at)
     views = _view_definitions(connection)
     existing = set(sa.inspect(connection).get_table_names())
-    statements = []
+    found: list[tuple[str, str]] = []
     for versioned in VERSIONED:
         if versioned.table.name in existing:
-            statements.append(_current_as_of(versioned, real, instant))
-            statements.append(_history_as_of(versioned, real, instant))
+            found.append(_current_as_of(versioned, real, instant))
+            found.append(_history_as_of(versioned, real, instant))
     for table, started in (
         (sync_runs, "started_at"),
         (sync_errors, "occurred_at"),
         (lora_adapter_configs, "first_seen_at"),
     ):
         if table.name in existing:
-            statements.append(
-                _temp(table.name, f"SELECT * FROM {real(table.name)} WHERE {started} <= {instant}")  # noqa: S608
-            )
+            found.append((table.name, f"SELECT * FROM {real(table.name)} WHERE {started} <= {instant}"))  # noqa: S608
     if api_responses.name in existing:
-        statements.append(
-            _temp(
+        found.append(
+            (
                 api_responses.name,
                 f"SELECT * FROM {real(api_responses.name)} WHERE sync_run_id IN "  # noqa: S608
                 f"(SELECT id FROM {real(sync_runs.name)} WHERE started_at <= {instant})",
             )
         )
     now = "CURRENT_TIMESTAMP" if dialect == "postgresql" else "'now'"
-    for name, body in views:
-        statements.append(_temp(name, body.replace(now, instant)))
-    for statement in statements:
-        connection.exec_driver_sql(statement)
+    found += [(name, body.replace(now, instant)) for name, body in views]
+    return found
 
 
 class _Names:
@@ -97,7 +125,7 @@ def _literal(connection: Connection, at: datetime) -> str:
     return f"'{process(at)}'"
 
 
-def _current_as_of(versioned: Versioned, real: _Names, instant: str) -> str:
+def _current_as_of(versioned: Versioned, real: _Names, instant: str) -> tuple[str, str]:
     """The versioned table as of the instant: each row's version then, if it had been seen by then."""
     table, history = versioned.table.name, versioned.history.name
     values = [*versioned.values, "valid_from"]
@@ -116,16 +144,13 @@ def _current_as_of(versioned: Versioned, real: _Names, instant: str) -> str:
             )
         else:
             columns.append(f"c.{column.name}")
-    return _temp(
-        table,
-        f"SELECT {', '.join(columns)} FROM {real(table)} c JOIN ({versions}) v ON v.id = c.id",  # noqa: S608
-    )
+    return table, f"SELECT {', '.join(columns)} FROM {real(table)} c JOIN ({versions}) v ON v.id = c.id"  # noqa: S608
 
 
-def _history_as_of(versioned: Versioned, real: _Names, instant: str) -> str:
+def _history_as_of(versioned: Versioned, real: _Names, instant: str) -> tuple[str, str]:
     """A history table as of the instant: the versions that had ended by then."""
     name = versioned.history.name
-    return _temp(name, f"SELECT * FROM {real(name)} WHERE valid_to <= {instant}")  # noqa: S608
+    return name, f"SELECT * FROM {real(name)} WHERE valid_to <= {instant}"  # noqa: S608
 
 
 def _view_definitions(connection: Connection) -> list[tuple[str, str]]:

@@ -123,7 +123,8 @@ def check_read_only(sql: str) -> None:
 def read_only(engine: Engine, as_of: datetime | None = None) -> Iterator[Connection]:
     """A connection whose database refuses writes, rolled back and restored on exit.
 
-    With `as_of`, every table and view name means its state at that instant (see `archiver.asof`).
+    With `as_of`, every table and view name means its state at that instant, by temporary views
+    (see `archiver.asof`); `results` rewrites a SQL statement instead, which creates nothing.
     """
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
@@ -188,7 +189,12 @@ def results(
     if isinstance(statement, str):
         check_read_only(statement)
     deadline = Deadline(timeout)
-    with read_only(engine, as_of) as connection, time_limit(connection, deadline):
+    # SQL text is rewritten (nothing created: a read-only role, a standby); other statements need views.
+    rewritten = as_of is not None and isinstance(statement, str) and asof.can_rewrite(statement)
+    with read_only(engine, None if rewritten else as_of) as connection, time_limit(connection, deadline):
+        if rewritten:
+            assert as_of is not None and isinstance(statement, str)
+            statement = asof.rewrite(connection, as_of, statement)
         dbapi_error: type[Exception] = getattr(connection.dialect.dbapi, "Error", sa.exc.DBAPIError)
         try:
             with deadline.counting():

@@ -312,3 +312,38 @@ def test_as_of_on_an_archive_never_synced_says_so(archive: Engine, database_url:
     assert result.stderr.splitlines() == [
         "warning: --as-of 2026-06-02T00:00:00+00:00: the archive has no sync yet, so it held nothing then"
     ]
+
+
+def test_as_of_needs_no_temporary_privilege_and_runs_read_only(postgres_url: str) -> None:
+    """`query --as-of` made temporary views: a reader without TEMPORARY, in read-only transactions (a hot
+    standby refuses the same), could not ask about the past at all."""
+    engine = db.make_engine(postgres_url)
+    url = sa.make_url(postgres_url)
+    reader = f"past_reader_{url.database}"
+    try:
+        migrate.upgrade(engine)
+        archive_org(engine)
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'CREATE ROLE "{reader}" LOGIN')
+            connection.exec_driver_sql(f'REVOKE TEMPORARY ON DATABASE "{url.database}" FROM PUBLIC')
+            connection.exec_driver_sql(f'ALTER ROLE "{reader}" SET default_transaction_read_only = on')
+        assert run_archiver("db", "grant-read", reader, "--database-url", postgres_url).exit_code == 0
+        reader_url = url.set(username=reader).render_as_string(hide_password=False)
+        asked = (
+            "WITH live AS (SELECT * FROM checkpoint_facts WHERE deleted_at IS NULL) SELECT COUNT(*) FROM live"
+        )
+        between_nights = "2026-06-02"  # after the first sync of archive_org, before the second
+        ask = ("query", "--as-of", between_nights, "--format", "csv", asked, "--database-url")
+        result = run_archiver(*ask, reader_url)
+        assert result.exit_code == 0, result.output
+        owner = run_archiver(*ask, postgres_url)
+        assert owner.exit_code == 0 and owner.stdout == result.stdout
+        (count,) = list(csv.reader(io.StringIO(result.stdout)))[1:][0]
+        now = run_archiver("query", "--format", "csv", asked, "--database-url", reader_url)
+        assert int(count) > 0 and now.stdout != result.stdout  # the past, not today
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'DROP OWNED BY "{reader}"')
+            connection.exec_driver_sql(f'DROP ROLE "{reader}"')
+            connection.exec_driver_sql(f'GRANT TEMPORARY ON DATABASE "{url.database}" TO PUBLIC')
+        engine.dispose()
