@@ -96,7 +96,7 @@ def test_the_benchmarks_help_names_its_history_options() -> None:
 def test_a_profiled_sync_says_where_its_time_went_by_phase_and_thread(kind: str, tmp_path: Path) -> None:
     spec = spec_for(6, 20, 3, seed=1)
     with databases(kind, tmp_path) as new_database, fake_server(spec) as server:
-        breakdown = profile_sync(server, new_database(), *LOOPBACK_OPTIONS)
+        breakdown = profile_sync(server, new_database(), "cprofile", *LOOPBACK_OPTIONS)
     assert breakdown.threads[phases.WRITER] == 1
     assert 1 <= breakdown.threads[phases.FETCHERS] <= 8
     writer, fetchers = breakdown.seconds[phases.WRITER], breakdown.seconds[phases.FETCHERS]
@@ -111,6 +111,22 @@ def test_a_profiled_sync_says_where_its_time_went_by_phase_and_thread(kind: str,
     assert 0 < workers <= breakdown.threads[phases.FETCHERS] * breakdown.wall_seconds * 1.05
     lines = phases.table(breakdown)
     assert [line.split("  ")[0] for line in lines[1:-1]] == [*phases.PHASES, phases.WAIT]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_sampled_sync_says_where_its_time_went_by_phase_and_thread(kind: str, tmp_path: Path) -> None:
+    spec = spec_for(20, 200, 10, seed=1)  # 4,000 checkpoints: enough samples for the writer's phases
+    with databases(kind, tmp_path) as new_database, fake_server(spec) as server:
+        breakdown = profile_sync(server, new_database(), "sample", *LOOPBACK_OPTIONS)
+    assert breakdown.threads[phases.WRITER] == 1
+    assert 1 <= breakdown.threads[phases.FETCHERS] <= 8
+    assert set(breakdown.seconds[phases.WRITER]) <= {*phases.PHASES, phases.WAIT}
+    assert breakdown.of(phases.WRITER, phases.EXECUTE) + breakdown.of(phases.WRITER, phases.ROWS) > 0
+    assert breakdown.of(phases.FETCHERS, phases.HTTP) > 0
+    # Every sample of the main thread went somewhere: its total is the sampled span, give or take a sample.
+    main_thread = breakdown.busy(phases.WRITER) + breakdown.of(phases.WRITER, phases.WAIT)
+    assert main_thread == pytest.approx(breakdown.wall_seconds, abs=0.1)
 
 
 def test_phases_are_named_by_module_and_function_and_builtins_by_their_caller() -> None:

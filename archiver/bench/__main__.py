@@ -74,10 +74,12 @@ def say(text: str = "") -> None:
 @click.option("--rate-limit", type=click.FloatRange(1), default=100.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option(
-    "--profile/--no-profile",
-    default=True,
+    "--profile",
+    type=click.Choice(["sample", "cprofile", "none"]),
+    default="sample",
     show_default=True,
-    help="Profile one more full sync per database, every thread, and print where its time went, by phase.",
+    help="Profile one more full sync per database, every thread, and print where its time went, by phase: "
+    "by sampling stacks (little cost), by cProfile (exact calls, but it slows Python code), or not at all.",
 )
 @click.option(
     "--history",
@@ -97,7 +99,7 @@ def main(
     latency_ms: float,
     rate_limit: float,
     seed: int,
-    profile: bool,
+    profile: str,
     history_path: Path | None,
     no_history: bool,
 ) -> None:
@@ -169,8 +171,8 @@ def main(
                     f"   {kind:<11}{run.seconds:6.1f}s  {rate:>8,.0f} checkpoints/s  "
                     f"{run.requests / run.seconds:>6,.0f} requests/s  peak RSS {run.peak_rss_mib:5.1f} MiB{target}"
                 )
-            if profile:
-                figures["phases"] = where_the_time_went(server, new_database, kinds, full)
+            if profile != "none":
+                figures["phases"] = where_the_time_went(server, new_database, kinds, full, profile)
 
         say(
             f"\n3. Full sync at {latency_ms:g} ms latency and a {rate_limit:g} requests/s limit, default settings"
@@ -266,16 +268,21 @@ def main(
 
 
 def where_the_time_went(
-    server: FakeServer, new_database: Callable[[str], str], kinds: list[str], full: dict[str, SyncRun]
+    server: FakeServer,
+    new_database: Callable[[str], str],
+    kinds: list[str],
+    full: dict[str, SyncRun],
+    method: str,
 ) -> dict[str, Any]:
     """Profile one more full sync per database and print its time by phase and thread (see `phases`)."""
-    found: dict[str, Any] = {}
-    if not phases.available():
-        say("\n2b. Where the time went: skipped, per-thread profiles need Python 3.11 (cProfile).")
+    found: dict[str, Any] = {"method": method}
+    if method == "cprofile" and not phases.available():
+        say("\n2b. Where the time went: skipped, cProfile profiles each thread only on Python 3.11.")
         return found
-    say("\n2b. Where the time went: the same full sync, profiled in every thread (cProfile), by phase")
+    how = "every thread's stack sampled" if method == "sample" else "every thread profiled by cProfile"
+    say(f"\n2b. Where the time went: the same full sync, {how}, by phase")
     for kind in kinds:
-        breakdown = profile_sync(server, new_database(kind), *LOOPBACK_OPTIONS)
+        breakdown = profile_sync(server, new_database(kind), method, *LOOPBACK_OPTIONS)
         slower = breakdown.process_seconds / full[kind].seconds
         say(
             f"   {kind}: the profiled process took {breakdown.process_seconds:.1f}s, {slower:.1f}x the unprofiled one; "

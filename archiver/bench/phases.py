@@ -1,10 +1,9 @@
 """Where a sync's time goes: profile every thread of a real `archiver sync` and sum the time by phase.
 
-`python -m archiver.bench.phases SYNC-OPTIONS...` runs `archiver sync --migrate SYNC-OPTIONS` in this
-process (API and database from the environment, as `runs.run_sync` sets them), with a `cProfile`
-profiler in each thread: the main thread, which plans, reads the answers and is the run's only writer,
-and every fetch worker (started by `threading.setprofile` as the thread starts). Its last stdout line is
-the breakdown as JSON (see `Breakdown`).
+`profile_threads` runs work (see `archiver.bench.profiled`) with a `cProfile` profiler in each thread:
+the main thread, which plans, reads the answers and is the run's only writer, and every fetch worker
+(started by `threading.setprofile` as the thread starts); `archiver.bench.sampling` samples the same
+threads' stacks instead, at little cost. Either sums the time by thread role and phase (`Breakdown`).
 
 Each function's own time goes to the phase its module and name say (`PHASES` and `phase_of`). A function
 no rule names (a builtin such as `dict.get`, or `threading`'s plumbing) passes its time up to its
@@ -19,7 +18,6 @@ needs Python 3.11: from 3.12 one profiler sees every thread (`available`).
 from __future__ import annotations
 
 import cProfile
-import json
 import sys
 import threading
 import time
@@ -42,7 +40,7 @@ PHASES = (HTTP, MASK, PARSE, NORMALIZE, KEPT, DIFF, ROWS, EXECUTE, OTHER)
 
 WRITER = "writer"  # the main thread: it plans, takes the fetchers' answers and writes every transaction
 FETCHERS = "fetch workers"
-OTHERS = "other threads"
+OTHERS = "other threads"  # the --max-run-time timer: it only waits
 ROLES = (WRITER, FETCHERS, OTHERS)
 
 # (path fragment, function name or "" for any) -> phase; the first that matches names the phase.
@@ -82,6 +80,7 @@ _RULES: tuple[tuple[str, str, str], ...] = (
     ("/queue.py", "get", WAIT),  # a fetch worker waiting for work
     ("/concurrent/futures/_base.py", "wait", WAIT),  # the writer waiting for answers
     ("/concurrent/futures/_base.py", "result", WAIT),
+    ("/concurrent/futures/thread.py", "_worker", WAIT),  # a fetch worker waiting for work
     ("/threading.py", "wait", WAIT),  # an Event or Condition: pacing, a timer, the writer's wait
 )
 # Builtins (cProfile files them under "~"), by a fragment of their description.
@@ -147,7 +146,7 @@ class Breakdown:
         return cls(data["wall_seconds"], data["process_seconds"], data["seconds"], data["threads"])
 
 
-def _enclosing_names() -> Callable[[Func], str | None]:
+def enclosing_names() -> Callable[[Func], str | None]:
     """Name a nested code object (a genexpr) by the function around it, from the modules' source lines."""
     import ast
 
@@ -174,7 +173,7 @@ def _enclosing_names() -> Callable[[Func], str | None]:
 
 def attribute(stats: dict[Func, Any], into: dict[str, float]) -> None:
     """Add one thread's cProfile stats (`Profile.stats`) to `into`, phase by phase."""
-    enclosing = _enclosing_names()
+    enclosing = enclosing_names()
     phases: dict[Func, str | None] = {}
 
     def phase(func: Func) -> str | None:
@@ -275,26 +274,3 @@ def table(breakdown: Breakdown) -> list[str]:
         f"{breakdown.busy(FETCHERS) / fetch_time if fetch_time else 0:.0%}"
     )
     return lines
-
-
-def main(argv: list[str]) -> int:
-    """Run `archiver sync --migrate ARGV` under the profilers; print its output, then the breakdown."""
-    from archiver.cli import main as cli_main
-
-    status = 0
-
-    def sync() -> None:
-        nonlocal status
-        sys.argv = ["archiver", "sync", "--migrate", *argv]
-        try:
-            cli_main()
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-
-    breakdown = profile_threads(sync)
-    print(json.dumps(breakdown.as_json()), flush=True)
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -79,12 +79,13 @@ def run_sync(server: FakeServer, database_url: str, *options: str) -> SyncRun:
     )
 
 
-def profile_sync(server: FakeServer, database_url: str, *options: str) -> Breakdown:
-    """Run `archiver sync` against `server` in a process that profiles each of its threads (see `phases`)."""
+def profile_sync(server: FakeServer, database_url: str, method: str, *options: str) -> Breakdown:
+    """Run `archiver sync` against `server` in a process that samples ("sample") or profiles ("cprofile")
+    each of its threads (see `profiled`)."""
     server.reset()
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "archiver.bench.phases", *options],
+        [sys.executable, "-m", "archiver.bench.profiled", method, *options],
         env=_env(server, database_url),
         stdin=subprocess.DEVNULL,
         capture_output=True,
