@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from archiver.bench.fake_server import fake_server
-from archiver.bench.runs import SyncRun, run_sync
+from archiver.bench import history, phases
+from archiver.bench.fake_server import FakeServer, fake_server
+from archiver.bench.runs import SyncRun, profile_sync, run_sync
 from archiver.bench.scratch import scratch_databases
 from archiver.bench.write_path import measure, pages_for
 from archiver.client import DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS
@@ -70,6 +73,22 @@ def say(text: str = "") -> None:
 @click.option("--latency-ms", type=click.FloatRange(0), default=100.0, show_default=True)
 @click.option("--rate-limit", type=click.FloatRange(1), default=100.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--profile",
+    type=click.Choice(["sample", "cprofile", "none"]),
+    default="sample",
+    show_default=True,
+    help="Profile one more full sync per database, every thread, and print where its time went, by phase: "
+    "by sampling stacks (little cost), by cProfile (exact calls, but it slows Python code), or not at all.",
+)
+@click.option(
+    "--history",
+    "history_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Append this run's figures to this JSON-lines file [default: {history.DEFAULT_PATH.relative_to(history.REPOSITORY)} in the repository].",
+)
+@click.option("--no-history", is_flag=True, help="Append nothing to a history file.")
 def main(
     jobs: int,
     checkpoints: int,
@@ -80,6 +99,9 @@ def main(
     latency_ms: float,
     rate_limit: float,
     seed: int,
+    profile: str,
+    history_path: Path | None,
+    no_history: bool,
 ) -> None:
     """Benchmark the archiver against the fake API on loopback, into SQLite and PostgreSQL.
 
@@ -89,11 +111,16 @@ def main(
       python -m archiver.bench --large-jobs 20000     # adds the 1,000,000-checkpoint memory run
       python -m archiver.bench --one-job-checkpoints 100000 --jobs 10   # mostly the one-job memory figure
     """
+    options = {k: v for k, v in locals().items() if k not in ("postgres_url", "history_path", "no_history")}
+    options["postgresql"] = bool(postgres_url)
+    figures: dict[str, Any] = {}
     spec = spec_for(jobs, checkpoints, jobs_per_project, seed)
     kinds = ["sqlite", "postgresql"] if postgres_url else ["sqlite"]
     started = time.monotonic()
     pages = pages_for(spec)
     rows = sum(len(page.checkpoints) for page in pages)
+    figures["organisation"] = {"projects": spec.projects, "jobs": spec.projects * spec.jobs_per_project}
+    figures["organisation"]["checkpoints"] = rows
     say(
         f"Organisation: {spec.projects} projects x {spec.jobs_per_project} jobs, {rows} checkpoints "
         f"(seed {seed}, every job terminal). Sync defaults: --concurrency {DEFAULT_CONCURRENCY} "
@@ -114,6 +141,11 @@ def main(
             for index, label in enumerate(("1: first load", "2: 10% rows changed")):
                 ours, raw = result.ours[index], result.raw[index]
                 ratio = ours.rate / raw.rate
+                figures.setdefault("write_path", {}).setdefault(kind, {})[label[3:]] = {
+                    "ours_rows_per_s": round(ours.rate),
+                    "raw_rows_per_s": round(raw.rate),
+                    "ratio": round(ratio, 3),
+                }
                 say(
                     f"   {kind:<11}{label:<22}{ours.rate:>12,.0f}{raw.rate:>12,.0f}{ratio:>6.2f}x  {verdict(ratio >= 0.5)}"
                 )
@@ -126,6 +158,12 @@ def main(
                 run = run_sync(server, new_database(kind), *LOOPBACK_OPTIONS)
                 full[kind] = run
                 rate = rows / run.seconds
+                figures.setdefault("full_sync", {})[kind] = {
+                    "seconds": run.seconds,
+                    "checkpoints_per_s": round(rate),
+                    "requests_per_s": round(run.requests / run.seconds),
+                    "peak_rss_mib": round(run.peak_rss_mib, 1),
+                }
                 target = (
                     f"  target >= 10,000/s into SQLite: {verdict(rate >= 10_000)}" if kind == "sqlite" else ""
                 )
@@ -133,6 +171,8 @@ def main(
                     f"   {kind:<11}{run.seconds:6.1f}s  {rate:>8,.0f} checkpoints/s  "
                     f"{run.requests / run.seconds:>6,.0f} requests/s  peak RSS {run.peak_rss_mib:5.1f} MiB{target}"
                 )
+            if profile != "none":
+                figures["phases"] = where_the_time_went(server, new_database, kinds, full, profile)
 
         say(
             f"\n3. Full sync at {latency_ms:g} ms latency and a {rate_limit:g} requests/s limit, default settings"
@@ -147,6 +187,15 @@ def main(
                 floor = run.requests / rate_limit
                 ratio = run.seconds / floor
                 ok = ratio <= 1.15 and run.rate_limited == 0
+                figures.setdefault("paced", {})[kind] = {
+                    "seconds": run.seconds,
+                    "requests": run.requests,
+                    "floor_seconds": round(floor, 2),
+                    "ratio": round(ratio, 3),
+                    "rate_limited": run.rate_limited,
+                    "max_in_one_second": run.max_in_one_second,
+                    "max_in_flight": run.max_in_flight,
+                }
                 say(
                     f"   3 {kind:<11}{run.seconds:6.1f}s for {run.requests} requests, floor {floor:.1f}s: "
                     f"{ratio:.2f}x, {run.rate_limited} 429s, at most {run.max_in_one_second} in a second, "
@@ -155,6 +204,11 @@ def main(
                 night = run_sync(server, url)
                 share = night.seconds / run.seconds
                 ok = night.requests == 1 + spec.projects and share < 0.05
+                figures.setdefault("unchanged_night", {})[kind] = {
+                    "seconds": night.seconds,
+                    "requests": night.requests,
+                    "share_of_full": round(share, 4),
+                }
                 say(
                     f"   4 {kind:<11}{night.seconds:6.2f}s for {night.requests} requests, "
                     f"{share:.1%} of the full sync's {run.seconds:.1f}s  {verdict(ok)}"
@@ -166,6 +220,11 @@ def main(
             for kind in kinds:
                 run = run_sync(server, new_database(kind), *LOOPBACK_OPTIONS)
                 ok = run.peak_rss_mib < ONE_JOB_TARGET_MIB
+                figures.setdefault("one_job", {})[kind] = {
+                    "checkpoints": one_job_checkpoints,
+                    "seconds": run.seconds,
+                    "peak_rss_mib": round(run.peak_rss_mib, 1),
+                }
                 say(
                     f"   {kind:<11}{run.seconds:6.1f}s  peak RSS {run.peak_rss_mib:5.1f} MiB  "
                     f"target < {ONE_JOB_TARGET_MIB} MiB: {verdict(ok)}"
@@ -179,12 +238,64 @@ def main(
                     run = run_sync(server, new_database(kind), *LOOPBACK_OPTIONS)
                     ratio = run.peak_rss_mib / full[kind].peak_rss_mib
                     ok = run.peak_rss_mib < 200 and ratio <= 1.2
+                    figures.setdefault("large", {})[kind] = {
+                        "jobs": large_jobs,
+                        "seconds": run.seconds,
+                        "checkpoints_per_s": round(run.checkpoints / run.seconds),
+                        "peak_rss_mib": round(run.peak_rss_mib, 1),
+                        "ratio_to_full_sync": round(ratio, 3),
+                    }
                     say(
                         f"   {kind:<11}{run.seconds:6.1f}s  {run.checkpoints / run.seconds:>8,.0f} checkpoints/s  "
                         f"peak RSS {run.peak_rss_mib:5.1f} MiB, {ratio:.2f}x the peak at {rows:,}  "
                         f"target < 200 MiB and <= 1.2x: {verdict(ok)}"
                     )
-    say(f"\nBenchmark took {time.monotonic() - started:.0f}s.")
+    took = time.monotonic() - started
+    say(f"\nBenchmark took {took:.0f}s.")
+    figures["benchmark_seconds"] = round(took, 1)
+    if no_history:
+        return
+    path = history_path or (
+        history.DEFAULT_PATH
+        if history.DEFAULT_PATH.parent.parent.joinpath("pyproject.toml").exists()
+        else None
+    )
+    if path is None:
+        say("History: not in a checkout of the repository; pass --history PATH to keep the figures.")
+        return
+    history.append(path, history.record(options, figures))
+    say(f"History: appended this run's figures to {path}.")
+
+
+def where_the_time_went(
+    server: FakeServer,
+    new_database: Callable[[str], str],
+    kinds: list[str],
+    full: dict[str, SyncRun],
+    method: str,
+) -> dict[str, Any]:
+    """Profile one more full sync per database and print its time by phase and thread (see `phases`)."""
+    found: dict[str, Any] = {"method": method}
+    if method == "cprofile" and not phases.available():
+        say("\n2b. Where the time went: skipped, cProfile profiles each thread only on Python 3.11.")
+        return found
+    how = "every thread's stack sampled" if method == "sample" else "every thread profiled by cProfile"
+    say(f"\n2b. Where the time went: the same full sync, {how}, by phase")
+    for kind in kinds:
+        breakdown = profile_sync(server, new_database(kind), method, *LOOPBACK_OPTIONS)
+        slower = breakdown.process_seconds / full[kind].seconds
+        say(
+            f"   {kind}: the profiled process took {breakdown.process_seconds:.1f}s, {slower:.1f}x the unprofiled one; "
+            f"the sync command {breakdown.wall_seconds:.1f}s"
+        )
+        for line in phases.table(breakdown):
+            say(f"     {line}")
+        busy = breakdown.busy(phases.WRITER)
+        found[kind] = breakdown.as_json() | {
+            "writer_busy_share": round(busy / breakdown.wall_seconds, 4) if breakdown.wall_seconds else None,
+            "slowdown": round(slower, 3),
+        }
+    return found
 
 
 if __name__ == "__main__":

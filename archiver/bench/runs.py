@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 from archiver.bench.fake_server import FakeServer
+from archiver.bench.phases import Breakdown
 from archiver.fake_api import DEFAULT_API_KEY
 
 
@@ -25,15 +28,19 @@ class SyncRun:
     summary: str
 
 
-def run_sync(server: FakeServer, database_url: str, *options: str) -> SyncRun:
-    """Run `archiver sync` against `server`; fail loudly unless it exits 0."""
-    server.reset()
+def _env(server: FakeServer, database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BASETEN_", "ARCHIVER_"))}
-    env |= {
+    return env | {
         "BASETEN_API_URL": server.url,
         "BASETEN_API_KEY": DEFAULT_API_KEY,
         "ARCHIVER_DATABASE_URL": database_url,
     }
+
+
+def run_sync(server: FakeServer, database_url: str, *options: str) -> SyncRun:
+    """Run `archiver sync` against `server`; fail loudly unless it exits 0."""
+    server.reset()
+    env = _env(server, database_url)
     # Through a slim launcher: a child's peak RSS counts what its parent held when it was forked,
     # and the benchmark process itself is large.
     launched = subprocess.run(
@@ -70,3 +77,24 @@ def run_sync(server: FakeServer, database_url: str, *options: str) -> SyncRun:
         checkpoints=seen.checkpoints,
         summary=stdout.strip(),
     )
+
+
+def profile_sync(server: FakeServer, database_url: str, method: str, *options: str) -> Breakdown:
+    """Run `archiver sync` against `server` in a process that samples ("sample") or profiles ("cprofile")
+    each of its threads (see `profiled`)."""
+    server.reset()
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "archiver.bench.profiled", method, *options],
+        env=_env(server, database_url),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    last = (done.stdout.splitlines() or [""])[-1]
+    if done.returncode != 0:
+        raise RuntimeError(f"the profiled sync exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    breakdown = Breakdown.from_json(json.loads(last))
+    breakdown.process_seconds = time.perf_counter() - started
+    return breakdown
