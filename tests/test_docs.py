@@ -283,20 +283,36 @@ def readme_world(
 
 @contextmanager
 def _reader_role(database_url: str) -> Iterator[None]:
-    """The README's reader role on the test server, made if missing and dropped after if made here."""
+    """The README's reader role on the test server, made if missing and dropped after if made here.
+
+    Roles are server-wide: the cases that use it take turns (an advisory lock), or one would drop it
+    while another grants to it.
+    """
     admin = db.make_engine(database_url)
-    with admin.begin() as connection:
-        exists = connection.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": READER_ROLE})
-        if not exists:
-            connection.exec_driver_sql(f"CREATE ROLE {READER_ROLE} NOLOGIN")
-    try:
-        yield
-    finally:
-        if not exists:
+    with admin.connect() as lock:
+        lock.exec_driver_sql(f"SELECT pg_advisory_lock({_READER_LOCK})")
+        lock.commit()
+        try:
             with admin.begin() as connection:
-                connection.exec_driver_sql(f"DROP OWNED BY {READER_ROLE}")
-                connection.exec_driver_sql(f"DROP ROLE {READER_ROLE}")
-        admin.dispose()
+                exists = connection.scalar(
+                    sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": READER_ROLE}
+                )
+                if not exists:
+                    connection.exec_driver_sql(f"CREATE ROLE {READER_ROLE} NOLOGIN")
+            try:
+                yield
+            finally:
+                if not exists:
+                    with admin.begin() as connection:
+                        connection.exec_driver_sql(f"DROP OWNED BY {READER_ROLE}")
+                        connection.exec_driver_sql(f"DROP ROLE {READER_ROLE}")
+        finally:
+            lock.exec_driver_sql(f"SELECT pg_advisory_unlock({_READER_LOCK})")
+            lock.commit()
+    admin.dispose()
+
+
+_READER_LOCK = 74_221_022  # any number no other test locks
 
 
 @pytest.mark.parametrize(
