@@ -85,10 +85,17 @@ def datasette_metadata(database_url: str) -> dict[str, Any]:
         )
     tables = {
         table.name: {"description": table.comment, "columns": {c.name: c.comment for c in table.columns}}
+        | ({"hidden": True} if internal(table.name) else {})
         for table in OBJECTS
     }
     # Datasette names a database after its file, less the extension.
     return {"databases": {Path(url.database).stem: {"tables": tables}}}
+
+
+def internal(name: str) -> bool:
+    """Whether a table is the archiver's bookkeeping rather than something to chart: kept out of a
+    reader's table list (the kept responses, and history, which the `*_versions` views read)."""
+    return name in ("api_responses", "api_response_bodies") or name.endswith("_history")
 
 
 _PRESENT = """
