@@ -80,15 +80,11 @@ def configure_logging(verbose: int = 0, log_format: str = "text", *, quiet: bool
     logger.setLevel(level)
     logger.propagate = False
     # -vv logs each request itself (archiver.client); httpx's own lines would repeat them as prose.
-    for name in _LIBRARIES:
+    noise = logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL
+    for name in (*_LIBRARIES, *_CLEANUP_NOISE):
         library = logging.getLogger(name)
         library.handlers[:] = [handler]
-        library.setLevel(max(level, logging.WARNING))
-        library.propagate = False
-    for name in _CLEANUP_NOISE:
-        library = logging.getLogger(name)
-        library.handlers[:] = [handler]
-        library.setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
+        library.setLevel(noise if name in _CLEANUP_NOISE else max(level, logging.WARNING))
         library.propagate = False
     # Any other library's record, in the archiver's format rather than bare through logging's last resort.
     # (Only the archiver's own handler is replaced there: an embedding program's stay.)

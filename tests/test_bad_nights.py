@@ -18,6 +18,7 @@ from archiver.sync import SyncOptions, SyncReport
 
 from .support.databases import rows, scalar
 from .support.fakes import sync
+from .support.times import stopped
 
 NIGHTS = tuple(datetime(2026, 7, 1, 3, 0, tzinfo=UTC) + timedelta(days=n) for n in range(5))
 HISTORY = ("training_project_history", "training_job_history", "checkpoint_history")
@@ -27,10 +28,6 @@ def org(**spec: Any) -> FakeBaseten:
     return FakeBaseten(
         OrgSpec(**{"seed": 21, "projects": 2, "jobs_per_project": 3, "checkpoints_per_job": 3, **spec})
     )
-
-
-def stopped(moment: datetime) -> Callable[[], datetime]:
-    return lambda: moment
 
 
 def nightly(engine: Engine, fake: FakeBaseten, n: int, **options: Any) -> SyncReport:

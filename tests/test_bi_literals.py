@@ -10,7 +10,7 @@ SQLite, 3,398 on PostgreSQL).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,6 +22,7 @@ from archiver.sync import SyncOptions
 
 from .support.databases import databases, scalar
 from .support.fakes import sync
+from .support.times import stopped
 
 # Three nights at 03:00 UTC, the last one yesterday: bounds below fall on the stored days.
 LAST = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0) - timedelta(days=1)
@@ -43,10 +44,6 @@ def build(url: str) -> None:
             assert sync(engine, fake, options, clock=stopped(moment)).exit_code == 0
     finally:
         engine.dispose()
-
-
-def stopped(moment: datetime) -> Callable[[], datetime]:
-    return lambda: moment
 
 
 def day(moment: datetime, hour: int, fraction: bool) -> str:

@@ -18,6 +18,7 @@ from archiver.sync import SyncOptions, SyncReport
 from .support.commands import run_archiver
 from .support.databases import rows, scalar
 from .support.fakes import sync
+from .support.times import stopped
 
 NIGHTS = tuple(datetime(2026, 8, 1, 3, 0, tzinfo=UTC) + timedelta(days=n) for n in range(8))
 HISTORY = ("training_project_history", "training_job_history", "checkpoint_history")
@@ -39,10 +40,6 @@ def exact_org(projects: int, jobs: int, checkpoints: int) -> FakeBaseten:
     for _ in range(projects):
         fake.add_project(jobs=jobs, checkpoints_per_job=checkpoints)
     return fake
-
-
-def stopped(moment: datetime) -> Callable[[], datetime]:
-    return lambda: moment
 
 
 def nightly(engine: Engine, fake: FakeBaseten, n: int, **options: Any) -> SyncReport:

@@ -40,7 +40,8 @@ KEY = "Fz-9QmT4vXw2LpR7-secret-Key"
 EXAMPLES = int(os.environ.get("ARCHIVER_FUZZ_EXAMPLES", "0"))
 FIXED = os.environ.get("ARCHIVER_FUZZ_RANDOM") != "1"
 GRAMS = {KEY.lower()[i : i + redaction.MIN_LENGTH] for i in range(len(KEY) - redaction.MIN_LENGTH + 1)}
-FAKE = FakeBaseten(OrgSpec(seed=31, projects=1, jobs_per_project=2, checkpoints_per_job=3), api_key=KEY)
+SPEC = OrgSpec(seed=31, projects=1, jobs_per_project=2, checkpoints_per_job=3)
+FAKE = FakeBaseten(SPEC, api_key=KEY)
 PROJECT, JOB = FAKE.project_ids()[0], FAKE.job_ids()[0]
 PATH = f"/v1/training_projects/{PROJECT}/jobs/{JOB}/checkpoints"
 
@@ -213,7 +214,7 @@ def test_the_archiver_command_survives_any_answer_with_the_key_nowhere(
 ) -> None:
     """The real command against the fake API, one job's listing answered by `answer`, on both databases."""
     status, headers, body = answer
-    fake = FakeBaseten(OrgSpec(seed=31, projects=1, jobs_per_project=2, checkpoints_per_job=3), api_key=KEY)
+    fake = FakeBaseten(SPEC, api_key=KEY)
     response = Response(status, {**headers, "Content-Length": str(len(body))}, body)
     fake.intercept(lambda _method, path, _body: response if path == PATH else None)
     with serve(fake) as url:

@@ -20,6 +20,7 @@ from archiver.sync import SyncOptions
 from .support.archive_dump import dump
 from .support.databases import rows
 from .support.fakes import sync
+from .support.times import stopped
 
 NIGHTS = tuple(datetime(2026, 9, 1, 3, 0, tzinfo=UTC) + timedelta(days=n) for n in range(3))
 
@@ -85,10 +86,6 @@ def play(url: str, concurrency: int, seed: int) -> tuple[str, str, str]:
         return changed
     finally:
         engine.dispose()
-
-
-def stopped(moment: datetime) -> Callable[[], datetime]:
-    return lambda: moment
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -21,11 +21,8 @@ from .support.commands import run_archiver, start_archiver, sync_env
 from .support.databases import rows, scalar
 from .support.fakes import sync
 from .support.nights import play
+from .support.times import stopped
 from .support.waiting import wait_for
-
-
-def stopped(moment: datetime) -> Callable[[], datetime]:
-    return lambda: moment
 
 
 def rebuilt(source_url: str, target_url: str) -> Engine:

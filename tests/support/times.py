@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 _STAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|([+-])(\d\d):(\d\d))")
@@ -33,3 +34,8 @@ def instant(text: str) -> datetime | None:
         return (naive - offset).replace(tzinfo=UTC)
     except OverflowError:
         return None
+
+
+def stopped(moment: datetime) -> Callable[[], datetime]:
+    """A clock for `sync(..., clock=...)` that always reads `moment`: a night at a time a test chooses."""
+    return lambda: moment
