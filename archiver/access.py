@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from archiver import db
 from archiver.errors import DatabaseUnavailable, UsageError
 from archiver.schema import metadata
-from archiver.views import VIEWS
+from archiver.views import READ_ONLY
 
 SQLITE_READERS = (
     "SQLite has no roles: give the reader read permission on the archive file and write permission on its "
@@ -94,7 +94,7 @@ def _read_in_utc(connection: Connection, reader: str, database: str) -> None:
 
 def _owners(connection: Connection, schema: str) -> list[str]:
     """The roles that own the archive's tables and views: later migrations run as them."""
-    names = [*metadata.tables, *(view.name for view in VIEWS), "alembic_version"]
+    names = [*metadata.tables, *(view.name for view in READ_ONLY), "alembic_version"]
     found = connection.execute(
         sa.text(
             "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c "

@@ -8,7 +8,8 @@ up temporary objects first):
 - a history table keeps the versions that had ended by then; the run ledger, the responses and
   the LoRA configs keep what existed by then;
 - every view is recreated from the database's own definition, so it reads those shadows, with
-  "now" (`CURRENT_TIMESTAMP` on PostgreSQL, `'now'` on SQLite) meaning the instant.
+  "now" (`CURRENT_TIMESTAMP` on PostgreSQL, `'now'` on SQLite) meaning the instant; a facts
+  table (`checkpoint_facts`, ...) becomes what its `_live` view computes then.
 
 Bookkeeping that was never versioned (`last_seen_at`, `checkpoints_fetched_at`, ...) is capped at
 the instant. Nothing is written: the views vanish when the transaction is rolled back. The SQL
@@ -23,6 +24,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from archiver.facts import LIVE
 from archiver.schema import (
     VERSIONED,
     UTCDateTime,
@@ -98,7 +100,11 @@ def definitions(connection: Connection, at: datetime) -> list[tuple[str, str]]:
             )
         )
     now = "CURRENT_TIMESTAMP" if dialect == "postgresql" else "'now'"
-    found += [(name, body.replace(now, instant)) for name, body in views]
+    for name, body in views:
+        found.append((name, body.replace(now, instant)))
+        if name.endswith(LIVE) and name.removesuffix(LIVE) in existing:
+            # A facts table holds the last refresh's rows: as of the instant, its view computes them.
+            found.append((name.removesuffix(LIVE), f'SELECT * FROM "{name}"'))  # noqa: S608
     return found
 
 

@@ -165,11 +165,15 @@ ABOUT: dict[str, About] = {
         "`checkpoint_versions` that is not a deletion, until a sync saw it, its job or its project gone: a "
         "checkpoint deleted and later restored is not live in between, and one that existed only within a "
         "single day is never live. Each day counts a checkpoint's size as of that day's version. "
-        "A deleted project stays, with zeros, so charts show the drop.",
+        "A deleted project stays, with zeros, so charts show the drop. The days go back at most ten years "
+        "(3,652 days) before today: what happened earlier counts on the first day shown.",
         project_id="Baseten project id",
-        project_name="project name",
+        project_name="project name (today's)",
         project_label=PROJECT_LABEL,
-        team_name=TEAM,
+        team_name="the project's team on that day, so a project that moved keeps its earlier days under the "
+        "team that had it (the team in its version current at the end of the day, in "
+        "`training_project_versions`; before the archive first saw the project, the earliest team known); "
+        "null where it had none",
         day="the UTC calendar day (a `date` on PostgreSQL, `YYYY-MM-DD` text on SQLite)",
         live_checkpoint_count="checkpoints live that day",
         live_size_bytes="their total size in bytes (exact, as in `job_facts`)",
@@ -189,7 +193,8 @@ ABOUT: dict[str, About] = {
         "from the job's `created_at` to its `updated_at` once it finished (as `job_facts.wall_clock_hours`), or, "
         "while it runs, to the last sync that saw it; each day gets the part of it that fell on that day. "
         "Summed over its days, a finished job's `gpu_hours` is its `job_facts.gpu_hours_estimate`. "
-        "\"GPU-hours this month\" is `SUM(gpu_hours) WHERE day >= '2026-12-01'`.",
+        "\"GPU-hours this month\" is `SUM(gpu_hours) WHERE day >= '2026-12-01'`. Hours more than ten years "
+        "(3,652 days) before today or after today are not counted: only a timestamp no real run has puts any there.",
         day="the UTC calendar day (a `date` on PostgreSQL, `YYYY-MM-DD` text on SQLite)",
         project_id="Baseten project id",
         project_name="project name",
@@ -420,14 +425,32 @@ def _versions_of(versioned: Versioned, *, view: bool) -> About:
     )
 
 
-def describe(tables: Iterable[sa.Table], versioned: Iterable[Versioned]) -> None:
+def _live(facts: str) -> About:
+    """Describe the view a facts table is refreshed from, from the table's description."""
+    about = ABOUT.get(facts, About(""))
+    return About(
+        f"What `{facts}` holds, computed from the archive as it is at the moment of the query (`{facts}` "
+        "holds these rows as of the end of the last sync, and reads much faster).",
+        **about.columns,
+    )
+
+
+def describe(
+    tables: Iterable[sa.Table], versioned: Iterable[Versioned], facts: Iterable[sa.Table] = ()
+) -> None:
     """Set each table's and column's comment to its description (None where it has none yet)."""
-    derived = {}
+    derived = {f"{table.name}_live": _live(table.name) for table in facts}
     for keeps in versioned:
         derived[keeps.history.name] = _versions_of(keeps, view=False)
         derived[keeps.versions] = _versions_of(keeps, view=True)
+    refreshed = {table.name for table in facts}
     for table in tables:
         about = ABOUT.get(table.name) or derived.get(table.name)
         table.comment = about.what if about else None
+        if table.comment and table.name in refreshed:
+            table.comment += (
+                f" Rewritten at the end of each sync from the view `{table.name}_live`, which computes the same "
+                "columns at the moment of the query."
+            )
         for column in table.columns:
             column.comment = about.columns.get(column.name) if about else None

@@ -24,9 +24,9 @@ from sqlalchemy.engine import Connection
 from archiver import db
 from archiver.errors import UsageError
 from archiver.schema import metadata
-from archiver.views import VIEWS
+from archiver.views import READ_ONLY
 
-OBJECTS = (*metadata.tables.values(), *VIEWS)
+OBJECTS = (*metadata.tables.values(), *READ_ONLY)
 """Every table and view of the archive."""
 
 SCHEMA_DOC = Path(__file__).resolve().parent.parent / "docs" / "schema.md"
@@ -94,8 +94,9 @@ def datasette_metadata(database_url: str) -> dict[str, Any]:
 
 def internal(name: str) -> bool:
     """Whether a table is the archiver's bookkeeping rather than something to chart: kept out of a
-    reader's table list (the kept responses, and history, which the `*_versions` views read)."""
-    return name in ("api_responses", "api_response_bodies") or name.endswith("_history")
+    reader's table list (the kept responses; history, which the `*_versions` views read; and the
+    `_live` views the facts tables are refreshed from, slow to chart)."""
+    return name in ("api_responses", "api_response_bodies") or name.endswith(("_history", "_live"))
 
 
 _PRESENT = """

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db, docs
+from archiver import db, docs, facts
 from archiver.db import describe_db_error, redact
 from archiver.errors import DatabaseUnavailable, SchemaOutOfDate, SchemaTooNew, UsageError
 from archiver.schema import SCHEMA_REVISION
@@ -98,7 +98,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     target = checked_target(revision)
-    _run(engine, lambda config: command.upgrade(config, target))
+    _run(engine, lambda config: command.upgrade(config, target), then=facts.refresh)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -106,7 +106,7 @@ def downgrade(engine: Engine, revision: str) -> None:
     from alembic import command
 
     target = checked_target(revision)
-    _run(engine, lambda config: command.downgrade(config, target))
+    _run(engine, lambda config: command.downgrade(config, target), then=facts.refresh)
 
 
 def checked_target(revision: str) -> str:

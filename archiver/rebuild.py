@@ -21,7 +21,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db, migrate, query, responses
+from archiver import db, facts, migrate, query, responses
 from archiver.client import BasetenClient, RetryPolicy
 from archiver.errors import ArchiverError, CorruptResponse, UsageError
 from archiver.schema import api_responses, sync_runs
@@ -102,6 +102,7 @@ class _Run:
             stop=stop,
             # its own end; a run that never recorded one (killed) ends where it started
             finished_at=self.finished_at or self.started_at,
+            refresh_facts=False,  # once, after the last run
         )
 
 
@@ -124,7 +125,10 @@ def rebuild(
                 "(create a new one, or point --database-url elsewhere)"
             )
         migrate.upgrade(target)
-        return _replay(source, target, stop or threading.Event(), progress, skip_corrupt)
+        report = _replay(source, target, stop or threading.Event(), progress, skip_corrupt)
+        with target.begin() as connection:
+            facts.refresh(connection)
+        return report
     finally:
         source.dispose()
         target.dispose()

@@ -9,6 +9,7 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from archiver import facts
 from archiver.db import DEFAULT_DATABASE_URL, make_engine, migration_transaction
 from archiver.docs import write_comments
 from archiver.schema import metadata
@@ -28,6 +29,7 @@ def run(connection: Connection) -> bool:
         # Comments are written from the code after each migration (archiver.docs), never by a
         # revision: a change of wording must not make autogenerate draft one.
         autogenerate_plugins=["alembic.autogenerate.*", "~alembic.autogenerate.comments"],
+        include_name=facts.modelled,
         on_version_apply=lambda **step: applied.append(step),
     )
     with context.begin_transaction():
@@ -60,4 +62,5 @@ else:
     with engine.connect() as connection, migration_transaction(connection):
         if run(connection):  # `alembic upgrade` or `downgrade` from the repository root
             write_comments(connection)
+            facts.refresh(connection)
     engine.dispose()

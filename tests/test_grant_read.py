@@ -12,14 +12,14 @@ from sqlalchemy.engine import Engine
 
 from archiver import db, migrate
 from archiver.schema import metadata
-from archiver.views import VIEWS
+from archiver.views import READ_ONLY
 
 from .support import fakes
 from .support.commands import run_archiver
 from .support.databases import scalar
 from .support.waiting import wait_for
 
-RELATIONS = sorted([*metadata.tables, *(view.name for view in VIEWS)])
+RELATIONS = sorted([*metadata.tables, *(view.name for view in READ_ONLY)])
 
 
 @dataclass

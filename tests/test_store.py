@@ -39,9 +39,10 @@ def test_second_write_of_the_same_data_rewrites_no_checkpoint_row(archive: Engin
     second = archive_job(archive, payload(), NIGHT_2)
     assert (second.inserted, second.updated, second.unchanged) == (0, 0, 2)
     assert rows(archive, every_column) == before
-    # The sighting is recorded once for the job, and the view reads it from there.
+    # The sighting is recorded once for the job, and the view reads it from there (the facts
+    # table holds what it computed at the end of a sync; this writes without one).
     assert utc(scalar(archive, "SELECT checkpoints_fetched_at FROM training_jobs")) == NIGHT_2
-    seen = rows(archive, "SELECT first_seen_at, last_seen_at FROM checkpoint_facts")
+    seen = rows(archive, "SELECT first_seen_at, last_seen_at FROM checkpoint_facts_live")
     assert [(utc(first), utc(last)) for first, last in seen] == [(NIGHT_1, NIGHT_2)] * 2
 
 
@@ -55,12 +56,12 @@ def test_a_vanished_checkpoint_keeps_its_last_sighting(archive: Engine) -> None:
     assert (counts.unchanged, counts.deleted) == (1, 1)
     gone = rows(
         archive,
-        "SELECT last_seen_at, deleted_at FROM checkpoint_facts WHERE checkpoint_id = 'checkpoint-500'",
+        "SELECT last_seen_at, deleted_at FROM checkpoint_facts_live WHERE checkpoint_id = 'checkpoint-500'",
     )
     assert [(utc(last), utc(deleted)) for last, deleted in gone] == [(NIGHT_2, night_3)]
     kept = rows(
         archive,
-        "SELECT last_seen_at, deleted_at FROM checkpoint_facts WHERE checkpoint_id = 'checkpoint-1000'",
+        "SELECT last_seen_at, deleted_at FROM checkpoint_facts_live WHERE checkpoint_id = 'checkpoint-1000'",
     )
     assert kept == [(kept[0][0], None)] and utc(kept[0][0]) == night_3
 

@@ -13,13 +13,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import migrate
+from archiver import facts, migrate
 from archiver.fake_api import TERMINAL_STATUSES, FakeBaseten, OrgSpec
 from archiver.normalize import Where, parse_timestamp
 from archiver.schema import VERSIONS
 from archiver.schema import checkpoints as checkpoint_table
 from archiver.sync import SyncOptions
 from archiver.views import (
+    FACTS,
     VIEWS,
     checkpoint_facts,
     checkpoint_lora_modules,
@@ -42,6 +43,11 @@ HOUR = timedelta(hours=1)
 @pytest.fixture
 def org(archive: Engine) -> ArchivedOrg:
     return archive_org(archive)
+
+
+def to_date(value: Any) -> date:
+    """A day as either database returns it from raw SQL: a date on PostgreSQL, text on SQLite."""
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def ts(text: str | None) -> datetime | None:
@@ -75,6 +81,42 @@ def test_views_have_exactly_the_declared_columns(archive: Engine) -> None:
         if archive.dialect.name == "postgresql":  # SQLite gives a view's computed columns no type
             declared = [column.type.compile(archive.dialect) for column in view.columns]
             assert [c["type"].compile(archive.dialect) for c in reported] == declared, view.name
+
+
+# Columns computed from "now": the facts tables hold them as of the refresh, their views as of the query.
+NOW_COLUMNS = {"hours_in_status", "hours_since_update"}
+
+
+def test_facts_tables_have_a_declared_type_on_every_column_and_hold_what_their_views_compute(
+    org: ArchivedOrg, archive: Engine
+) -> None:
+    """Superset and Metabase see times, dates and numbers on SQLite as on PostgreSQL (a view's
+    computed columns had no type on SQLite), and the table a sync left is what its `_live` view says."""
+    inspector = sa.inspect(archive)
+    assert {table.name for table in FACTS} <= set(inspector.get_table_names())
+    for table in FACTS:
+        reported = inspector.get_columns(table.name)
+        assert [c["name"] for c in reported] == list(table.columns.keys())
+        declared = [column.type.compile(archive.dialect) for column in table.columns]
+        assert [c["type"].compile(archive.dialect) for c in reported] == declared, table.name
+        columns = ", ".join(c.name for c in table.columns if c.name not in NOW_COLUMNS)
+        stored = rows(archive, f"SELECT {columns} FROM {table.name}")
+        computed = rows(archive, f"SELECT {columns} FROM {table.name}_live")
+        assert stored, table.name
+        assert sorted(stored, key=repr) == sorted(computed, key=repr), table.name
+
+
+def test_each_sync_refreshes_the_facts_tables(archive: Engine) -> None:
+    fake = fakes.small_org()
+    (job_id,) = fake.job_ids()
+    assert fakes.sync(archive, fake).exit_code == 0
+    counted = "SELECT checkpoint_count FROM job_facts"
+    assert rows(archive, counted) == [(1,)]
+    fake.add_checkpoint(job_id)
+    assert rows(archive, counted) == [(1,)]  # a table: what the last sync left
+    assert fakes.sync(archive, fake, SyncOptions(full=True)).exit_code == 0
+    assert rows(archive, counted) == [(2,)]
+    assert rows(archive, "SELECT COUNT(*) FROM checkpoint_facts") == [(2,)]
 
 
 def project_labels(archive: Engine) -> dict[str, str]:
@@ -292,6 +334,8 @@ def test_a_checkpoint_that_existed_within_one_utc_day_is_never_live(
     made, gone = datetime(2026, 6, 10, 1, tzinfo=UTC), datetime(2026, 6, 10, 23, tzinfo=UTC)
 
     def storage() -> dict[date, int]:
+        with archive.begin() as connection:  # as the sync that follows a change does
+            facts.refresh(connection)
         return {
             r["day"]: r["live_size_bytes"]
             for r in read(archive, project_storage_daily)
@@ -339,6 +383,52 @@ def test_a_checkpoint_deleted_and_restored_is_not_live_in_between(archive: Engin
     assert daily[created_at(gone).date()] == both  # and from the day it was created, months before
 
 
+def test_a_timestamp_from_year_1_or_9999_keeps_the_daily_facts_to_ten_years(archive: Engine) -> None:
+    """Go's zero time as a job's and a checkpoint's `created_at`, an `updated_at` in 9999: the facts
+    tables are computed at every sync, and a row per day since year 1 grew one test's archive past 1.4 GB."""
+    fake = fakes.small_org()
+    (job_id,) = fake.job_ids()
+    project_id = fake.job(job_id)["training_project_id"]
+    zero = "0001-01-01T00:00:00Z"
+    fake.set_job(job_id, created_at=zero, updated_at="9999-06-01T00:00:00Z")
+    fake.add_checkpoint(job_id, created_at=zero)
+    assert fakes.sync(archive, fake).exit_code == 0
+    first, last, days, held = rows(
+        archive,
+        "SELECT MIN(day), MAX(day), COUNT(*), MAX(live_checkpoint_count) FROM project_storage_daily "
+        "WHERE project_id = :p",
+        p=project_id,
+    )[0]
+    first, last = to_date(first), to_date(last)
+    assert (last - first, days) == (timedelta(days=3652), 3653)
+    assert last >= datetime.now(UTC).date() - timedelta(days=1)
+    assert held == 2  # the checkpoint from year 1 counts from the first day shown
+    spent = rows(archive, "SELECT COUNT(*), SUM(hours) FROM gpu_hours_daily WHERE job_id = :j", j=job_id)[0]
+    assert spent[0] == 3653 and spent[1] == pytest.approx(3653 * 24)
+
+
+def test_project_storage_daily_charges_each_day_to_the_team_of_that_day(archive: Engine) -> None:
+    """A project moved to another team keeps its earlier days under the team that had it then."""
+    fake = fakes.small_org()
+    (job_id,) = fake.job_ids()
+    project_id = fake.job(job_id)["training_project_id"]
+    fake.set_project(project_id, team_name="research")
+    nights = [datetime(2026, 6, 1, 3, tzinfo=UTC), datetime(2026, 6, 4, 3, tzinfo=UTC)]
+    assert fakes.sync(archive, fake, clock=lambda: nights[0]).exit_code == 0
+    fake.set_project(project_id, team_name="platform")
+    assert fakes.sync(archive, fake, SyncOptions(full=True), clock=lambda: nights[1]).exit_code == 0
+    teams = {
+        r["day"]: r["team_name"]
+        for r in read(archive, project_storage_daily)
+        if r["project_id"] == project_id
+    }
+    assert [teams[date(2026, 6, day)] for day in range(1, 7)] == ["research"] * 3 + ["platform"] * 3
+    assert {team for day, team in teams.items() if day < date(2026, 6, 1)} == {
+        "research"
+    }  # before the archive
+    assert rows(archive, "SELECT team_name FROM job_facts") == [("platform",)]  # a job's facts: today's team
+
+
 def test_downgrade_drops_the_views(archive: Engine) -> None:
     migrate.downgrade(archive, "0002")
     assert sa.inspect(archive).get_view_names() == []
@@ -362,6 +452,7 @@ def test_job_facts_latest_checkpoint_is_the_same_on_both_databases_when_a_create
             sa.text("UPDATE checkpoints SET created_at = NULL WHERE checkpoint_id = :c"),
             {"c": undated["checkpoint_id"]},
         )
+        facts.refresh(connection)
     assert rows(archive, "SELECT latest_checkpoint_id FROM job_facts") == [(dated["checkpoint_id"],)]
 
 

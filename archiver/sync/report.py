@@ -63,6 +63,7 @@ class SyncOptions:
     )
     on_finish: Callable[[SyncReport], None] | None = None  # told the report once the run has recorded its end
     finished_at: datetime | None = None  # the end to record (a rebuild's replay of a run); None: when it ends
+    refresh_facts: bool = True  # rewrite the facts tables BI tools read once the run is done
 
     def recorded(self) -> dict[str, Any]:
         """What besides scope and `full` decides what a run archives, as `sync_runs.options` keeps it."""

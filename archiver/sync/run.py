@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import clock as clocks
-from archiver import db, durations, ledger, migrate, normalize, redaction, responses, stopping, store
+from archiver import db, durations, facts, ledger, migrate, normalize, redaction, responses, stopping, store
 from archiver.client import DEFAULT_MAX_RESPONSE_MB, BasetenClient, RetryPolicy
 from archiver.db import describe_db_error
 from archiver.errors import ApiUnavailable, ArchiverError, FatalError, Interrupted
@@ -183,6 +183,8 @@ class Sync:
         return run_id
 
     def _finish(self, run_id: int, status: str, summary: str | None, fatal: FatalError | None) -> None:
+        if self.options.refresh_facts and not self.options.stop.is_set():
+            self._refresh_facts()
         report = self.report
         failures = [(f, f.kind) for f in report.failures] + [(f, "gone") for f in report.gone]
         if fatal is not None and summary is not None:  # what ended the run is one of its errors too
@@ -212,6 +214,17 @@ class Sync:
             )
         except sa.exc.DBAPIError as exc:
             log.error("could not record the end of run %d: %s", run_id, describe_db_error(exc))
+
+    def _refresh_facts(self) -> None:
+        """Bring the facts tables up to what the run committed; a stopped run leaves it to the next."""
+        try:
+            with self.engine.begin() as connection:
+                facts.refresh(connection)
+        except sa.exc.DBAPIError as exc:
+            log.error(
+                "could not refresh the facts tables; they hold what the previous sync left: %s",
+                describe_db_error(exc),
+            )
 
     def _archive(self) -> None:
         """Plan, read the listings, then the checkpoints, then judge what vanished."""
