@@ -2,9 +2,9 @@
 
 `python benchmarks/dlt_load.py API_URL API_KEY DATABASE_URL PIPELINES_DIR` loads every training project,
 every project's jobs and every job's checkpoints (one request each: the API has no pagination), merged on
-their primary keys, into a SQLite file (dlt's sqlalchemy destination) or a PostgreSQL database (dlt's
-postgres destination). Run it twice with the same PIPELINES_DIR for an unchanged reload.
-It needs the optional extra: `pip install -e '.[compare]'`.
+their primary keys, into a SQLite file (dlt's sqlalchemy destination, with PRIMARY KEY constraints) or a
+PostgreSQL database (dlt's postgres destination, which indexes primary keys by default). Run it twice with
+the same PIPELINES_DIR for an unchanged reload. It needs the optional extra: `pip install -e '.[compare]'`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def destination(database_url: str) -> Any:
 
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        return dlt.destinations.sqlalchemy(database_url)
+        # Without PRIMARY KEY constraints (its default) the merge searches unindexed tables: an unchanged
+        # reload of 46,238 checkpoints took 158-178 s on 2 cores.
+        return dlt.destinations.sqlalchemy(database_url, create_primary_keys=True)
     # dlt's postgres credentials insist on a password; a server that trusts the client ignores this one.
     url = url.set(drivername="postgresql", password=url.password or "unused-under-trust-auth")
     return dlt.destinations.postgres(url.render_as_string(hide_password=False))
