@@ -37,24 +37,21 @@ def _env(server: FakeServer, database_url: str) -> dict[str, str]:
     }
 
 
-def run_sync(server: FakeServer, database_url: str, *options: str) -> SyncRun:
-    """Run `archiver sync` against `server`; fail loudly unless it exits 0."""
-    server.reset()
-    env = _env(server, database_url)
-    # Through a slim launcher: a child's peak RSS counts what its parent held when it was forked,
-    # and the benchmark process itself is large.
+@dataclass(frozen=True)
+class Launched:
+    """A command run through the slim launcher (see `launch`): its wall time, peak RSS and output."""
+
+    seconds: float
+    peak_rss_mib: float
+    stdout: str
+
+
+def launch_timed(argv: list[str], env: dict[str, str], what: str) -> Launched:
+    """Run argv through the slim launcher; fail loudly, naming it `what`, unless it exits 0."""
+    # A child's peak RSS counts what its parent held when it was forked, and the benchmark process
+    # itself is large: the launcher is small.
     launched = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "archiver.bench.launch",
-            sys.executable,
-            "-m",
-            "archiver",
-            "sync",
-            "--migrate",
-            *options,
-        ],
+        [sys.executable, "-m", "archiver.bench.launch", *argv],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -64,18 +61,26 @@ def run_sync(server: FakeServer, database_url: str, *options: str) -> SyncRun:
     *output, last = launched.stdout.splitlines() or [""]
     stdout = "\n".join(output)
     if launched.returncode != 0:
-        raise RuntimeError(f"archiver sync exited {launched.returncode}:\n{stdout}\n{launched.stderr}")
+        raise RuntimeError(f"{what} exited {launched.returncode}:\n{stdout}\n{launched.stderr}")
     peak_kib, seconds = last.split()
+    return Launched(seconds=float(seconds), peak_rss_mib=int(peak_kib) / 1024, stdout=stdout)
+
+
+def run_sync(server: FakeServer, database_url: str, *options: str) -> SyncRun:
+    """Run `archiver sync` against `server`; fail loudly unless it exits 0."""
+    server.reset()
+    command = [sys.executable, "-m", "archiver", "sync", "--migrate", *options]
+    launched = launch_timed(command, _env(server, database_url), "archiver sync")
     seen = server.metrics()
     return SyncRun(
-        seconds=float(seconds),
-        peak_rss_mib=int(peak_kib) / 1024,
+        seconds=launched.seconds,
+        peak_rss_mib=launched.peak_rss_mib,
         requests=seen.requests,
         rate_limited=seen.rate_limited,
         max_in_flight=seen.max_in_flight,
         max_in_one_second=seen.max_in_one_second,
         checkpoints=seen.checkpoints,
-        summary=stdout.strip(),
+        summary=launched.stdout.strip(),
     )
 
 
