@@ -187,12 +187,13 @@ def downgrade_losses(engine: Engine, revision: str) -> list[Loss]:
 
 
 def _tables(bind: Engine | sa.Connection) -> dict[str, set[str]]:
-    """The archive's tables (views are no data) and their columns; alembic_version is bookkeeping."""
+    """The archive's tables and their columns: not the views, nor the facts tables computed from them
+    (no data is lost with them), nor alembic_version, which is bookkeeping."""
     inspector = sa.inspect(bind)
     return {
         table: {column["name"] for column in inspector.get_columns(table)}
         for table in inspector.get_table_names()
-        if table != "alembic_version"
+        if table != "alembic_version" and table not in facts.NAMES
     }
 
 

@@ -73,6 +73,7 @@ def test_downgrade_past_the_run_ledger_names_the_history_it_drops(
     assert lost["sync_runs"] == "2" and lost["training_job_history"] == "1"
     assert lost["checkpoints.valid_from"] == str(archived.total_checkpoints())
     assert "table checkpoints " not in output  # 0001 keeps the checkpoints themselves
+    assert "_facts" not in output  # computed from the archive: dropping them loses nothing
     assert migrate.current_revision(archive) == SCHEMA_REVISION
 
     code, output = downgrade(database_url, "0001", "--yes")
