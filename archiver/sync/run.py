@@ -97,6 +97,8 @@ class Sync:
             finally:
                 self.report.counts.requests = self.client.requests_made
                 self.report.rate_limited = self.client.rate_limited
+                if self.options.refresh_facts and not self.options.stop.is_set():
+                    self._refresh_facts()  # part of the run's time: on a large archive, a good part
                 self.report.seconds = time.monotonic() - started
                 self.report.interrupted = self.options.stop.is_set()
                 if self.report.interrupted:
@@ -183,8 +185,6 @@ class Sync:
         return run_id
 
     def _finish(self, run_id: int, status: str, summary: str | None, fatal: FatalError | None) -> None:
-        if self.options.refresh_facts and not self.options.stop.is_set():
-            self._refresh_facts()
         report = self.report
         failures = [(f, f.kind) for f in report.failures] + [(f, "gone") for f in report.gone]
         if fatal is not None and summary is not None:  # what ended the run is one of its errors too
