@@ -39,13 +39,17 @@ def refresh(connection: Connection) -> None:
     present = set(sa.inspect(connection).get_table_names())
     started = time.monotonic()
     for table in FACTS:  # in order: `job_facts_live` reads the `checkpoint_facts` table
-        if table.name not in present:
-            continue
-        columns = list(table.columns)
-        computed = sa.table(live(table.name), *(sa.column(c.name) for c in columns))
-        connection.execute(sa.delete(table))
-        connection.execute(sa.insert(table).from_select([c.name for c in columns], sa.select(computed)))
+        if table.name in present:
+            rewrite(connection, table)
     log.info("refreshed the facts tables in %.2f s", time.monotonic() - started, extra={"event": "facts"})
+
+
+def rewrite(connection: Connection, table: sa.Table) -> None:
+    """Replace facts table `table`'s rows with what its view computes now."""
+    names = [c.name for c in table.columns]
+    computed = sa.table(live(table.name), *(sa.column(name) for name in names))
+    connection.execute(sa.delete(table))
+    connection.execute(sa.insert(table).from_select(names, sa.select(computed)))
 
 
 NAMES = frozenset(table.name for table in FACTS)
