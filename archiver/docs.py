@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 from archiver import db
 from archiver.errors import UsageError
 from archiver.schema import metadata
-from archiver.views import READ_ONLY
+from archiver.views import FACTS, READ_ONLY
 
 OBJECTS = (*metadata.tables.values(), *READ_ONLY)
 """Every table and view of the archive."""
@@ -35,13 +35,26 @@ _MARKED = re.compile(r"^<!-- describe: ([\w ]+) -->\n.*?^<!-- /describe -->$", f
 
 
 def section(table: sa.Table) -> str:
-    """A table's or view's Markdown section: its description, then a row per column."""
+    """A table's or view's Markdown section: its description, then a row per column (or, for a
+    view whose columns are a facts table's, described alike, a pointer to that table's)."""
     lines = [f"### `{table.name}`", ""]
     for paragraph in (table.comment or "").split("\n\n"):
         lines += [*textwrap.wrap(paragraph, 100, break_long_words=False, break_on_hyphens=False), ""]
+    if (same := _described_alike(table)) is not None:
+        return "\n".join([*lines, f"Its columns are those of `{same}`, described there."]) + "\n"
     lines += ["| column | meaning |", "|---|---|"]
     lines += [f"| `{c.name}` | {_cell(c.comment)} |" for c in table.columns]
     return "\n".join(lines) + "\n"
+
+
+def _described_alike(table: sa.Table) -> str | None:
+    """The facts table a `_live` view computes, when their columns and descriptions are the same."""
+    facts = next((f for f in FACTS if f"{f.name}_live" == table.name), None)
+    if facts is None or [(c.name, c.comment) for c in facts.columns] != [
+        (c.name, c.comment) for c in table.columns
+    ]:
+        return None
+    return facts.name
 
 
 def _cell(text: str | None) -> str:

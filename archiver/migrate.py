@@ -98,7 +98,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     target = checked_target(revision)
-    _run(engine, lambda config: command.upgrade(config, target), then=facts.refresh)
+    _run(engine, lambda config: command.upgrade(config, target), then=_refresh_if_moved(engine))
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -106,7 +106,23 @@ def downgrade(engine: Engine, revision: str) -> None:
     from alembic import command
 
     target = checked_target(revision)
-    _run(engine, lambda config: command.downgrade(config, target), then=facts.refresh)
+    _run(engine, lambda config: command.downgrade(config, target), then=_refresh_if_moved(engine))
+
+
+def _refresh_if_moved(engine: Engine) -> Callable[[sa.Connection], None]:
+    """After a migration, rewrite the facts tables if a revision ran: it may have changed their views.
+
+    A `db upgrade` with nothing to run leaves them alone (on a large archive a rewrite takes a minute).
+    """
+    from alembic.runtime.migration import MigrationContext
+
+    before = current_revision(engine)
+
+    def refresh(connection: sa.Connection) -> None:
+        if MigrationContext.configure(connection).get_current_revision() != before:
+            facts.refresh(connection)
+
+    return refresh
 
 
 def checked_target(revision: str) -> str:
