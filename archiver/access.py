@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from archiver import db
 from archiver.errors import DatabaseUnavailable, UsageError
-from archiver.schema import metadata
+from archiver.schema import INTERNAL_SCHEMA, metadata
 from archiver.views import READ_ONLY
 
 SQLITE_READERS = (
@@ -27,10 +27,11 @@ SQLITE_READERS = (
 log = logging.getLogger("archiver.access")
 
 
-def grant_read(engine: Engine, role: str) -> tuple[str, list[str]]:
+def grant_read(engine: Engine, role: str) -> tuple[list[str], list[str]]:
     """Let `role` read every table and view of the archive, now and after later migrations.
 
-    Return the schema and the owners whose future objects `role` may read.
+    Return the schemas (the archive's, and its bookkeeping's since revision 0017) and the owners
+    whose future objects `role` may read.
     """
     if engine.dialect.name != "postgresql":
         raise UsageError(SQLITE_READERS)
@@ -44,7 +45,7 @@ def grant_read(engine: Engine, role: str) -> tuple[str, list[str]]:
         ) from None
 
 
-def _grant(connection: Connection, role: str) -> tuple[str, list[str]]:
+def _grant(connection: Connection, role: str) -> tuple[list[str], list[str]]:
     if (
         connection.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}).first()
         is None
@@ -55,23 +56,25 @@ def _grant(connection: Connection, role: str) -> tuple[str, list[str]]:
     database, schema, user = connection.execute(
         sa.text("SELECT current_database(), current_schema(), current_user")
     ).one()
-    owners = _owners(connection, schema) or [user]
+    schemas = [schema, *_internal(connection)]
+    owners = _owners(connection, schemas) or [user]
     quote = connection.dialect.identifier_preparer.quote
-    reader, where = quote(role), quote(schema)
-    statements = [
-        f"GRANT CONNECT ON DATABASE {quote(database)} TO {reader}",
-        f"GRANT USAGE ON SCHEMA {where} TO {reader}",
-        # ALL TABLES includes views.
-        f"GRANT SELECT ON ALL TABLES IN SCHEMA {where} TO {reader}",
-        *(
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {quote(owner)} IN SCHEMA {where} GRANT SELECT ON TABLES TO {reader}"
-            for owner in owners
-        ),
-    ]
-    for statement in statements:
-        connection.exec_driver_sql(statement)
+    reader = quote(role)
+    connection.exec_driver_sql(f"GRANT CONNECT ON DATABASE {quote(database)} TO {reader}")
+    for where in map(quote, schemas):
+        statements = [
+            f"GRANT USAGE ON SCHEMA {where} TO {reader}",
+            # ALL TABLES includes views.
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA {where} TO {reader}",
+            *(
+                f"ALTER DEFAULT PRIVILEGES FOR ROLE {quote(owner)} IN SCHEMA {where} GRANT SELECT ON TABLES TO {reader}"
+                for owner in owners
+            ),
+        ]
+        for statement in statements:
+            connection.exec_driver_sql(statement)
     _read_in_utc(connection, reader, quote(database))
-    return schema, owners
+    return schemas, owners
 
 
 def _read_in_utc(connection: Connection, reader: str, database: str) -> None:
@@ -92,15 +95,23 @@ def _read_in_utc(connection: Connection, reader: str, database: str) -> None:
         )
 
 
-def _owners(connection: Connection, schema: str) -> list[str]:
+def _internal(connection: Connection) -> list[str]:
+    """The bookkeeping's schema (revision 0017), where the archive has one."""
+    found = connection.execute(
+        sa.text("SELECT nspname FROM pg_namespace WHERE nspname = :name"), {"name": INTERNAL_SCHEMA}
+    )
+    return list(found.scalars())
+
+
+def _owners(connection: Connection, schemas: list[str]) -> list[str]:
     """The roles that own the archive's tables and views: later migrations run as them."""
     names = [*metadata.tables, *(view.name for view in READ_ONLY), "alembic_version"]
     found = connection.execute(
         sa.text(
             "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = :schema AND c.relname = ANY(:names) ORDER BY 1"
+            "WHERE n.nspname = ANY(:schemas) AND c.relname = ANY(:names) ORDER BY 1"
         ),
-        {"schema": schema, "names": names},
+        {"schemas": schemas, "names": names},
     )
     return list(found.scalars())

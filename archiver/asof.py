@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from archiver.facts import LIVE
 from archiver.schema import (
+    INTERNAL_SCHEMA,
     VERSIONED,
     UTCDateTime,
     Versioned,
@@ -34,6 +35,7 @@ from archiver.schema import (
     sync_errors,
     sync_runs,
 )
+from archiver.views import INTERNAL
 
 # Bookkeeping timestamps of versioned tables, capped at the instant: they were never versioned.
 _CAPPED = ("last_seen_at", "checkpoints_fetched_at")
@@ -75,10 +77,10 @@ def definitions(connection: Connection, at: datetime) -> list[tuple[str, str]]:
     """(name, the SELECT it means as of `at`) for every table and view shadowed, dependencies first."""
     dialect = connection.dialect.name
     schema = "main" if dialect == "sqlite" else connection.exec_driver_sql("SELECT current_schema()").scalar()
-    real = _Names(f'"{schema}"')
+    real = _Names(str(schema), INTERNAL_SCHEMA if dialect == "postgresql" else str(schema))
     instant = _literal(connection, at)
     views = _view_definitions(connection)
-    existing = set(sa.inspect(connection).get_table_names())
+    existing = set(sa.inspect(connection).get_table_names())  # the bookkeeping's schema is on the path
     found: list[tuple[str, str]] = []
     for versioned in VERSIONED:
         if versioned.table.name in existing:
@@ -109,13 +111,14 @@ def definitions(connection: Connection, at: datetime) -> list[tuple[str, str]]:
 
 
 class _Names:
-    """Qualify a name with the archive's own schema, past the temporary views that shadow it."""
+    """Qualify a name with the schema it lives in, past the temporary views that shadow it:
+    the archive's own, or for the bookkeeping on PostgreSQL, its schema (revision 0017)."""
 
-    def __init__(self, schema: str) -> None:
-        self.schema = schema
+    def __init__(self, schema: str, internal: str) -> None:
+        self.schema, self.internal = schema, internal
 
     def __call__(self, name: str) -> str:
-        return f'{self.schema}."{name}"'
+        return f'"{self.internal if name in INTERNAL else self.schema}"."{name}"'
 
 
 def _temp(name: str, select: str) -> str:
@@ -170,7 +173,8 @@ def _view_definitions(connection: Connection) -> list[tuple[str, str]]:
     rows = connection.exec_driver_sql(
         "SELECT c.relname, pg_get_viewdef(c.oid) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind = 'v' AND n.nspname = current_schema() ORDER BY c.oid"
+        "WHERE c.relkind = 'v' AND n.nspname IN (current_schema(), %(internal)s) ORDER BY c.oid",
+        {"internal": INTERNAL_SCHEMA},
     ).all()
     return [(name, definition.rstrip().rstrip(";")) for name, definition in rows]
 

@@ -23,6 +23,7 @@ from sqlalchemy.util import asbool
 from archiver import bulk
 from archiver.errors import DatabaseUnavailable, UsageError
 from archiver.normalize import canonical_json
+from archiver.schema import INTERNAL_SCHEMA
 
 DEFAULT_DATABASE_URL = "sqlite:///archive.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -120,6 +121,8 @@ def make_engine(url: str | sa.URL, *, reading: bool = False) -> Engine:
         raise UsageError(f"cannot use database {redact(parsed)}: {type(exc).__name__}{hint}") from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, reading)
+    else:
+        _configure_postgresql(engine)
     return engine
 
 
@@ -213,6 +216,23 @@ def _configure_sqlite(engine: Engine, reading: bool) -> None:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # The bookkeeping's schema (revision 0017) last on the search path: the archiver names its
+        # tables alone, wherever they live; new tables are still made in the archive's own schema.
+        cursor = dbapi_connection.cursor()
+        cursor.execute(_FIND_INTERNAL)
+        cursor.close()
+        dbapi_connection.commit()
+
+
+_FIND_INTERNAL = (
+    "SELECT set_config('search_path', "
+    f"concat_ws(', ', nullif(current_setting('search_path'), ''), '{INTERNAL_SCHEMA}'), false)"
+)
 
 
 @contextmanager

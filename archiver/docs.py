@@ -23,8 +23,8 @@ from sqlalchemy.engine import Connection
 
 from archiver import db
 from archiver.errors import UsageError
-from archiver.schema import metadata
-from archiver.views import FACTS, READ_ONLY
+from archiver.schema import INTERNAL_SCHEMA, metadata
+from archiver.views import FACTS, INTERNAL, READ_ONLY
 
 OBJECTS = (*metadata.tables.values(), *READ_ONLY)
 """Every table and view of the archive."""
@@ -106,20 +106,21 @@ def datasette_metadata(database_url: str) -> dict[str, Any]:
 
 
 def internal(name: str) -> bool:
-    """Whether a table is the archiver's bookkeeping rather than something to chart: kept out of a
-    reader's table list (the kept responses; history, which the `*_versions` views read; and the
-    `_live` views the facts tables are refreshed from, slow to chart)."""
-    return name in ("api_responses", "api_response_bodies") or name.endswith(("_history", "_live"))
+    """Whether a table is the archiver's bookkeeping rather than something to chart (`views.INTERNAL`)."""
+    return name in INTERNAL
 
 
+# The archive's relations: in its schema and, on PostgreSQL, its bookkeeping's (revision 0017).
 _PRESENT = """
 SELECT c.relname, c.relkind, NULL AS attname, obj_description(c.oid, 'pg_class') AS comment
 FROM pg_class c
-WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+WHERE c.relnamespace IN (SELECT oid FROM pg_namespace WHERE nspname IN (current_schema(), :internal))
+AND c.relkind IN ('r', 'p', 'v', 'm')
 UNION ALL
 SELECT c.relname, c.relkind, a.attname, col_description(c.oid, a.attnum)
 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+WHERE c.relnamespace IN (SELECT oid FROM pg_namespace WHERE nspname IN (current_schema(), :internal))
+AND c.relkind IN ('r', 'p', 'v', 'm')
 """
 _KEYWORD = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}
 
@@ -128,7 +129,10 @@ def write_comments(connection: Connection) -> None:
     """Make each existing table's, view's and column's PostgreSQL comment its description in code."""
     if connection.dialect.name != "postgresql":
         return  # SQLite has no comments: `archiver docs --datasette` describes a SQLite archive
-    present = {(row.relname, row.attname): row for row in connection.execute(sa.text(_PRESENT))}
+    present = {
+        (row.relname, row.attname): row
+        for row in connection.execute(sa.text(_PRESENT), {"internal": INTERNAL_SCHEMA})
+    }
     quote = connection.dialect.identifier_preparer.quote
     for table in OBJECTS:
         if (table.name, None) not in present:

@@ -205,7 +205,7 @@ def downgrade_losses(engine: Engine, revision: str) -> list[Loss]:
 def _tables(bind: Engine | sa.Connection) -> dict[str, set[str]]:
     """The archive's tables and their columns: not the views, nor the facts tables computed from them
     (no data is lost with them), nor alembic_version, which is bookkeeping."""
-    inspector = sa.inspect(bind)
+    inspector = sa.inspect(bind)  # on PostgreSQL, the bookkeeping's schema too: it is on the search path
     return {
         table: {column["name"] for column in inspector.get_columns(table)}
         for table in inspector.get_table_names()

@@ -29,7 +29,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 # The Alembic revision these tables (and the views of revision 0003) are at. Every new revision
 # bumps it; `tests/test_migrations.py` checks it is the head of migrations/versions.
-SCHEMA_REVISION = "0016"
+SCHEMA_REVISION = "0017"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -388,3 +388,12 @@ VERSIONS = {versioned.table.name: versioned for versioned in VERSIONED}
 
 # Every table and column is commented with its description, from archiver/descriptions.py.
 describe(metadata.tables.values(), VERSIONED)
+
+# On PostgreSQL the bookkeeping (kept responses, history; `archiver.views.INTERNAL` adds the views)
+# lives in this schema (revision 0017), out of a BI tool's table list. The archiver's sessions have
+# it last on their search path (`archiver.db`), so SQL names these tables alone on both databases,
+# and reflection (autogenerate included) sees them beside the others.
+INTERNAL_SCHEMA = "archiver_internal"
+INTERNAL_TABLES = frozenset(
+    {api_responses.name, api_response_bodies.name, *(versioned.history.name for versioned in VERSIONED)}
+)

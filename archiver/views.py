@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from archiver.descriptions import describe
-from archiver.schema import VERSIONED, JSONDocument, UTCDateTime, Versioned
+from archiver.schema import INTERNAL_TABLES, VERSIONED, JSONDocument, UTCDateTime, Versioned
 
 metadata = sa.MetaData()
 
@@ -201,6 +201,11 @@ LIVE_VIEWS = tuple(
 )
 VIEWS = (*LIVE_VIEWS, *VERSION_VIEWS, training_job_status_history)
 READ_ONLY = (*FACTS, *VIEWS)  # every relation beyond `archiver.schema.metadata`: what readers read
+# The bookkeeping, out of a reader's table list: in schema `archiver_internal` on PostgreSQL
+# (revision 0017), hidden by Datasette's metadata on SQLite. The kept responses; the history, which
+# the `*_versions` views put together with the current rows; and the `_live` views the facts tables
+# are refreshed from, slow to chart.
+INTERNAL = INTERNAL_TABLES | {view.name for view in (*LIVE_VIEWS, *VERSION_VIEWS)}
 
 # Every relation and column is commented with its description, from archiver/descriptions.py.
 describe(READ_ONLY, VERSIONED, facts=FACTS)

@@ -152,3 +152,66 @@ def test_a_reader_sees_times_in_utc_whatever_the_server_says(roles: Roles) -> No
     finally:
         writer.dispose()
         admin.dispose()
+
+
+def bookkeeping(name: str) -> bool:
+    """Kept responses, history, every version, the `_live` views: not what an analyst charts."""
+    return name in ("api_responses", "api_response_bodies") or (
+        name.endswith(("_history", "_versions", "_live")) and name != "training_job_status_history"
+    )
+
+
+def test_a_readers_table_list_is_what_it_charts_and_a_reader_granted_before_0017_still_reads_the_rest(
+    roles: Roles,
+) -> None:
+    """The bookkeeping crowded every BI tool's table picker; on PostgreSQL it now lives in archiver_internal."""
+    writer = db.make_engine(roles.writer_url)
+    admin = db.make_engine(roles.admin_url)
+    try:
+        assert fakes.sync(writer, fakes.small_org(2)).exit_code == 0
+        migrate.downgrade(writer, "0016")  # an archive a reader was granted before the move
+        result = run_archiver("db", "grant-read", roles.reader, "--database-url", roles.admin_url)
+        assert result.exit_code == 0, result.output
+        assert "in schema public of" in result.stdout
+        migrate.upgrade(writer)
+        assert unreadable(admin, roles.reader) == []
+
+        # A BI tool connects as the reader, with PostgreSQL's default search path.
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"ALTER ROLE {roles.reader} LOGIN")
+        plain = sa.create_engine(
+            sa.make_url(roles.admin_url).set(drivername="postgresql+psycopg", username=roles.reader)
+        )
+        try:
+            inspector = sa.inspect(plain)
+            listed = {*inspector.get_table_names(), *inspector.get_view_names()}
+            internal = {
+                *inspector.get_table_names("archiver_internal"),
+                *inspector.get_view_names("archiver_internal"),
+            }
+            with plain.connect() as connection:  # still readable by its schema's name
+                assert connection.exec_driver_sql(
+                    "SELECT COUNT(*) FROM archiver_internal.checkpoint_versions"
+                ).scalar()
+        finally:
+            plain.dispose()
+        assert listed == {name for name in RELATIONS if not bookkeeping(name)} | {"alembic_version"}
+        assert internal == {name for name in RELATIONS if bookkeeping(name)}
+
+        # Tables a later migration makes in archiver_internal are readable too (default privileges).
+        with writer.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE archiver_internal.made_later (x integer)")
+        with admin.connect() as connection, connection.begin():
+            connection.exec_driver_sql(f"SET LOCAL ROLE {roles.reader}")
+            assert (
+                connection.exec_driver_sql("SELECT COUNT(*) FROM archiver_internal.made_later").scalar() == 0
+            )
+        with writer.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE archiver_internal.made_later")
+
+        # Granted again now: the command names both schemas.
+        result = run_archiver("db", "grant-read", roles.reader, "--database-url", roles.admin_url)
+        assert "in schema public and archiver_internal of" in result.stdout
+    finally:
+        writer.dispose()
+        admin.dispose()

@@ -23,6 +23,7 @@ from .support.commands import Result, run_archiver
 from .support.databases import scalar
 from .support.orgs import ArchivedOrg, archive_org
 from .support.payloads import CHECKPOINTS, JOB, project_for
+from .support.standby import hot_standby
 
 SIZES = "SELECT job_id, checkpoint_id, size_bytes FROM checkpoint_facts ORDER BY job_id, checkpoint_id"
 
@@ -347,3 +348,33 @@ def test_as_of_needs_no_temporary_privilege_and_runs_read_only(postgres_url: str
             connection.exec_driver_sql(f'DROP ROLE "{reader}"')
             connection.exec_driver_sql(f'GRANT TEMPORARY ON DATABASE "{url.database}" TO PUBLIC')
         engine.dispose()
+
+
+def test_as_of_answers_on_a_hot_standby_as_on_its_primary() -> None:
+    """A hot standby takes no writes at all, temporary views included; `query --as-of` reads it all the same."""
+    with hot_standby() as pair:
+        primary = db.make_engine(pair.primary_url)
+        try:
+            archive_org(primary)
+        finally:
+            primary.dispose()
+        pair.caught_up()
+        standby = db.make_engine(pair.standby_url)
+        try:
+            with standby.connect() as connection:
+                assert connection.exec_driver_sql("SELECT pg_is_in_recovery()").scalar() is True
+                with pytest.raises(sa.exc.DBAPIError, match="read-only transaction"):
+                    connection.exec_driver_sql("CREATE TEMPORARY VIEW probe AS SELECT 1")
+        finally:
+            standby.dispose()
+        asked = (
+            "SELECT (SELECT COUNT(*) FROM checkpoint_facts WHERE deleted_at IS NULL) AS live, "
+            "(SELECT COUNT(*) FROM checkpoint_versions) AS versions, (SELECT COUNT(*) FROM sync_runs) AS runs"
+        )
+        ask = ("query", "--as-of", "2026-06-02", "--format", "csv", asked, "--database-url")
+        on_standby = run_archiver(*ask, pair.standby_url)
+        assert on_standby.exit_code == 0, on_standby.output
+        assert on_standby.stdout == run_archiver(*ask, pair.primary_url).stdout
+        assert list(csv.reader(io.StringIO(on_standby.stdout)))[1][2] == "1"  # the first night's run only
+        now = run_archiver("query", "--format", "csv", asked, "--database-url", pair.standby_url)
+        assert now.exit_code == 0 and now.stdout != on_standby.stdout

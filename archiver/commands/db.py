@@ -73,7 +73,8 @@ def grant_read(role: str, database_url: str) -> None:
     """Let a PostgreSQL role read the archive, now and after upgrades.
 
     \b
-    Grants ROLE USAGE on the schema and SELECT on every table and view, and default
+    Grants ROLE USAGE on the archive's schema and its bookkeeping's (archiver_internal)
+    and SELECT on every table and view in them, and default
     privileges FOR ROLE the archive's owner, so that tables and views later migrations
     create are readable too. Run it as the archive's owner or a superuser.
 
@@ -88,9 +89,9 @@ def grant_read(role: str, database_url: str) -> None:
     """
     engine = db.make_engine(db.require_existing(database_url))
     db.check_connection(engine)
-    schema, owners = access.grant_read(engine, role)
+    schemas, owners = access.grant_read(engine, role)
     click.echo(
-        f"{role} may read every table and view in schema {schema} of {db.redact(engine.url)}, and those "
+        f"{role} may read every table and view in schema {' and '.join(schemas)} of {db.redact(engine.url)}, and those "
         f"that {' and '.join(owners)} create in later migrations"
     )
 
