@@ -21,6 +21,7 @@ from archiver.schema import checkpoints as checkpoint_table
 from archiver.sync import SyncOptions
 from archiver.views import (
     FACTS,
+    INTERNAL,
     VIEWS,
     checkpoint_facts,
     checkpoint_lora_modules,
@@ -104,6 +105,24 @@ def test_facts_tables_have_a_declared_type_on_every_column_and_hold_what_their_v
         computed = rows(archive, f"SELECT {columns} FROM {table.name}_live")
         assert stored, table.name
         assert sorted(stored, key=repr) == sorted(computed, key=repr), table.name
+
+
+def test_every_column_a_reader_sees_has_a_declared_type(org: ArchivedOrg, archive: Engine) -> None:
+    """SQLite declares no type for a view's computed column, so a BI tool took it for text: every
+    relation outside the bookkeeping (Datasette hides that; PostgreSQL keeps it in archiver_internal)
+    declares one for each column. `training_job_status_history.sync_run_id` was the last without."""
+    inspector = sa.inspect(archive)
+    seen = [
+        name for name in (*inspector.get_table_names(), *inspector.get_view_names()) if name not in INTERNAL
+    ]
+    assert {"checkpoint_facts", "training_job_status_history", "checkpoints", "sync_runs"} <= set(seen)
+    untyped = [
+        f"{name}.{column['name']}"
+        for name in seen
+        for column in inspector.get_columns(name)
+        if isinstance(column["type"], sa.types.NullType)
+    ]
+    assert untyped == []
 
 
 def test_each_sync_refreshes_the_facts_tables(archive: Engine) -> None:
