@@ -387,6 +387,15 @@ ABOUT: dict[str, About] = {
         message="what went wrong",
         occurred_at="when it happened (UTC)",
     ),
+    "facts_inputs": About(
+        "Bookkeeping of the facts tables: one row per facts table, with a fingerprint of the rows it is "
+        "computed from as they were at its last rewrite. A sync rewrites `checkpoint_facts` and "
+        "`checkpoint_lora_modules` only when it differs; the others depend on the time and are rewritten "
+        "at every sync.",
+        name="the facts table, e.g. `checkpoint_facts`",
+        inputs="the fingerprint: JSON of each input table's row count and latest run stamps",
+        refreshed_at="when the table was last rewritten (UTC)",
+    ),
     # History views written by hand (history tables and *_versions views are derived: see below).
     "training_job_status_history": About(
         "A view of `training_job_versions`: a row for each version whose status differs from the version "

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from archiver import db, docs, facts
 from archiver.db import describe_db_error, redact
 from archiver.errors import DatabaseUnavailable, SchemaOutOfDate, SchemaTooNew, UsageError
-from archiver.schema import SCHEMA_REVISION
+from archiver.schema import SCHEMA_REVISION, facts_inputs
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -204,12 +204,12 @@ def downgrade_losses(engine: Engine, revision: str) -> list[Loss]:
 
 def _tables(bind: Engine | sa.Connection) -> dict[str, set[str]]:
     """The archive's tables and their columns: not the views, nor the facts tables computed from them
-    (no data is lost with them), nor alembic_version, which is bookkeeping."""
+    (no data is lost with them), nor alembic_version and facts_inputs, which are bookkeeping."""
     inspector = sa.inspect(bind)  # on PostgreSQL, the bookkeeping's schema too: it is on the search path
     return {
         table: {column["name"] for column in inspector.get_columns(table)}
         for table in inspector.get_table_names()
-        if table != "alembic_version" and table not in facts.NAMES
+        if table not in ("alembic_version", facts_inputs.name) and table not in facts.NAMES
     }
 
 

@@ -147,7 +147,7 @@ def test_datasette_metadata_describes_every_table_view_and_column_of_a_sqlite_ar
     # Bookkeeping is hidden from Datasette's table list (what PostgreSQL keeps in archiver_internal);
     # what a reader charts is not, the job status history included.
     hidden = {name for name, table in described.items() if table.get("hidden")}
-    assert hidden == {"api_responses", "api_response_bodies"} | {
+    assert hidden == {"api_responses", "api_response_bodies", "facts_inputs"} | {
         n
         for n in relations
         if n.endswith(("_history", "_live", "_versions")) and n != "training_job_status_history"

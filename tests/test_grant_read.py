@@ -155,8 +155,8 @@ def test_a_reader_sees_times_in_utc_whatever_the_server_says(roles: Roles) -> No
 
 
 def bookkeeping(name: str) -> bool:
-    """Kept responses, history, every version, the `_live` views: not what an analyst charts."""
-    return name in ("api_responses", "api_response_bodies") or (
+    """Kept responses, history, every version, the `_live` views, the facts' bookkeeping: not what an analyst charts."""
+    return name in ("api_responses", "api_response_bodies", "facts_inputs") or (
         name.endswith(("_history", "_versions", "_live")) and name != "training_job_status_history"
     )
 

@@ -107,6 +107,74 @@ def test_facts_tables_have_a_declared_type_on_every_column_and_hold_what_their_v
         assert sorted(stored, key=repr) == sorted(computed, key=repr), table.name
 
 
+def assert_facts_as_computed(archive: Engine) -> None:
+    """Each facts table holds what its `_live` view computes (but the hours counted to "now")."""
+    for table in FACTS:
+        columns = ", ".join(c.name for c in table.columns if c.name not in NOW_COLUMNS)
+        stored = rows(archive, f"SELECT {columns} FROM {table.name}")
+        computed = rows(archive, f"SELECT {columns} FROM {table.name}_live")
+        assert sorted(stored, key=repr) == sorted(computed, key=repr), table.name
+
+
+def rewritten(archive: Engine) -> dict[str, object]:
+    """When each facts table was last rewritten."""
+    return {str(name): at for name, at in rows(archive, "SELECT name, refreshed_at FROM facts_inputs")}
+
+
+def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(archive: Engine) -> None:
+    """The rewrite of every facts table made an unchanged night slow; checkpoint_facts and
+    checkpoint_lora_modules depend on nothing but their inputs, so a sync keeps them while those are
+    unchanged (every job finished: nothing is read again), and rewrites them after any change, a
+    change whose refresh failed included."""
+    fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=2, checkpoints_per_job=3, active_fraction=0))
+    steady = ("checkpoint_facts", "checkpoint_lora_modules")
+    assert fakes.sync(archive, fake).exit_code == 0
+    assert_facts_as_computed(archive)
+    first = rewritten(archive)
+    assert set(first) == {table.name for table in FACTS}
+
+    assert fakes.sync(archive, fake).exit_code == 0  # nothing changed
+    assert_facts_as_computed(archive)
+    again = rewritten(archive)
+    assert [again[name] for name in steady] == [first[name] for name in steady]
+    assert all(again[t.name] != first[t.name] for t in FACTS if t.name not in steady)  # hours move on
+
+    project_id, other_project = fake.project_ids()
+    job_id, other_job = fake.job_ids(project_id)[0], fake.job_ids(other_project)[0]
+    changes: list[Callable[[], object]] = [
+        lambda: fake.add_checkpoint(job_id),
+        lambda: fake.set_project(project_id, name="renamed", team_name="another team"),
+        lambda: fake.set_project(other_project, name="renamed"),  # a label collision
+        lambda: fake.update_checkpoint(
+            other_job, fake.checkpoints(other_job)[0]["checkpoint_id"], sync_status=""
+        ),
+        lambda: fake.delete_checkpoint(job_id, fake.checkpoints(job_id)[0]["checkpoint_id"]),
+        lambda: fake.set_job(other_job, current_status="TRAINING_JOB_FAILED"),
+        lambda: fake.delete_project(project_id),
+    ]
+    for change in changes:
+        before = rewritten(archive)
+        change()
+        assert fakes.sync(archive, fake, SyncOptions(full=True)).exit_code == 0
+        assert_facts_as_computed(archive)
+        assert rewritten(archive)["checkpoint_facts"] != before["checkpoint_facts"]
+
+    # A run whose refresh failed (or that was stopped before it) leaves its changes to the next run's.
+    before = rewritten(archive)
+    fake.add_checkpoint(other_job)
+
+    def broken(connection: sa.Connection, table: sa.Table) -> None:
+        raise sa.exc.OperationalError("INSERT INTO checkpoint_facts ...", {}, Exception("disk full"))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(facts, "rewrite", broken)
+        assert fakes.sync(archive, fake).exit_code == 0
+    assert rewritten(archive) == before
+    assert fakes.sync(archive, fake).exit_code == 0  # unchanged since: but not refreshed since
+    assert_facts_as_computed(archive)
+    assert rewritten(archive)["checkpoint_facts"] != before["checkpoint_facts"]
+
+
 def test_every_column_a_reader_sees_has_a_declared_type(org: ArchivedOrg, archive: Engine) -> None:
     """SQLite declares no type for a view's computed column, so a BI tool took it for text: every
     relation outside the bookkeeping (Datasette hides that; PostgreSQL keeps it in archiver_internal)

@@ -219,7 +219,7 @@ class Sync:
         """Bring the facts tables up to what the run committed; a stopped run leaves it to the next."""
         try:
             with self.engine.begin() as connection:
-                facts.refresh(connection)
+                facts.refresh(connection, keep_unchanged=True)
         except sa.exc.DBAPIError as exc:
             log.error(
                 "could not refresh the facts tables; they hold what the previous sync left: %s",
