@@ -389,11 +389,13 @@ ABOUT: dict[str, About] = {
     ),
     "facts_inputs": About(
         "Bookkeeping of the facts tables: one row per facts table, with a fingerprint of the rows it is "
-        "computed from as they were at its last rewrite. A sync rewrites `checkpoint_facts` and "
-        "`checkpoint_lora_modules` only when it differs; the others depend on the time and are rewritten "
-        "at every sync.",
+        "computed from as they were at its last rewrite. A sync leaves `checkpoint_facts` and "
+        "`checkpoint_lora_modules` as they are while it is unchanged, and rewrites only the rows of the jobs "
+        "written since when no project or instance type changed; the others depend on the time and are "
+        "rewritten at every sync.",
         name="the facts table, e.g. `checkpoint_facts`",
-        inputs="the fingerprint: JSON of each input table's row count and latest run stamps",
+        inputs="the fingerprint: JSON of each input table's row count and latest run stamps, and the latest "
+        "stamp of all (rows stamped after it were written since)",
         refreshed_at="when the table was last rewritten (UTC)",
     ),
     # History views written by hand (history tables and *_versions views are derived: see below).
@@ -458,8 +460,8 @@ def describe(
         table.comment = about.what if about else None
         if table.comment and table.name in refreshed:
             table.comment += (
-                f" Rewritten at the end of each sync from the view `{table.name}_live`, which computes the same "
-                "columns at the moment of the query."
+                f" Brought up to date at the end of each sync from the view `{table.name}_live`, which computes "
+                "the same columns at the moment of the query."
             )
         for column in table.columns:
             column.comment = about.columns.get(column.name) if about else None

@@ -14,14 +14,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from archiver.schema import facts_inputs
+from archiver.db import chunked
+from archiver.schema import (
+    checkpoints,
+    facts_inputs,
+    instance_types,
+    lora_adapter_configs,
+    training_jobs,
+    training_projects,
+)
 from archiver.views import FACTS
 
 log = logging.getLogger(__name__)
@@ -38,34 +47,41 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False) -> None:
     """Rewrite every facts table from its view, in this connection's transaction.
 
     With `keep_unchanged` (a sync's refresh), a table that depends on nothing but its inputs
-    (`STEADY`) is left as it is when their fingerprint is the one recorded at its last rewrite.
+    (`STEADY`) is left as it is when their fingerprint is the one recorded at its last rewrite, and
+    only the rows of the jobs written since are rewritten when nothing else it reads changed.
     An archive at a revision before the facts tables has nothing to refresh.
     """
     present = set(sa.inspect(connection).get_table_names())
     started = time.monotonic()
-    inputs = fingerprint(connection) if facts_inputs.name in present else None
-    recorded: dict[str, str] = {}
+    inputs = Inputs.of(connection) if facts_inputs.name in present else None
+    recorded: dict[str, Inputs | None] = {}
     if inputs is not None and keep_unchanged:
-        recorded = {
-            name: text
-            for name, text in connection.execute(sa.select(facts_inputs.c.name, facts_inputs.c.inputs))
-        }
-    kept = []
+        query = sa.select(facts_inputs.c.name, facts_inputs.c.inputs)
+        recorded = {name: Inputs.parse(text) for name, text in connection.execute(query)}
+    done: list[str] = []
     for table in FACTS:  # in order: `job_facts_live` reads the `checkpoint_facts` table
         if table.name not in present:
             continue
-        if table.name in STEADY and inputs is not None and recorded.get(table.name) == inputs:
-            kept.append(table.name)
+        before = recorded.get(table.name) if table.name in STEADY else None
+        if inputs is not None and before is not None and before == inputs:
+            done.append(f"{table.name} unchanged")
             continue
-        rewrite(connection, table)
+        jobs = (
+            _written_jobs(connection, before, inputs) if inputs is not None and before is not None else None
+        )
+        if jobs is not None:
+            rewrite_jobs(connection, table, jobs)
+            done.append(f"{table.name} for {len(jobs)} job(s)")
+        else:
+            rewrite(connection, table)
         if inputs is not None:
-            record = {"name": table.name, "inputs": inputs, "refreshed_at": datetime.now(UTC)}
+            record = {"name": table.name, "inputs": inputs.text(), "refreshed_at": datetime.now(UTC)}
             connection.execute(sa.delete(facts_inputs).where(facts_inputs.c.name == table.name))
             connection.execute(sa.insert(facts_inputs).values(record))
     log.info(
         "refreshed the facts tables in %.2f s%s",
         time.monotonic() - started,
-        f" ({', '.join(kept)} unchanged)" if kept else "",
+        f" ({', '.join(done)})" if done else "",
         extra={"event": "facts"},
     )
 
@@ -78,27 +94,72 @@ STEADY = frozenset({"checkpoint_facts", "checkpoint_lora_modules"})
 # a run makes: each write of a run stamps its start there (a new version's `valid_from`, a sighting's
 # `last_seen_at`, a deletion's `deleted_at`, a read's `checkpoints_fetched_at`), and run starts only
 # increase (`archiver.sync.run`). With the row counts and the counts of set stamps (a stamp cleared),
-# the fingerprint changes with every write to these rows.
-INPUTS = {
-    "checkpoints": ("valid_from", "first_seen_at", "last_seen_at", "deleted_at"),
-    "training_jobs": ("valid_from", "deleted_at", "checkpoints_fetched_at"),
-    "training_projects": ("valid_from", "deleted_at"),
-    "instance_types": ("valid_from",),
-    "lora_adapter_configs": ("first_seen_at", "id"),
+# the fingerprint changes with every write to these rows. LoRA configs are never changed, only added.
+INPUTS: dict[sa.Table, tuple[str, ...]] = {
+    checkpoints: ("valid_from", "first_seen_at", "last_seen_at", "deleted_at"),
+    training_jobs: ("valid_from", "deleted_at", "checkpoints_fetched_at"),
+    training_projects: ("valid_from", "deleted_at"),
+    instance_types: ("valid_from",),
+    lora_adapter_configs: ("first_seen_at",),
 }
+# A table that every steady fact reads: a write there rewrites the steady tables whole.
+SHARED = (training_projects.name, instance_types.name)
 
 
-def fingerprint(connection: Connection) -> str:
-    """The steady facts tables' inputs, summed up: a JSON text that changes with every write to them."""
-    summary: dict[str, list[str]] = {}
-    for name, stamps in INPUTS.items():
-        table = sa.table(name, *(sa.column(stamp) for stamp in stamps))
-        aggregates: list[sa.ColumnElement[Any]] = [sa.func.count()]
-        for stamp in stamps:
-            aggregates += [sa.func.count(table.c[stamp]), sa.func.max(table.c[stamp])]
-        row = connection.execute(sa.select(*aggregates).select_from(table)).one()
-        summary[name] = [str(value) for value in row]
-    return json.dumps(summary, sort_keys=True)
+@dataclass(frozen=True)
+class Inputs:
+    """The steady facts tables' inputs summed up: per table, its row count and each stamp's count and
+    latest value; and the latest stamp of all, after which every later write is stamped."""
+
+    tables: dict[str, list[str]]
+    stamped_until: datetime | None
+
+    @classmethod
+    def of(cls, connection: Connection) -> Inputs:
+        tables: dict[str, list[str]] = {}
+        latest: list[datetime] = []
+        for table, stamps in INPUTS.items():
+            aggregates: list[sa.ColumnElement[Any]] = [sa.func.count()]
+            for stamp in stamps:
+                aggregates += [sa.func.count(table.c[stamp]), sa.func.max(table.c[stamp])]
+            row = connection.execute(sa.select(*aggregates).select_from(table)).one()
+            tables[table.name] = [str(value) for value in row]
+            latest += [value for value in row[2::2] if value is not None]
+        return cls(tables, max(latest, default=None))
+
+    def text(self) -> str:
+        until = None if self.stamped_until is None else self.stamped_until.isoformat()
+        return json.dumps({"tables": self.tables, "stamped_until": until}, sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str) -> Inputs | None:
+        """The inputs a text of `text()` records, or None if it is not one (nothing is then kept)."""
+        try:
+            found = json.loads(text)
+            until = found["stamped_until"]
+            return cls(found["tables"], None if until is None else datetime.fromisoformat(until))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def _written_jobs(connection: Connection, before: Inputs, now: Inputs) -> list[str] | None:
+    """The jobs with rows written since `before`, if a steady table needs no other row rewritten:
+    no project or instance type changed (every row reads them), and the jobs are a minority."""
+    since = before.stamped_until
+    if since is None or any(before.tables.get(name) != now.tables.get(name) for name in SHARED):
+        return None
+    written = sa.union(
+        sa.select(training_jobs.c.id).where(
+            sa.or_(*(training_jobs.c[s] > since for s in INPUTS[training_jobs]))
+        ),
+        sa.select(checkpoints.c.training_job_id).where(
+            sa.or_(*(checkpoints.c[s] > since for s in INPUTS[checkpoints]))
+        ),
+    )
+    jobs = sorted(connection.execute(written).scalars())
+    total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
+    # None written, yet the fingerprint moved: a write no stamp shows (by hand?); rewrite it all.
+    return jobs if jobs and 2 * len(jobs) <= total else None
 
 
 def rewrite(connection: Connection, table: sa.Table) -> None:
@@ -107,6 +168,16 @@ def rewrite(connection: Connection, table: sa.Table) -> None:
     computed = sa.table(live(table.name), *(sa.column(name) for name in names))
     connection.execute(sa.delete(table))
     connection.execute(sa.insert(table).from_select(names, sa.select(computed)))
+
+
+def rewrite_jobs(connection: Connection, table: sa.Table, jobs: Sequence[str]) -> None:
+    """Replace the rows of these jobs in steady facts table `table` with what its view computes now."""
+    names = [c.name for c in table.columns]
+    computed = sa.table(live(table.name), *(sa.column(name) for name in names))
+    for batch in chunked(jobs, 500):
+        connection.execute(sa.delete(table).where(table.c.job_id.in_(batch)))
+        chosen = sa.select(computed).where(computed.c.job_id.in_(batch))
+        connection.execute(sa.insert(table).from_select(names, chosen))
 
 
 NAMES = frozenset(table.name for table in FACTS)

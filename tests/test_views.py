@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -173,6 +173,29 @@ def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(
     assert fakes.sync(archive, fake).exit_code == 0  # unchanged since: but not refreshed since
     assert_facts_as_computed(archive)
     assert rewritten(archive)["checkpoint_facts"] != before["checkpoint_facts"]
+
+    # A running job's checkpoints are read every night: only its rows of the steady tables are rewritten.
+    fake.set_job(other_job, current_status="TRAINING_JOB_RUNNING")
+    assert fakes.sync(archive, fake).exit_code == 0
+    whole: list[str] = []
+    by_job: list[tuple[str, list[str]]] = []
+    rewrite, rewrite_jobs = facts.rewrite, facts.rewrite_jobs
+
+    def watched(connection: sa.Connection, table: sa.Table) -> None:
+        whole.append(table.name)
+        rewrite(connection, table)
+
+    def watched_jobs(connection: sa.Connection, table: sa.Table, jobs: Sequence[str]) -> None:
+        by_job.append((table.name, list(jobs)))
+        rewrite_jobs(connection, table, jobs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(facts, "rewrite", watched)
+        patch.setattr(facts, "rewrite_jobs", watched_jobs)
+        assert fakes.sync(archive, fake).exit_code == 0
+    assert sorted(by_job) == [("checkpoint_facts", [other_job]), ("checkpoint_lora_modules", [other_job])]
+    assert not set(whole) & set(steady) and whole
+    assert_facts_as_computed(archive)
 
 
 def test_every_column_a_reader_sees_has_a_declared_type(org: ArchivedOrg, archive: Engine) -> None:
