@@ -98,16 +98,11 @@ def datasette_metadata(database_url: str) -> dict[str, Any]:
         )
     tables = {
         table.name: {"description": table.comment, "columns": {c.name: c.comment for c in table.columns}}
-        | ({"hidden": True} if internal(table.name) else {})
+        | ({"hidden": True} if table.name in INTERNAL else {})
         for table in OBJECTS
     }
     # Datasette names a database after its file, less the extension.
     return {"databases": {Path(url.database).stem: {"tables": tables}}}
-
-
-def internal(name: str) -> bool:
-    """Whether a table is the archiver's bookkeeping rather than something to chart (`views.INTERNAL`)."""
-    return name in INTERNAL
 
 
 # The archive's relations: in its schema and, on PostgreSQL, its bookkeeping's (revision 0017).

@@ -59,25 +59,29 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False) -> None:
         query = sa.select(facts_inputs.c.name, facts_inputs.c.inputs)
         recorded = {name: Inputs.parse(text) for name, text in connection.execute(query)}
     done: list[str] = []
+    rewritten: list[str] = []
     for table in FACTS:  # in order: `job_facts_live` reads the `checkpoint_facts` table
         if table.name not in present:
             continue
         before = recorded.get(table.name) if table.name in STEADY else None
-        if inputs is not None and before is not None and before == inputs:
-            done.append(f"{table.name} unchanged")
-            continue
-        jobs = (
-            _written_jobs(connection, before, inputs) if inputs is not None and before is not None else None
+        if inputs is not None and before is not None:  # (recorded only when there are inputs)
+            if before == inputs:
+                done.append(f"{table.name} unchanged")
+                continue
+            if (jobs := _written_jobs(connection, before, inputs)) is not None:
+                rewrite_jobs(connection, table, jobs)
+                done.append(f"{table.name} for {len(jobs)} job(s)")
+                rewritten.append(table.name)
+                continue
+        rewrite(connection, table)
+        rewritten.append(table.name)
+    if inputs is not None and rewritten:
+        now, text = datetime.now(UTC), inputs.text()
+        connection.execute(sa.delete(facts_inputs).where(facts_inputs.c.name.in_(rewritten)))
+        connection.execute(
+            sa.insert(facts_inputs),
+            [{"name": name, "inputs": text, "refreshed_at": now} for name in rewritten],
         )
-        if jobs is not None:
-            rewrite_jobs(connection, table, jobs)
-            done.append(f"{table.name} for {len(jobs)} job(s)")
-        else:
-            rewrite(connection, table)
-        if inputs is not None:
-            record = {"name": table.name, "inputs": inputs.text(), "refreshed_at": datetime.now(UTC)}
-            connection.execute(sa.delete(facts_inputs).where(facts_inputs.c.name == table.name))
-            connection.execute(sa.insert(facts_inputs).values(record))
     log.info(
         "refreshed the facts tables in %.2f s%s",
         time.monotonic() - started,
@@ -164,20 +168,23 @@ def _written_jobs(connection: Connection, before: Inputs, now: Inputs) -> list[s
 
 def rewrite(connection: Connection, table: sa.Table) -> None:
     """Replace facts table `table`'s rows with what its view computes now."""
-    names = [c.name for c in table.columns]
-    computed = sa.table(live(table.name), *(sa.column(name) for name in names))
+    computed = _computed(table)
     connection.execute(sa.delete(table))
-    connection.execute(sa.insert(table).from_select(names, sa.select(computed)))
+    connection.execute(sa.insert(table).from_select(list(computed.c.keys()), sa.select(computed)))
 
 
 def rewrite_jobs(connection: Connection, table: sa.Table, jobs: Sequence[str]) -> None:
     """Replace the rows of these jobs in steady facts table `table` with what its view computes now."""
-    names = [c.name for c in table.columns]
-    computed = sa.table(live(table.name), *(sa.column(name) for name in names))
+    computed = _computed(table)
     for batch in chunked(jobs, 500):
         connection.execute(sa.delete(table).where(table.c.job_id.in_(batch)))
         chosen = sa.select(computed).where(computed.c.job_id.in_(batch))
-        connection.execute(sa.insert(table).from_select(names, chosen))
+        connection.execute(sa.insert(table).from_select(list(computed.c.keys()), chosen))
+
+
+def _computed(table: sa.Table) -> sa.TableClause:
+    """Facts table `table`'s `_live` view, with the table's columns."""
+    return sa.table(live(table.name), *(sa.column(c.name) for c in table.columns))
 
 
 NAMES = frozenset(table.name for table in FACTS)
