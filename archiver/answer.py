@@ -4,15 +4,17 @@ headers it acts on. Everything a server may echo anything into passes through he
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+import zlib
+from dataclasses import dataclass, replace
+from typing import IO, Any
 
 import httpx
 
-from archiver import redaction
+from archiver import bounds, redaction
 from archiver.errors import MalformedResponse
 from archiver.normalize import Where
 
@@ -31,6 +33,20 @@ class Withheld:
 
 
 @dataclass(frozen=True)
+class Spilled:
+    """A large body left on disk (`bounds.send`), scanned once: read as a stream, never whole in memory.
+
+    It is valid UTF-8 and holds no secret, nor any escape a streaming parser reads differently
+    from `json` (a lone surrogate); its hash, size and compressed copy were made in the same pass.
+    """
+
+    file: IO[bytes]
+    sha256: str
+    size_bytes: int
+    compressed: bytes
+
+
+@dataclass(frozen=True)
 class ApiResponse:
     """One answer the archiver used: the request, the status and the body as received (the key masked)."""
 
@@ -43,11 +59,21 @@ class ApiResponse:
     content_type: str = ""
     headers: tuple[tuple[str, str], ...] = ()  # those of KEPT_HEADERS it had, masked
     withheld: Withheld | None = None  # a body that could not be scanned for secrets: not kept
+    spilled: Spilled | None = None  # a large body, on disk: `body` is empty
 
     @property
     def link(self) -> str:
         """The `Link` header: a `rel="next"` in it says the listing has another page."""
         return dict(self.headers).get("Link", "")
+
+    def read_whole(self) -> ApiResponse:
+        """This response with a spilled body read into memory."""
+        if self.spilled is None:
+            return self
+        self.spilled.file.seek(0)
+        body = self.spilled.file.read()
+        self.spilled.file.close()
+        return replace(self, body=body, spilled=None)
 
     def json(self) -> Any:
         """The body as JSON; raise MalformedResponse, naming where, when it is not."""
@@ -72,12 +98,19 @@ class ApiResponse:
 def of(response: httpx.Response, where: Where) -> ApiResponse:
     """Keep an answer as the archive stores it: its request, status, body (secrets masked) and paging."""
     request = response.request
-    body, withheld = response.content, None
-    try:
-        body = redaction.redact_body(body)
-    except redaction.Undecodable as exc:
-        withheld = Withheld(f"{exc}, so it was not kept", hashlib.sha256(body).hexdigest(), len(body))
-        body = b""
+    body, withheld, spilled = response.content, None, None
+    if (file := bounds.spilled(response)) is not None:
+        spilled = _scan(file)
+        if spilled is None:  # anything unusual in it: read whole, as a small body is
+            file.seek(0)
+            body = file.read()
+            file.close()
+    if spilled is None:
+        try:
+            body = redaction.redact_body(body)
+        except redaction.Undecodable as exc:
+            withheld = Withheld(f"{exc}, so it was not kept", hashlib.sha256(body).hexdigest(), len(body))
+            body = b""
     headers = response.headers
     return ApiResponse(
         request.method,
@@ -89,7 +122,49 @@ def of(response: httpx.Response, where: Where) -> ApiResponse:
         media_type(headers.get("Content-Type", "")),
         tuple((name, redaction.redact(headers[name])) for name in KEPT_HEADERS if name in headers),
         withheld,
+        spilled,
     )
+
+
+_SCAN_PIECE = 1024 * 1024
+# Longer than any spelling of MIN_LENGTH characters of a secret, or of an escape: what a piece
+# carries over from the one before, so that nothing is missed where two pieces meet.
+_OVERLAP = 8 * redaction.MIN_LENGTH * 2
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _scan(file: IO[bytes]) -> Spilled | None:
+    """Read a spilled body once: hash and compress it, and make sure it can be parsed as a stream.
+
+    None when it cannot: not plain UTF-8 (another encoding, a byte order mark, an invalid byte),
+    a secret in it (it must be masked), or an escaped surrogate (a streaming parser would read a
+    lone one as "?" where `json` keeps it for the contract to refuse).
+    """
+    digest, packer = hashlib.sha256(), zlib.compressobj(9)  # as `responses.LEVEL`
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    compressed: list[bytes] = []
+    size, tail = 0, b""
+    while piece := file.read(_SCAN_PIECE):
+        if not size and (piece.startswith(codecs.BOM_UTF8) or redaction.encoding_of(piece) != "utf-8"):
+            return None
+        window = tail + piece
+        try:
+            utf8.decode(piece)
+        except UnicodeDecodeError:
+            return None
+        if redaction.holds_secret(window) or _SURROGATE.search(window):
+            return None
+        digest.update(piece)
+        compressed.append(packer.compress(piece))
+        size += len(piece)
+        tail = window[-_OVERLAP:]
+    try:
+        utf8.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    compressed.append(packer.flush())
+    file.seek(0)
+    return Spilled(file, digest.hexdigest(), size, b"".join(compressed))
 
 
 _MEDIA_TYPE = re.compile(r"\s*([A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64})\s*(?:;|$)")

@@ -13,11 +13,12 @@ inflates each piece whole), and the try stops the moment the decoded size passes
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import IO, Any
 
 import httpcore
 import httpx
@@ -121,11 +122,19 @@ def transport(limits: httpx.Limits) -> httpx.HTTPTransport:
     return made
 
 
-def send(http: httpx.Client, request: httpx.Request, at: float, limit: int) -> httpx.Response:
+# Where `send` leaves a successful body larger than its `spill`: in `response.extensions`.
+SPILLED = "archiver.spilled"
+
+
+def send(
+    http: httpx.Client, request: httpx.Request, at: float, limit: int, spill: int | None = None
+) -> httpx.Response:
     """Send `request` and read its whole body by time `at` (time.monotonic), within `limit` bytes as decoded.
 
     The response returned holds the decoded body; its headers no longer name an encoding or a
-    length on the wire. Raise TooLarge (saying how it was found), TooSlow, or what httpx raises.
+    length on the wire. With `spill`, a successful body of more than `spill` bytes is not held
+    in memory: it is left in a temporary file, `spilled(response)`, and the content is empty.
+    Raise TooLarge (saying how it was found), TooSlow, or what httpx raises.
     """
     with deadline(at):
         response = http.send(request, stream=True)
@@ -133,7 +142,10 @@ def send(http: httpx.Client, request: httpx.Request, at: float, limit: int) -> h
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise TooLarge(f"it announces {int(declared):,} bytes")
-            body = read(response, at, limit)
+            spooled = spill is not None and response.is_success
+            # Left open when it holds the body: the caller reads it and closes it.
+            sink = tempfile.SpooledTemporaryFile(max_size=spill or 0) if spooled else None  # noqa: SIM115
+            body = read(response, at, limit, sink)
         finally:
             response.close()
     headers = [
@@ -141,13 +153,34 @@ def send(http: httpx.Client, request: httpx.Request, at: float, limit: int) -> h
         for name, value in response.headers.multi_items()
         if name not in ("content-encoding", "content-length")
     ]
-    return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+    extensions: dict[str, Any] = {}
+    if sink is not None:
+        size = sink.tell()
+        sink.seek(0)
+        if size > (spill or 0):
+            extensions[SPILLED] = sink
+        else:
+            body = sink.read()
+            sink.close()
+    return httpx.Response(
+        response.status_code, headers=headers, content=body, request=request, extensions=extensions
+    )
 
 
-def read(response: httpx.Response, at: float, limit: int) -> bytes:
-    """The body of a streamed response, decoded, by time `at` and within `limit` bytes as decoded."""
+def spilled(response: httpx.Response) -> IO[bytes] | None:
+    """The file `send` left a large body in (read from its start), or None when the body is the content."""
+    found: IO[bytes] | None = response.extensions.get(SPILLED)
+    return found
+
+
+def read(response: httpx.Response, at: float, limit: int, sink: IO[bytes] | None = None) -> bytes:
+    """The body of a streamed response, decoded, by time `at` and within `limit` bytes as decoded.
+
+    With `sink`, the body is written there instead, and nothing is returned.
+    """
     decoder = _decoder(response.headers.get("Content-Encoding", ""))
     pieces: list[bytes] = []
+    keep: Callable[[bytes], object] = pieces.append if sink is None else sink.write
     wire = size = 0
     # The stream itself, not `iter_raw`: a response a test transport made in memory is already
     # read, and its stream can be iterated again.
@@ -161,14 +194,14 @@ def read(response: httpx.Response, at: float, limit: int) -> bytes:
             size += len(piece)
             if size > limit:
                 raise TooLarge(f"more than {limit:,} bytes arrived")
-            pieces.append(piece)
+            keep(piece)
         if time.monotonic() > at:
             raise TooSlow("the response did not arrive whole in time")
     for piece in decoder.flush(limit - size):
         size += len(piece)
         if size > limit:
             raise TooLarge(f"more than {limit:,} bytes arrived")
-        pieces.append(piece)
+        keep(piece)
     return b"".join(pieces)
 
 

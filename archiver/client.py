@@ -45,6 +45,9 @@ DEFAULT_MAX_RPS = 95.0
 DEFAULT_CONCURRENCY = 16
 # A checkpoint listing is about 400 bytes a checkpoint: 256 MiB holds over half a million of them.
 DEFAULT_MAX_RESPONSE_MB = 256
+# A checkpoint listing larger than this is left on disk and read as a stream (`archiver.streamed`):
+# a job of 100,000 checkpoints is about 50 MB of JSON, and several times that once parsed.
+SPILL_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -244,14 +247,16 @@ class BasetenClient:
         where = Where(project_id, job_id)
         project, job = _segment(project_id, where, "project"), _segment(job_id, where, "job")
         path = f"/v1/training_projects/{project}/jobs/{job}/checkpoints"
-        return self._request("GET", path, where)
+        return self._request("GET", path, where, spill=SPILL_BYTES)
 
     def search_jobs(self, *, job_id: str | None = None, project_id: str | None = None) -> ApiResponse:
         """POST /v1/training_jobs/search."""
         body = {"job_id": job_id, "project_id": project_id}
         return self._request("POST", "/v1/training_jobs/search", Where(project_id, job_id), json_body=body)
 
-    def _request(self, method: str, path: str, where: Where, json_body: Any = None) -> ApiResponse:
+    def _request(
+        self, method: str, path: str, where: Where, json_body: Any = None, spill: int | None = None
+    ) -> ApiResponse:
         policy = self.retry
         started = time.monotonic()
         attempt = 0
@@ -269,7 +274,9 @@ class BasetenClient:
             wait: float | None
             sent = time.monotonic()
             try:
-                response = self._send(method, path, json_body, where, deadline=sent + policy.timeout_s)
+                response = self._send(
+                    method, path, json_body, where, deadline=sent + policy.timeout_s, spill=spill
+                )
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 _log_attempt(method, path, type(exc).__name__, sent, attempt)
                 # Resets, refused connections, timeouts, bodies cut short or garbled in transit.
@@ -353,7 +360,7 @@ class BasetenClient:
                 )
 
     def _send(
-        self, method: str, path: str, json_body: Any, where: Where, *, deadline: float
+        self, method: str, path: str, json_body: Any, where: Where, *, deadline: float, spill: int | None
     ) -> httpx.Response:
         """Send one attempt and read its whole body by `deadline`, within --max-response-mb as decoded.
 
@@ -362,13 +369,16 @@ class BasetenClient:
         """
         request = self._http.build_request(method, path, json=json_body)
         try:
-            return bounds.send(self._http, request, deadline, self.max_response_mb * 1024 * 1024)
+            return bounds.send(self._http, request, deadline, self.max_response_mb * 1024 * 1024, spill)
         except bounds.TooLarge as exc:
             problem = f"the response is larger than --max-response-mb {self.max_response_mb} ({exc})"
             advice = "raise --max-response-mb if the API really holds that much"
         except httpx.InvalidURL:  # httpx reads a redirect's Location even when not following it
             problem = "answered a redirect to a Location that is not a URL"
             advice = "check --api-url / BASETEN_API_URL"
+        except OSError as exc:  # a large body goes to a temporary file (`bounds.send`)
+            problem = f"the response could not be written to a temporary file ({exc.strerror or exc})"
+            advice = "make room in the temporary directory (TMPDIR)"
         raise ApiError(
             f"{method} {path}: {problem}; {advice}", project_id=where.project_id, job_id=where.job_id
         )

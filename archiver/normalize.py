@@ -147,15 +147,15 @@ def job_record(data: Any, where: Where) -> JobRecord:
     return JobRecord(row=row, instance_type=instance_type)
 
 
-def _more_than_listed(
-    payload: Mapping[str, Any], listed: list[Any], where: Where, link: str = ""
+def more_than_listed(
+    payload: Mapping[str, Any], listed: int, where: Where, link: str = ""
 ) -> MalformedResponse | None:
     """Say what shows a response has more entries than it lists, or None when nothing does.
 
     Baseten's listings have no paging; if one starts to page, what a response lacks is not
     gone. The markers recognised, and what says there is no more, are `archiver.paging.MARKERS`.
     """
-    said = paging.more_than_listed(payload, len(listed), link)
+    said = paging.more_than_listed(payload, listed, link)
     if not said:
         return None
     return where.fail(
@@ -190,7 +190,7 @@ class Rejected:
         return text_ if len(text_) <= MAX_KEPT_ENTRY_CHARS else text_[:MAX_KEPT_ENTRY_CHARS] + "…"
 
 
-def _rejected(exc: MalformedResponse, entry: Any, id_key: str) -> Rejected:
+def rejected_entry(exc: MalformedResponse, entry: Any, id_key: str) -> Rejected:
     entry_id = entry.get(id_key) if isinstance(entry, Mapping) else None
     readable = entry_id if isinstance(entry_id, str) and _storable_id(entry_id) else None
     return Rejected(exc, entry, readable)
@@ -233,6 +233,11 @@ class CheckpointListing(Listing):
     duplicates: list[str] = field(default_factory=list)
 
     @property
+    def checkpoint_count(self) -> int:
+        """How many checkpoints the listing had that the contract took."""
+        return len(self.checkpoints)
+
+    @property
     def all_complete(self) -> bool:
         """Whether every checkpoint finished uploading (`COMPLETE` and `COMPLETED` alike).
 
@@ -262,13 +267,8 @@ def checkpoint_listing(
     """
     where = Where(project_id, job_id)
     payload = obj(payload, where)
-    if "training_job" in payload or listed_job is None:
-        job = job_record(_required(payload, "training_job", where), where / "training_job")
-        if job.row["id"] != job_id:
-            raise (where / "training_job.id").fail(f"expected job {job_id!r}, got {_short(job.row['id'])}")
-    else:
-        job = listed_job
-    listed = items(_required(payload, "checkpoints", where), where / "checkpoints")
+    job = listing_job(payload, where, listed_job)
+    listed = items(required(payload, "checkpoints", where), where / "checkpoints")
     by_id: dict[str, Row] = {}
     configs: dict[str, Row] = {}
     duplicates: list[str] = []
@@ -277,7 +277,7 @@ def checkpoint_listing(
         try:
             row, config = checkpoint_row(entry, where / "checkpoints" / index, job_id)
         except MalformedResponse as exc:
-            rejected.append(_rejected(exc, entry, "checkpoint_id"))
+            rejected.append(rejected_entry(exc, entry, "checkpoint_id"))
             continue
         if row["checkpoint_id"] in by_id:
             duplicates.append(row["checkpoint_id"])
@@ -285,7 +285,7 @@ def checkpoint_listing(
         by_id[row["checkpoint_id"]] = row
         if config is not None:
             configs[config["config_sha256"]] = config
-    incomplete = _more_than_listed(payload, listed, where, link)
+    incomplete = more_than_listed(payload, len(listed), where, link)
     return CheckpointListing(
         project_id,
         job,
@@ -297,7 +297,18 @@ def checkpoint_listing(
     )
 
 
-def _required(payload: Mapping[str, Any], key: str, where: Where) -> Any:
+def listing_job(payload: Mapping[str, Any], where: Where, listed_job: JobRecord | None) -> JobRecord:
+    """The job a checkpoint listing is of: its `training_job`, else the one its project's listing described."""
+    job_id = where.job_id
+    if "training_job" in payload or listed_job is None:
+        job = job_record(required(payload, "training_job", where), where / "training_job")
+        if job.row["id"] != job_id:
+            raise (where / "training_job.id").fail(f"expected job {job_id!r}, got {_short(job.row['id'])}")
+        return job
+    return listed_job
+
+
+def required(payload: Mapping[str, Any], key: str, where: Where) -> Any:
     if key not in payload:
         raise (where / key).fail("required field is missing")
     return payload[key]
@@ -314,7 +325,7 @@ def project_listing(payload: Any, link: str = "") -> ProjectListing:
     """Normalize a GET /v1/training_projects response."""
     where = Where(path="GET /v1/training_projects")
     payload = obj(payload, where)
-    listed = items(_required(payload, "training_projects", where), where / "training_projects")
+    listed = items(required(payload, "training_projects", where), where / "training_projects")
     projects: dict[str, Row] = {}
     rejected: list[Rejected] = []
     for index, entry in enumerate(listed):
@@ -322,11 +333,11 @@ def project_listing(payload: Any, link: str = "") -> ProjectListing:
             row = project_row(entry, Where(path=f"training_projects[{index}]"))
         except MalformedResponse as exc:
             exc.located(project_id=_entry_id(entry), job_id=None)
-            rejected.append(_rejected(exc, entry, "id"))
+            rejected.append(rejected_entry(exc, entry, "id"))
             continue
         projects.pop(row["id"], None)  # listed twice: the later entry wins, as for checkpoints
         projects[row["id"]] = row
-    incomplete = _more_than_listed(payload, listed, where, link)
+    incomplete = more_than_listed(payload, len(listed), where, link)
     return ProjectListing(list(projects.values()), rejected=rejected, incomplete=incomplete)
 
 
@@ -352,21 +363,21 @@ def job_listing(payload: Any, project_id: str, link: str = "") -> JobListing:
     where = Where(project_id)
     payload = obj(payload, where)
     project_where = where / "training_project"
-    project = project_row(_required(payload, "training_project", where), project_where)
+    project = project_row(required(payload, "training_project", where), project_where)
     if project["id"] != project_id:
         raise (project_where / "id").fail(f"expected project {project_id!r}, got {_short(project['id'])}")
-    listed = items(_required(payload, "training_jobs", where), where / "training_jobs")
+    listed = items(required(payload, "training_jobs", where), where / "training_jobs")
     jobs: dict[str, JobRecord] = {}
     rejected: list[Rejected] = []
     for index, entry in enumerate(listed):
         try:
             record = job_record(entry, where / "training_jobs" / index)
         except MalformedResponse as exc:
-            rejected.append(_rejected(exc, entry, "id"))
+            rejected.append(rejected_entry(exc, entry, "id"))
             continue
         jobs.pop(record.row["id"], None)
         jobs[record.row["id"]] = record
-    incomplete = _more_than_listed(payload, listed, where, link)
+    incomplete = more_than_listed(payload, len(listed), where, link)
     return JobListing(project, list(jobs.values()), rejected=rejected, incomplete=incomplete)
 
 
@@ -386,14 +397,14 @@ def project_of_job(payload: Any, job_id: str, link: str = "") -> JobSearch:
     """
     where = Where(job_id=job_id, path="POST /v1/training_jobs/search")
     payload = obj(payload, where)
-    found = items(_required(payload, "training_jobs", where), where / "training_jobs")
+    found = items(required(payload, "training_jobs", where), where / "training_jobs")
     rejected: list[Rejected] = []
     for index, entry in enumerate(found):
         entry_where = Where(job_id=job_id, path=f"training_jobs[{index}]")
         try:
             record = job_record(entry, entry_where)
         except MalformedResponse as exc:
-            rejected.append(_rejected(exc, entry, "id"))
+            rejected.append(rejected_entry(exc, entry, "id"))
             if _entry_id(entry) == job_id and isinstance(entry, Mapping):
                 project = entry.get("training_project_id")
                 if isinstance(project, str) and _storable_id(project):
@@ -401,7 +412,7 @@ def project_of_job(payload: Any, job_id: str, link: str = "") -> JobSearch:
             continue
         if record.row["id"] == job_id:
             return JobSearch(str(record.row["training_project_id"]), rejected=rejected)
-    if incomplete := _more_than_listed(payload, found, where, link):
+    if incomplete := more_than_listed(payload, len(found), where, link):
         raise incomplete
     return JobSearch(None, rejected=rejected)
 

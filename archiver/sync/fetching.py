@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import IO, Any, Generic, TypeVar, cast
 
 from archiver.answer import ApiResponse
 from archiver.errors import JobError, MalformedResponse, NotFound
@@ -76,10 +76,16 @@ class Fetched(Generic[T]):
         return cast(T, self.value)
 
 
-def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any, str], T]) -> Fetched[T]:
+def fetch(
+    request: Callable[[], ApiResponse],
+    parse: Callable[[Any, str], T],
+    stream: Callable[[IO[bytes], str], T | None] | None = None,
+) -> Fetched[T]:
     """Make a request and parse its answer and `Link` header, keeping the response whatever the parse makes of it.
 
-    A 404 keeps its body too: the archive acts on it. Other failed requests have no answer to keep.
+    A body the client left on disk goes to `stream`, which reads it as one (None: it must be read
+    whole after all). A 404 keeps its body too: the archive acts on it. Other failed requests have
+    no answer to keep.
     """
     try:
         response = request()
@@ -89,6 +95,11 @@ def fetch(request: Callable[[], ApiResponse], parse: Callable[[Any, str], T]) ->
         return Fetched(None, error=exc)
     kept = Kept.of(response)
     try:
+        if response.spilled is not None:
+            streamed = stream(response.spilled.file, response.link) if stream is not None else None
+            if streamed is not None:
+                return Fetched(kept, streamed)
+            response = response.read_whole()
         payload, link = response.json(), response.link
         del response  # the raw body: what is parsed from it takes its place
         return Fetched(kept, parse(payload, link))

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from archiver import clock as clocks
-from archiver import ledger, store
+from archiver import ledger, versioning
 from archiver.drain import DEFAULT_DRAIN_WINDOW, Drain
 from archiver.errors import JobError
 from archiver.schema import RunCounts
@@ -121,7 +121,7 @@ class SyncReport:
         self.counts, failures, gone = replace(snapshot[0]), snapshot[1], snapshot[2]
         del self.failures[failures:], self.gone[gone:]
 
-    def add_writes(self, writes: store.WriteCounts) -> None:
+    def add_writes(self, writes: versioning.WriteCounts) -> None:
         """Count what a write did to the checkpoints table."""
         self.counts.checkpoints_inserted += writes.inserted
         self.counts.checkpoints_updated += writes.updated

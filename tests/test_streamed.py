@@ -1,0 +1,224 @@
+"""A large checkpoint listing is read as a stream, and archives exactly what the same listing read whole does."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from archiver import answer, bounds, client, db, migrate, redaction, streamed
+from archiver.fake_api import DEFAULT_API_KEY
+from archiver.normalize import Where
+from archiver.responses import Kept
+from archiver.schema import RUN_COUNTERS
+from archiver.sync import SyncOptions
+
+from .support import fakes
+from .support.archive_dump import dump
+from .support.nights import NIGHTS, play
+from .support.payloads import CHECKPOINTS, JOB, PROJECT, payload
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each checkpoint listing the client left on disk was read as a stream (False: read whole)."""
+    taken: list[bool] = []
+    real = streamed.large_listing
+
+    def large_listing(*args: Any, **kwargs: Any) -> streamed.LargeListing | None:
+        found = real(*args, **kwargs)
+        taken.append(found is not None)
+        return found
+
+    monkeypatch.setattr(streamed, "large_listing", large_listing)
+    return taken
+
+
+def spill(monkeypatch: pytest.MonkeyPatch, at: int | None) -> None:
+    """Leave every checkpoint listing of more than `at` bytes on disk (None: none)."""
+    monkeypatch.setattr(client, "SPILL_BYTES", at if at is not None else 1 << 40)
+
+
+@pytest.fixture
+def twins(new_database: Callable[[], str]) -> Iterator[tuple[Engine, Engine]]:
+    """Two fresh archives of the kind under test: one reads every listing whole, the other as a stream."""
+    with ExitStack() as stack:
+        yield stack.enter_context(_fresh(new_database())), stack.enter_context(_fresh(new_database()))
+
+
+@contextmanager
+def _fresh(url: str) -> Iterator[Engine]:
+    engine = db.make_engine(url)
+    migrate.upgrade(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def record(engine: Engine) -> dict[str, Any]:
+    """All an archive says: every table as `dump` gives it with times, the kept bodies, errors and quarantine."""
+    found: dict[str, Any] = dump(engine, times=True)
+    with engine.connect() as connection:
+        bodies = connection.execute(sa.text("SELECT sha256, size_bytes, body FROM api_response_bodies")).all()
+        found["bodies"] = sorted((sha, size, zlib.decompress(body)) for sha, size, body in bodies)
+        found["errors"] = sorted(
+            connection.execute(sa.text("SELECT project_id, job_id, kind, message FROM sync_errors")).all()
+        )
+        counters = ", ".join(RUN_COUNTERS)
+        found["runs"] = connection.execute(
+            sa.text(f"SELECT status, {counters} FROM sync_runs ORDER BY id")
+        ).all()
+    return found
+
+
+def test_six_nights_read_as_streams_archive_what_they_archive_read_whole(
+    twins: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch, counted: list[bool]
+) -> None:
+    whole, streamed_ = twins
+    spill(monkeypatch, None)
+    play(whole)
+    assert not counted
+    spill(monkeypatch, 0)
+    play(streamed_)
+    assert counted and all(counted), "every checkpoint listing should have been read as a stream"
+    assert record(streamed_) == record(whole)
+
+
+def hostile(body: Any) -> bytes:
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
+
+
+def entry(checkpoint_id: str, **changes: Any) -> dict[str, Any]:
+    return {**CHECKPOINTS[0], "checkpoint_id": checkpoint_id, **changes}
+
+
+def deep(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+NAMED = payload()["checkpoints"]
+# Bodies a stream could read differently from `json`, or that break the contract: each must end as read whole.
+BODIES: dict[str, Any] = {
+    "plain": payload(),
+    "an entry quarantined": payload(checkpoints=[*NAMED, entry("checkpoint-9", size_bytes="big")]),
+    "an entry without an id": payload(checkpoints=[*NAMED, {"size_bytes": 1}]),
+    "an id listed twice": payload(checkpoints=[*NAMED, entry("checkpoint-500", size_bytes=1)]),
+    "a key with a dot": {**payload(), "checkpoints.item": entry("checkpoint-7")},
+    "an empty key holding checkpoints": {**payload(), "": {"checkpoints": [entry("checkpoint-7")]}},
+    "a top-level key twice": b'{"checkpoints": [], ' + hostile(payload())[1:],
+    "says there is more": payload(has_more=True),
+    "a total above what is listed": payload(total_count=5),
+    "an integer beyond 64 bits": payload(checkpoints=[entry("checkpoint-8", shards=2**70)]),
+    "a lone surrogate": hostile(payload()).replace(b"Qwen3-8B", b"Qwen3-8B\\ud800", 1),
+    "an escaped pair": hostile(payload()).replace(b"Qwen3-8B", b"Qwen3-8B\\ud83d\\ude00", 1),
+    "a NUL": hostile(payload()).replace(b"Qwen3-8B", b"Qwen3\\u0000", 1),
+    "a byte order mark": codecs.BOM_UTF8 + hostile(payload()),
+    "UTF-16": json.dumps(payload()).encode("utf-16"),
+    "not UTF-8": hostile(payload()).replace(b"Qwen3-8B", b"Qwen3-\xff", 1),
+    "the key echoed": hostile(payload()).replace(b"Qwen3-8B", DEFAULT_API_KEY.encode(), 1),
+    "the key escaped": hostile(payload()).replace(
+        b"Qwen3-8B", "".join(f"\\u{ord(c):04x}" for c in DEFAULT_API_KEY).encode(), 1
+    ),
+    "nested too deep": payload(checkpoints=[entry("checkpoint-8", shards=deep(300))]),
+    "NaN": hostile(payload()).replace(b"174391296", b"NaN", 1),
+    "cut short": hostile(payload())[:-20],
+    "trailing data": hostile(payload()) + b" {}",
+    "not an object": hostile([payload()]),
+    "checkpoints not a list": payload(checkpoints={"item": entry("checkpoint-7")}),
+    "another job": payload(training_job={**JOB, "id": "zzzzzzz"}),
+    "no job": {"checkpoints": NAMED},
+    "no checkpoints": {"training_job": JOB},
+}
+
+
+def night_of(engine: Engine, body: Any) -> tuple[int, list[str], dict[str, Any]]:
+    report = fakes.sync(engine, fakes.one_listing(PROJECT, JOB, hostile(body)), clock=lambda: NIGHTS[0])
+    return report.exit_code, [str(failure) for failure in report.failures], record(engine)
+
+
+@pytest.mark.parametrize("case", BODIES)
+def test_a_hostile_listing_read_as_a_stream_ends_as_it_does_read_whole(
+    twins: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch, counted: list[bool], case: str
+) -> None:
+    whole, streamed_ = twins
+    spill(monkeypatch, None)
+    expected = night_of(whole, BODIES[case])
+    spill(monkeypatch, 0)
+    assert night_of(streamed_, BODIES[case]) == expected
+    if case in ("plain", "an entry quarantined", "an entry without an id", "says there is more"):
+        assert counted == [True]  # these are read as streams; the rest may be read whole
+
+
+def spilled_answer(body: bytes) -> answer.ApiResponse:
+    """What the client makes of a successful response whose body `bounds.send` left on disk."""
+    file = tempfile.TemporaryFile()  # noqa: SIM115 (the answer holds it open, as the client's does)
+    file.write(body)
+    file.seek(0)
+    request = httpx.Request("GET", "http://fake-baseten.invalid/v1/training_projects/a/jobs/b/checkpoints")
+    response = httpx.Response(200, content=b"", request=request, extensions={bounds.SPILLED: file})
+    return answer.of(response, Where("a", "b"))
+
+
+def test_a_large_body_is_hashed_and_compressed_in_the_pass_that_scans_it() -> None:
+    body = hostile(payload(checkpoints=[entry(f"checkpoint-{n}") for n in range(5000)]))
+    assert len(body) > 2 * 1024 * 1024  # several pieces of the scan
+    found = spilled_answer(body)
+    assert found.spilled is not None and found.body == b""
+    kept = Kept.of(found)
+    assert (kept.sha256, kept.size_bytes) == (hashlib.sha256(body).hexdigest(), len(body))
+    assert zlib.decompress(kept.compressed) == body == found.spilled.file.read()
+
+
+@pytest.mark.parametrize("width", [1, 6], ids=["plain", "escaped"])
+def test_a_key_across_two_pieces_of_the_scan_is_masked(width: int) -> None:
+    key = "sk-0123456789a"  # 14 characters: neither piece holds 8 of them
+    redaction.register(key)
+    echoed = key if width == 1 else "".join(f"\\u{ord(c):04x}" for c in key)
+    head = hostile(payload(checkpoints=[entry(f"checkpoint-{n}") for n in range(2000)]))[
+        :-3
+    ]  # the last entry open
+    opening = b', "note": "'
+    # The first piece of the scan (1 MiB) ends after the key's first 7 characters.
+    filler = b" " * (1024 * 1024 - 7 * width - len(head) - len(opening))
+    body = head + filler + opening + echoed.encode() + b'"}]}'
+    found = spilled_answer(body)
+    assert found.spilled is None  # read whole, so that it is masked
+    assert redaction.MASK.encode() in found.body and key.encode() not in found.body
+    assert json.loads(found.body)["checkpoints"][-1]["note"] == redaction.MASK
+
+
+def test_a_full_temporary_directory_fails_the_job_by_name_and_loses_nothing(
+    archive: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = fakes.small_org(projects=2)
+    assert fakes.sync(archive, fake).exit_code == 0
+    before = record(archive)["checkpoints"]
+
+    class Full(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
+        def write(self, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+    spill(monkeypatch, 0)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", Full)
+    report = fakes.sync(archive, fake, SyncOptions(full=True))
+    assert report.exit_code != 0 and len(report.failures) == 2
+    assert all(
+        "could not be written to a temporary file (No space left on device)" in failure.message
+        and "TMPDIR" in failure.message
+        for failure in report.failures
+    )
+    assert record(archive)["checkpoints"] == before
