@@ -52,6 +52,8 @@ PROJECTS, INSTANCE_TYPES, JOBS, CHECKPOINTS = (
 # Checkpoint columns whose change makes a row "updated" (and a new version).
 CHECKPOINT_VALUES = CHECKPOINTS.values
 _DELETED_AT = CHECKPOINT_VALUES.index("deleted_at")
+# Checkpoint ids looked up in one query by `save_large_listing`: far below SQLite's 32,766 variables.
+LOOKUP_ROWS = 5_000
 
 
 def _seen(rows: Iterable[Row], now: datetime) -> list[Row]:
@@ -395,7 +397,7 @@ def save_large_listing(
         ids = [row["checkpoint_id"] for row in piece.checkpoints]
         listed.update(ids)
         archived: dict[tuple[Any, ...], Archived] = {}
-        for batch in chunked(ids) if held else ():
+        for batch in chunked(ids, LOOKUP_ROWS) if held else ():
             which = sa.and_(of_job, checkpoints.c.checkpoint_id.in_(batch))
             archived.update(archived_rows(connection, CHECKPOINTS, which, key))
         rows = (_checkpoint_row(listed_row, config_ids, seen) for listed_row in piece.checkpoints)

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db
+from archiver import client, db
 from archiver.fake_api import FakeBaseten, OrgSpec, Response, serve
 from archiver.sync import SyncReport
 
@@ -159,7 +159,12 @@ def refuse_poison(engine: Engine, table: str, column: str) -> None:
             connection.exec_driver_sql(statement.format(table=table, column=column))
 
 
-def test_a_job_whose_rows_the_database_refuses_fails_alone(archive: Engine) -> None:
+@pytest.mark.parametrize("streamed", [False, True], ids=["held", "read-as-a-stream"])
+def test_a_job_whose_rows_the_database_refuses_fails_alone(
+    archive: Engine, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    if streamed:  # every checkpoint listing left on disk and written a piece at a time, alone
+        monkeypatch.setattr(client, "SPILL_BYTES", 0)
     fake = organisation()
     job_id = fake.job_ids()[4]
     serve_checkpoints(fake, job_id, lambda checkpoint: checkpoint.update(checkpoint_id="poison"))
