@@ -882,7 +882,7 @@ def test_serve_forever_reports_its_url_and_returns_on_interrupt() -> None:
         url = process.stdout.readline().strip()
         assert httpx.get(f"{url}/v1/training_projects", headers=AUTH).status_code == 200
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=5) == 0
+        assert process.wait(timeout=30) == 0  # returns, however busy the machine (5 s once failed under load)
         assert process.stdout.read().strip() == "stopped"
     finally:
         process.kill()
