@@ -5,10 +5,12 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import answer, bounds, client, db, migrate, redaction, streamed
-from archiver.fake_api import DEFAULT_API_KEY
+from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 from archiver.normalize import Where
 from archiver.responses import Kept
 from archiver.schema import RUN_COUNTERS
@@ -25,6 +27,8 @@ from archiver.sync import SyncOptions
 
 from .support import fakes
 from .support.archive_dump import dump
+from .support.commands import run_archiver, sync_env
+from .support.databases import rows
 from .support.nights import NIGHTS, play
 from .support.payloads import CHECKPOINTS, JOB, PROJECT, payload
 
@@ -222,3 +226,57 @@ def test_a_full_temporary_directory_fails_the_job_by_name_and_loses_nothing(
         for failure in report.failures
     )
     assert record(archive)["checkpoints"] == before
+
+
+# Run a command with no file allowed past 1 MiB (Python ignores SIGXFSZ: a write past it fails with EFBIG).
+FILES_UNDER_1_MIB = (
+    sys.executable,
+    "-c",
+    "import os, resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20)); "
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+)
+
+
+def test_the_archiver_command_reads_large_listings_over_loopback_a_piece_at_a_time(
+    archive: Engine, database_url: str, tmp_path: Path
+) -> None:
+    fake = FakeBaseten(OrgSpec(seed=3, projects=1, jobs_per_project=2, checkpoints_per_job=5000))
+    jobs = fake.job_ids()
+    auth = {"Authorization": f"Api-Key {DEFAULT_API_KEY}"}
+    paths = {
+        job_id: f"/v1/training_projects/{fake.project_ids()[0]}/jobs/{job_id}/checkpoints" for job_id in jobs
+    }
+    served = {job_id: fake.handle("GET", path, auth, b"").body for job_id, path in paths.items()}
+    assert all(len(body) > client.SPILL_BYTES for body in served.values())  # both are left on disk
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    with serve(fake) as url:
+        env = sync_env(url, database_url) | {"TMPDIR": str(spool)}
+        # Where no file may pass 1 MiB, both listings fail, each by name: the proof they went to disk.
+        refused = run_archiver("sync", env=env, prefix=FILES_UNDER_1_MIB)
+        assert refused.exit_code == 3, refused.output
+        project = fake.project_ids()[0]
+        assert sorted(line for line in refused.stderr.splitlines() if line.startswith("failed:")) == sorted(
+            f"failed: project {project}, job {job_id}: GET {paths[job_id]}: the response could not be written "
+            "to a temporary file (File too large); make room in the temporary directory (TMPDIR)"
+            for job_id in jobs
+        )
+        assert not rows(archive, "SELECT 1 FROM checkpoints")
+        first = run_archiver("sync", "--full", env=env)
+        assert first.exit_code == 0, first.output
+        assert len(rows(archive, "SELECT 1 FROM checkpoints")) == 10_000
+        with archive.connect() as connection:
+            kept = {
+                zlib.decompress(body)
+                for (body,) in connection.execute(sa.text("SELECT body FROM api_response_bodies"))
+            }
+        assert set(served.values()) <= kept  # kept byte for byte, as received
+
+        gone, grown = fake.checkpoints(jobs[0])[0], fake.checkpoints(jobs[1])[-1]
+        fake.delete_checkpoint(jobs[0], gone["checkpoint_id"])
+        fake.update_checkpoint(jobs[1], grown["checkpoint_id"], size_bytes=grown["size_bytes"] + 1)
+        again = run_archiver("sync", "--full", env=env)
+    assert again.exit_code == 0, again.output
+    assert "checkpoints 0 inserted, 1 updated, 9998 unchanged, 1 marked deleted" in again.output
+    assert rows(archive, "SELECT count(*) FROM checkpoints WHERE deleted_at IS NOT NULL") == [(1,)]
+    assert not list(spool.iterdir())  # no temporary file left behind
