@@ -51,7 +51,10 @@ class Kept:
         if spilled is not None:  # hashed and compressed as it was scanned (`answer.of`)
             return cls(response, spilled.sha256, spilled.compressed, spilled.size_bytes)
         return cls(
-            replace(response, body=b""), hashlib.sha256(body).hexdigest(), zlib.compress(body, LEVEL), len(body)
+            replace(response, body=b""),
+            hashlib.sha256(body).hexdigest(),
+            zlib.compress(body, LEVEL),
+            len(body),
         )
 
 
