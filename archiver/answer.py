@@ -21,6 +21,10 @@ from archiver.normalize import Where
 # The response headers an archive keeps beside a body (besides its media type): what the archiver
 # acts on. Every other header is dropped, as a server may echo anything in one.
 KEPT_HEADERS = ("Date", "Link")
+# How kept bodies are compressed (`responses.Kept`, and `_scan` for a spilled one): zlib's best, about
+# as fast as its default on these bodies and 6% smaller (27.9 stored bytes a checkpoint against 29.6
+# on the benchmark's organisation of 47,247 checkpoints).
+ZLIB_LEVEL = 9
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,7 @@ class ApiResponse:
         """This response with a spilled body read into memory."""
         if self.spilled is None:
             return self
-        self.spilled.file.seek(0)
-        body = self.spilled.file.read()
-        self.spilled.file.close()
-        return replace(self, body=body, spilled=None)
+        return replace(self, body=_drained(self.spilled.file), spilled=None)
 
     def json(self) -> Any:
         """The body as JSON; raise MalformedResponse, naming where, when it is not."""
@@ -102,9 +103,7 @@ def of(response: httpx.Response, where: Where) -> ApiResponse:
     if (file := bounds.spilled(response)) is not None:
         spilled = _scan(file)
         if spilled is None:  # anything unusual in it: read whole, as a small body is
-            file.seek(0)
-            body = file.read()
-            file.close()
+            body = _drained(file)
     if spilled is None:
         try:
             body = redaction.redact_body(body)
@@ -126,6 +125,13 @@ def of(response: httpx.Response, where: Where) -> ApiResponse:
     )
 
 
+def _drained(file: IO[bytes]) -> bytes:
+    """All a spilled file holds; the file is closed (and so removed)."""
+    with file:
+        file.seek(0)
+        return file.read()
+
+
 _SCAN_PIECE = 1024 * 1024
 # Longer than any spelling of MIN_LENGTH characters of a secret, or of an escape: what a piece
 # carries over from the one before, so that nothing is missed where two pieces meet.
@@ -140,7 +146,7 @@ def _scan(file: IO[bytes]) -> Spilled | None:
     a secret in it (it must be masked), or an escaped surrogate (a streaming parser would read a
     lone one as "?" where `json` keeps it for the contract to refuse).
     """
-    digest, packer = hashlib.sha256(), zlib.compressobj(9)  # as `responses.LEVEL`
+    digest, packer = hashlib.sha256(), zlib.compressobj(ZLIB_LEVEL)
     utf8 = codecs.getincrementaldecoder("utf-8")()
     compressed: list[bytes] = []
     size, tail = 0, b""

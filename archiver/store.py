@@ -410,8 +410,10 @@ def save_large_listing(
         row_id for row_id, checkpoint_id in connection.execute(live) if checkpoint_id not in spoken_for
     ]
     done, reason = _settle(connection, listing, live_before, missing, now, guard, defer, counts)
-    _mark_fetched(connection, [listing] if done else [], now)
-    _forget_reads(connection, [] if done else [job_id])
+    if done:
+        _mark_fetched(connection, [listing], now)
+    else:
+        _forget_reads(connection, [job_id])
     return counts, {job_id: reason} if reason else {}
 
 

@@ -16,7 +16,7 @@ an integer beyond 64 bits, nesting past the contract's limit, or anything ijson 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import ijson
@@ -106,10 +106,8 @@ class LargeListing(Listing):
     project_id: str
     job: JobRecord
     file: IO[bytes]
-    entries: int
     written: int = 0
     uploads_complete: bool = True
-    where: Where = field(default_factory=Where)
 
     @property
     def checkpoint_count(self) -> int:
@@ -131,7 +129,7 @@ class LargeListing(Listing):
         piece: list[Row] = []
         configs: dict[str, Row] = {}
         rejected: list[Rejected] = []
-        entries = self.where / "checkpoints"
+        entries = Where(self.project_id, job_id) / "checkpoints"
         for index, entry in enumerate(ijson.items(self.file, ENTRIES, use_float=True)):
             try:
                 row, config = checkpoint_row(entry, entries / index, job_id)
@@ -175,4 +173,4 @@ def large_listing(
     job = listing_job(payload, where, listed_job)
     items(required(payload, "checkpoints", where), where / "checkpoints")
     incomplete = more_than_listed(payload, found.entries, where, link)
-    return LargeListing(project_id, job, file, found.entries, where=where, incomplete=incomplete)
+    return LargeListing(project_id, job, file, incomplete=incomplete)

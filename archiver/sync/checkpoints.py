@@ -90,11 +90,10 @@ class CheckpointStep:
         if not batch:
             return
         try:
-            try:
-                self.ctx.attempt(self._save_checkpoints, batch)
-                saved = batch
-            except Unstorable:
-                saved = [fetched for fetched in batch if self._save_alone(fetched)]
+            self.ctx.attempt(self._save_checkpoints, batch)
+            saved = batch
+        except Unstorable:
+            saved = [fetched for fetched in batch if self._save_alone(fetched)]
         finally:
             for listing in (fetched.result() for fetched in batch):
                 if isinstance(listing, LargeListing):
