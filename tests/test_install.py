@@ -176,3 +176,16 @@ def test_the_readme_shows_how_to_install_the_units() -> None:
     assert "LoadCredential=" in readme and "$CREDENTIALS_DIRECTORY" in readme
     assert "StateDirectory=" in readme and "/var/lib/archiver/metrics" in readme
     assert "_ARCHIVER_COMPLETE=bash_source archiver" in readme
+
+
+def test_a_wheel_ships_every_package_of_the_tree() -> None:
+    """`pip install .` (not `-e`) installs what `[tool.setuptools] packages` lists: `archiver.sync`,
+    split out of `sync.py`, was left off, and the installed `archiver` failed on import."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    tree = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "archiver").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    tree |= {"archiver._migrations", "archiver._migrations.versions"}  # migrations/, shipped inside
+    assert tree == listed
