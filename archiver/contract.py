@@ -52,6 +52,9 @@ _KNOWN_CHECKPOINT_TYPES = frozenset({"lora", "full", "whisper"})
 _MISSING = object()
 _FRACTION = re.compile(r"[.,](\d{1,6})\d*")
 _LEAP_SECOND = re.compile(r"(\d\d:\d\d):60(?:[.,]\d+)?(?=[Z+-]|$)")
+# A timestamp `_cleaned_instant` would leave as it is: no space, no lower case, no leap second, and
+# no fraction but of exactly six digits.
+_PLAIN_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:[0-5]\d(?:\.\d{6})?(?:Z|[+-]\d\d:\d\d)?", re.ASCII)
 
 
 class Where:
@@ -66,6 +69,10 @@ class Where:
         step = f"[{key}]" if isinstance(key, int) else (f".{key}" if self.path else key)
         return Where(self.project_id, self.job_id, self.path + step)
 
+    def at(self, path: str) -> Where:
+        """The same response, at another path."""
+        return Where(self.project_id, self.job_id, path)
+
     def fail(self, problem: str) -> MalformedResponse:
         field_ = f"field {self.path!r}: " if self.path else ""
         return MalformedResponse(
@@ -75,6 +82,27 @@ class Where:
             project_id=self.project_id,
             job_id=self.job_id,
         )
+
+
+class _Misread(Exception):
+    """A read at `UNPLACED` found a problem: read again, placed, to name where it is."""
+
+
+class _Unplaced(Where):
+    """Nowhere: what `ApiObject.read` reads at first. Nearly every value is as promised, and a path
+    built for each one (a million for 100,000 checkpoints) would only ever serve an error message."""
+
+    def __truediv__(self, key: str | int) -> Where:
+        return self
+
+    def at(self, path: str) -> Where:
+        return self
+
+    def fail(self, problem: str) -> MalformedResponse:
+        raise _Misread
+
+
+UNPLACED = _Unplaced()
 
 
 # Bounded in depth and breadth: an echoed value nested a thousand deep or ten megabytes long costs no more.
@@ -120,8 +148,14 @@ def unstorable(value: str) -> str | None:
 
 def document(value: Any, where: Where) -> Any:
     """Return a JSON value if both databases can store it exactly; raise naming the problem."""
+    _stored_text(value, where)
+    return value
+
+
+def _stored_text(value: Any, where: Where, **options: Any) -> str:
+    """A JSON value as text (`json.dumps` with `options`), if both databases can store it exactly."""
     try:
-        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, **options)
     except ValueError:
         raise where.fail("contains NaN or Infinity, which JSON cannot carry") from None
     except RecursionError:
@@ -134,8 +168,8 @@ def document(value: Any, where: Where) -> Any:
     if "\\u0000" in encoded or unstorable(encoded):
         for path, text_ in _strings(value, where.path):
             if problem := unstorable(text_):
-                raise Where(where.project_id, where.job_id, path).fail(problem)
-    return value
+                raise where.at(path).fail(problem)
+    return encoded
 
 
 def _too_deep(where: Where) -> MalformedResponse:
@@ -257,7 +291,8 @@ def _unread_object(value: Any, where: Where) -> Mapping[str, Any]:
 
 
 def _lora_config(value: Any, where: Where) -> Row:
-    return lora_config_row(document(obj(value, where), where))
+    config = obj(value, where)
+    return lora_config_row(config, _stored_text(config, where, **_CANONICAL))
 
 
 @dataclass(frozen=True)
@@ -300,7 +335,18 @@ class ApiObject:
         return next(key for key in self.keys if key.name == name)
 
     def read(self, data: Any, where: Where) -> Row:
-        """Read every known key by its contract, and the unknown ones into `extra`."""
+        """Read every known key by its contract, and the unknown ones into `extra`.
+
+        Read first at no place: what breaks the contract is then read again where it is, to say so.
+        """
+        if where is UNPLACED:  # within an object being read at no place
+            return self._read(data, where)
+        try:
+            return self._read(data, UNPLACED)
+        except _Misread:
+            return self._read(data, where)
+
+    def _read(self, data: Any, where: Where) -> Row:
         data = obj(data, where)
         row = {key.name: key.take(data, where) for key in self.keys}
         row["extra"] = _extra(data, self.known, where)
@@ -421,12 +467,8 @@ def parse_timestamp(value: str, where: Where) -> datetime:
     RFC 3339 allows a lowercase `t` and `z`; an instant outside years 1-9999 once moved to UTC
     (e.g. `0001-01-01T00:00:00+01:00`) cannot be stored and fails like any malformed value.
     """
-    cleaned = value.strip().upper()
-    # RFC 3339 allows second 60 for a leap second, which datetime cannot hold. Its last
-    # microsecond of the minute before is within a second of the truth and still sorts after
-    # :59 and before the next minute, as the leap second did.
-    cleaned = _LEAP_SECOND.sub(r"\1:59.999999", cleaned)
-    cleaned = _FRACTION.sub(lambda m: "." + m.group(1).ljust(6, "0"), cleaned)
+    # Plain, as the API sends them, a timestamp needs no cleaning.
+    cleaned = value if _PLAIN_INSTANT.fullmatch(value) else _cleaned_instant(value)
     try:
         parsed = datetime.fromisoformat(cleaned)
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
@@ -434,18 +476,34 @@ def parse_timestamp(value: str, where: Where) -> datetime:
         raise where.fail(f"expected an ISO 8601 timestamp in years 1-9999 UTC, got {_short(value)}") from None
 
 
+def _cleaned_instant(value: str) -> str:
+    """An ISO 8601 timestamp as `datetime.fromisoformat` reads it: upper case, six fractional digits, no leap second."""
+    cleaned = value.strip().upper()
+    # RFC 3339 allows second 60 for a leap second, which datetime cannot hold. Its last
+    # microsecond of the minute before is within a second of the truth and still sorts after
+    # :59 and before the next minute, as the leap second did.
+    cleaned = _LEAP_SECOND.sub(r"\1:59.999999", cleaned)
+    return _FRACTION.sub(lambda m: "." + m.group(1).ljust(6, "0"), cleaned)
+
+
 def _extra(data: Mapping[str, Any], known: frozenset[str], where: Where) -> dict[str, Any] | None:
     extra = {k: v for k, v in data.items() if k not in known}
     return document(extra, where) if extra else None
 
 
+_CANONICAL: dict[str, Any] = {"sort_keys": True, "separators": (",", ":")}
+
+
 def canonical_json(value: Any) -> str:
     """Serialize JSON so that equal documents give equal text, whatever their key order."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, **_CANONICAL)
 
 
-def lora_config_row(config: Mapping[str, Any]) -> Row:
-    """Normalize a LoRA adapter config; keep the whole document, extract the known keys."""
+def lora_config_row(config: Mapping[str, Any], canonical: str | None = None) -> Row:
+    """Normalize a LoRA adapter config; keep the whole document, extract the known keys.
+
+    `canonical` is its `canonical_json`, when the caller has it already.
+    """
 
     def typed(key: str, kinds: tuple[type, ...]) -> Any:
         value = config.get(key)
@@ -466,8 +524,9 @@ def lora_config_row(config: Mapping[str, Any]) -> Row:
         except ValueError:
             return None  # kept as received in `config`; the column stays null
 
+    canonical = canonical_json(config) if canonical is None else canonical
     return {
-        "config_sha256": hashlib.sha256(canonical_json(config).encode()).hexdigest(),
+        "config_sha256": hashlib.sha256(canonical.encode()).hexdigest(),
         "r": exact("r"),
         "lora_alpha": real("lora_alpha"),
         "lora_dropout": real("lora_dropout"),
