@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -170,7 +171,29 @@ def rewrite(connection: Connection, table: sa.Table) -> None:
     """Replace facts table `table`'s rows with what its view computes now."""
     computed = _computed(table)
     connection.execute(sa.delete(table))
-    connection.execute(sa.insert(table).from_select(list(computed.c.keys()), sa.select(computed)))
+    with _indexes_set_aside(connection, table):
+        connection.execute(sa.insert(table).from_select(list(computed.c.keys()), sa.select(computed)))
+
+
+@contextmanager
+def _indexes_set_aside(connection: Connection, table: sa.Table) -> Iterator[None]:
+    """On SQLite, drop `table`'s indexes for the block and make them again, as they were, after it.
+
+    Building an index once from all its rows is cheaper than keeping it up to date row by row:
+    rewriting `checkpoint_facts` and `checkpoint_lora_modules` of 92,520 checkpoints took 1.18 s
+    with their indexes kept, 0.88-0.93 s with them set aside. The transaction hides it from readers.
+    Not on PostgreSQL, where dropping an index would lock readers out until the commit.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL"
+    indexes = connection.exec_driver_sql(query, (table.name,)).all()
+    for name, _ in indexes:
+        connection.exec_driver_sql(f"DROP INDEX {connection.dialect.identifier_preparer.quote(name)}")
+    yield
+    for _, sql in indexes:  # each as its revision wrote it
+        connection.exec_driver_sql(sql)
 
 
 def rewrite_jobs(connection: Connection, table: sa.Table, jobs: Sequence[str]) -> None:

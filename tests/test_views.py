@@ -229,6 +229,32 @@ def test_each_sync_refreshes_the_facts_tables(archive: Engine) -> None:
     assert rows(archive, "SELECT COUNT(*) FROM checkpoint_facts") == [(2,)]
 
 
+def facts_indexes(engine: Engine) -> dict[str, list[tuple[str, tuple[str, ...], bool]]]:
+    inspector = sa.inspect(engine)
+    return {
+        table.name: sorted(
+            (str(index["name"]), tuple(str(c) for c in index["column_names"]), bool(index["unique"]))
+            for index in inspector.get_indexes(table.name)
+        )
+        for table in FACTS
+    }
+
+
+def test_a_refresh_leaves_the_facts_tables_indexed_as_their_revision_made_them(archive: Engine) -> None:
+    """SQLite sets a rewritten table's indexes aside and builds them again; none may be lost or changed."""
+    made = facts_indexes(archive)
+    assert made["checkpoint_facts"] and made["checkpoint_lora_modules"]
+    fake = fakes.small_org()
+    assert fakes.sync(archive, fake).exit_code == 0
+    assert rows(archive, "SELECT COUNT(*) FROM checkpoint_facts") == [(1,)]
+    with archive.begin() as connection:
+        facts.refresh(connection)  # every table rewritten whole
+    assert facts_indexes(archive) == made
+    plan = "EXPLAIN QUERY PLAN SELECT * FROM checkpoint_facts WHERE job_id = 'x'"
+    if archive.dialect.name == "sqlite":  # and the planner uses them
+        assert "ix_checkpoint_facts_job_id" in str(rows(archive, plan))
+
+
 def project_labels(archive: Engine) -> dict[str, str]:
     """Each project's name, with its id where another project has the same name (computed here, not read)."""
     named = {str(pid): name for pid, name in rows(archive, "SELECT id, name FROM training_projects")}
