@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db
+from archiver import bulk, db
 from archiver.schema import instance_types
 
 NIGHT_1 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
@@ -74,6 +74,23 @@ def test_a_key_given_twice_keeps_the_last_row(archive: Engine) -> None:
     with archive.begin() as connection:
         db.upsert(connection, instance_types, rows, key=["id"])
     assert archived(archive)["type-1"][1] == "last"
+
+
+def test_a_key_given_twice_keeps_the_last_row_within_and_across_statements(archive: Engine) -> None:
+    """SQLite writes many rows a statement (`bulk.MAX_ROWS_PER_STATEMENT`): a key twice in one of them,
+    in two of them, or in one and in the rest written row by row, keeps the later row, as row by row did."""
+    size = bulk.MAX_ROWS_PER_STATEMENT
+    rows = [instance_type(i, NIGHT_1, name=f"row {i}") for i in range(2 * size + 17)]
+    twice = {3: 3 + size // 2, 7: 7 + size, 11: 2 * size + 5}  # earlier position -> later one
+    for earlier, later in twice.items():
+        rows[later] = instance_type(earlier, NIGHT_1, name=f"row {later}")
+    with archive.begin() as connection:
+        db.upsert(connection, instance_types, rows, key=["id"])
+    found = archived(archive)
+    assert len(found) == len(rows) - len(twice)
+    for earlier, later in twice.items():
+        assert found[f"type-{earlier}"][1] == f"row {later}"
+    assert found["type-4"][1] == "row 4"
 
 
 def test_only_if_changed_leaves_equal_rows_alone(archive: Engine) -> None:
