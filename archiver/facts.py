@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from archiver.db import chunked
+from archiver.db import chunked, describe_db_error
 from archiver.schema import (
     checkpoints,
     facts_inputs,
@@ -44,12 +44,15 @@ def live(name: str) -> str:
     return f"{name}{LIVE}"
 
 
-def refresh(connection: Connection, *, keep_unchanged: bool = False) -> None:
+def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Current | None = None) -> None:
     """Rewrite every facts table from its view, in this connection's transaction.
 
     With `keep_unchanged` (a sync's refresh), a table that depends on nothing but its inputs
     (`STEADY`) is left as it is when their fingerprint is the one recorded at its last rewrite, and
     only the rows of the jobs written since are rewritten when nothing else it reads changed.
+    `current` names jobs whose rows of those tables the run rewrote as it wrote them (see
+    `rewrite_written`): while the inputs are still as they were after the last of those rewrites,
+    those rows are left as they are.
     An archive at a revision before the facts tables has nothing to refresh.
     """
     present = set(sa.inspect(connection).get_table_names())
@@ -59,19 +62,24 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False) -> None:
     if inputs is not None and keep_unchanged:
         query = sa.select(facts_inputs.c.name, facts_inputs.c.inputs)
         recorded = {name: Inputs.parse(text) for name, text in connection.execute(query)}
+    fresh = (
+        current.jobs if keep_unchanged and current is not None and current.inputs == inputs else frozenset()
+    )
     done: list[str] = []
     rewritten: list[str] = []
     for table in FACTS:  # in order: `job_facts_live` reads the `checkpoint_facts` table
         if table.name not in present:
             continue
-        before = recorded.get(table.name) if table.name in STEADY else None
-        if inputs is not None and before is not None:  # (recorded only when there are inputs)
-            if before == inputs:
+        if inputs is not None and keep_unchanged and table.name in STEADY:
+            before = recorded.get(table.name)
+            if before == inputs:  # (recorded only when there are inputs)
                 done.append(f"{table.name} unchanged")
                 continue
-            if (jobs := _written_jobs(connection, before, inputs)) is not None:
-                rewrite_jobs(connection, table, jobs)
-                done.append(f"{table.name} for {len(jobs)} job(s)")
+            if (stale := _stale_jobs(connection, before, inputs, fresh)) is not None:
+                if stale:
+                    rewrite_jobs(connection, table, stale)
+                kept = f", {len(fresh)} rewritten as they were written" if fresh else ""
+                done.append(f"{table.name} for {len(stale)} job(s){kept}")
                 rewritten.append(table.name)
                 continue
         rewrite(connection, table)
@@ -89,6 +97,37 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False) -> None:
         f" ({', '.join(done)})" if done else "",
         extra={"event": "facts"},
     )
+
+
+@dataclass(frozen=True)
+class Current:
+    """Jobs whose rows of the steady tables a run rewrote after it wrote them (`rewrite_written`),
+    and the inputs once the last of those rewrites was committed."""
+
+    jobs: frozenset[str]
+    inputs: Inputs
+
+
+def rewrite_written(connection: Connection, jobs: Sequence[str]) -> bool:
+    """Rewrite the steady tables' rows of `jobs`, written in this transaction, as part of it.
+
+    A sync does this as it writes each batch of jobs, while its fetches go on, rather than all at
+    its end. In a savepoint: if the database refuses it, the jobs' rows are still written, the
+    refusal is logged, and False says that the refresh at the run's end must rewrite these rows.
+    """
+    try:
+        with connection.begin_nested():
+            for table in FACTS:
+                if table.name in STEADY:
+                    rewrite_jobs(connection, table, jobs)
+    except sa.exc.DBAPIError as exc:
+        log.warning(
+            "could not rewrite the facts of %d job(s) as they were written; the run's end will: %s",
+            len(jobs),
+            describe_db_error(exc),
+        )
+        return False
+    return True
 
 
 # The facts tables computed from their inputs alone: no "now", no calendar. The others count hours up
@@ -147,24 +186,39 @@ class Inputs:
             return None
 
 
-def _written_jobs(connection: Connection, before: Inputs, now: Inputs) -> list[str] | None:
-    """The jobs with rows written since `before`, if a steady table needs no other row rewritten:
-    no project or instance type changed (every row reads them), and the jobs are a minority."""
-    since = before.stamped_until
-    if since is None or any(before.tables.get(name) != now.tables.get(name) for name in SHARED):
-        return None
-    written = sa.union(
-        sa.select(training_jobs.c.id).where(
-            sa.or_(*(training_jobs.c[s] > since for s in INPUTS[training_jobs]))
-        ),
-        sa.select(checkpoints.c.training_job_id).where(
-            sa.or_(*(checkpoints.c[s] > since for s in INPUTS[checkpoints]))
-        ),
-    )
-    jobs = sorted(connection.execute(written).scalars())
+def _stale_jobs(
+    connection: Connection, before: Inputs | None, now: Inputs, fresh: frozenset[str]
+) -> list[str] | None:
+    """The jobs whose rows of a steady table must be rewritten, or None for the whole table.
+
+    Those with rows written since `before` (every job, when nothing was recorded or a project or
+    instance type changed: every row reads them), but for the `fresh` ones, whose rows are as
+    computed now; None when that is most jobs, or a write no stamp shows moved the fingerprint.
+    """
     total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
-    # None written, yet the fingerprint moved: a write no stamp shows (by hand?); rewrite it all.
-    return jobs if jobs and 2 * len(jobs) <= total else None
+    since = before.stamped_until if before is not None else None
+    if (
+        before is None
+        or since is None
+        or any(before.tables.get(name) != now.tables.get(name) for name in SHARED)
+    ):
+        if not fresh:
+            return None
+        written = set(connection.execute(sa.select(training_jobs.c.id)).scalars())
+    else:
+        query = sa.union(
+            sa.select(training_jobs.c.id).where(
+                sa.or_(*(training_jobs.c[s] > since for s in INPUTS[training_jobs]))
+            ),
+            sa.select(checkpoints.c.training_job_id).where(
+                sa.or_(*(checkpoints.c[s] > since for s in INPUTS[checkpoints]))
+            ),
+        )
+        written = set(connection.execute(query).scalars())
+        if not written:  # none written, yet the fingerprint moved: a write no stamp shows (by hand?)
+            return None
+    stale = sorted(written - fresh)
+    return stale if 2 * len(stale) <= total else None
 
 
 def rewrite(connection: Connection, table: sa.Table) -> None:

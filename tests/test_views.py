@@ -198,6 +198,60 @@ def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(
     assert_facts_as_computed(archive)
 
 
+def test_a_sync_rewrites_the_steady_facts_of_each_batch_as_it_writes_it(archive: Engine) -> None:
+    """Each batch's jobs get their rows of the steady tables in the transaction that writes them, while
+    the fetches go on; the refresh at the run's end leaves those alone, unless what the run wrote after
+    them (a deletion judged once every listing is in) is read by them."""
+    fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=3, checkpoints_per_job=4, active_fraction=0))
+    calls: list[tuple[str, list[str]]] = []
+    rewrite_jobs = facts.rewrite_jobs
+
+    def watched(connection: sa.Connection, table: sa.Table, jobs: Sequence[str]) -> None:
+        calls.append((table.name, sorted(jobs)))
+        rewrite_jobs(connection, table, jobs)
+
+    options = SyncOptions(batch_rows=9)  # two jobs (and their 4 checkpoints each) a batch
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(facts, "rewrite_jobs", watched)
+        assert fakes.sync(archive, fake, options).exit_code == 0
+    assert_facts_as_computed(archive)
+    batches = [jobs for name, jobs in calls if name == "checkpoint_facts"]
+    assert len(batches) == 3 and sorted(job for jobs in batches for job in jobs) == sorted(fake.job_ids())
+    assert [jobs for name, jobs in calls if name == "checkpoint_lora_modules"] == batches
+
+    # A checkpoint gone: judged (and marked) after every batch was written, so its job's rows are
+    # rewritten at the end too.
+    job_id = fake.job_ids()[0]
+    fake.delete_checkpoint(job_id, fake.checkpoints(job_id)[0]["checkpoint_id"])
+    assert fakes.sync(archive, fake, SyncOptions(full=True)).exit_code == 0
+    assert_facts_as_computed(archive)
+    deleted = "SELECT COUNT(*) FROM checkpoint_facts WHERE deleted_at IS NOT NULL"
+    assert rows(archive, deleted) == [(1,)]
+
+
+def test_a_batch_whose_facts_the_database_refuses_is_still_written(archive: Engine) -> None:
+    """The rewrite of a batch's facts runs in a savepoint: refused, the batch's jobs are archived all
+    the same, and the refresh at the run's end rewrites their rows."""
+    fake = FakeBaseten(OrgSpec(projects=1, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
+    rewrite_jobs, refused = facts.rewrite_jobs, []
+
+    def refuse_once(connection: sa.Connection, table: sa.Table, jobs: Sequence[str]) -> None:
+        if not refused:
+            refused.append(list(jobs))
+            raise sa.exc.OperationalError("INSERT INTO checkpoint_facts ...", {}, Exception("disk I/O error"))
+        rewrite_jobs(connection, table, jobs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(facts, "rewrite_jobs", refuse_once)
+        report = fakes.sync(archive, fake)
+    assert report.exit_code == 0 and refused
+    listed = fake.total_checkpoints()
+    assert listed >= 3
+    assert rows(archive, "SELECT COUNT(*) FROM checkpoints") == [(listed,)]
+    assert_facts_as_computed(archive)
+    assert rows(archive, "SELECT COUNT(*) FROM checkpoint_facts") == [(listed,)]
+
+
 def test_every_column_a_reader_sees_has_a_declared_type(org: ArchivedOrg, archive: Engine) -> None:
     """SQLite declares no type for a view's computed column, so a BI tool took it for text: every
     relation outside the bookkeeping (Datasette hides that; PostgreSQL keeps it in archiver_internal)

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
-from archiver import normalize, store, streamed
+from archiver import facts, normalize, store, streamed
 from archiver.errors import AuthError, Contradiction, NotFound, SuspectListing, Unstorable
 from archiver.normalize import CheckpointListing
 from archiver.streamed import LargeListing
@@ -32,7 +32,13 @@ class CheckpointStep:
         """Fetch every job's checkpoints; write whole jobs in batches."""
         batch: list[Fetched[AnyListing]] = []
         rows = 0
-        window = self.ctx.options.concurrency * 2
+        base = self.ctx.options.concurrency * 2
+
+        def window() -> int:
+            # As many more as the batch holds jobs: while the batch is written, as many are read
+            # ahead, so the fetches go on; what waits to be written is never much more than two batches.
+            return base + len(batch)
+
         for (project_id, job_id), future in bounded(
             pool, self._fetch_checkpoints, jobs, window, self.ctx.stopping
         ):
@@ -90,7 +96,8 @@ class CheckpointStep:
         if not batch:
             return
         try:
-            self.ctx.attempt(self._save_checkpoints, batch)
+            if self.ctx.attempt(self._save_checkpoints, batch):
+                self.ctx.facts_fresh.update(fetched.result().job.row["id"] for fetched in batch)
             saved = batch
         except Unstorable:
             saved = [fetched for fetched in batch if self._save_alone(fetched)]
@@ -120,7 +127,8 @@ class CheckpointStep:
     def _save_alone(self, fetched: Fetched[AnyListing]) -> bool:
         """Write one job's checkpoints in a transaction of its own; fail the job if the database refuses them."""
         try:
-            self.ctx.attempt(self._save_checkpoints, [fetched])
+            if self.ctx.attempt(self._save_checkpoints, [fetched]):
+                self.ctx.facts_fresh.add(fetched.result().job.row["id"])
             return True
         except Unstorable as exc:
             listing = fetched.result()
@@ -128,7 +136,8 @@ class CheckpointStep:
             self.ctx.write(self.ctx.keep, fetched.kept)
             return False
 
-    def _save_checkpoints(self, connection: sa.Connection, batch: list[Fetched[AnyListing]]) -> None:
+    def _save_checkpoints(self, connection: sa.Connection, batch: list[Fetched[AnyListing]]) -> bool:
+        """Write a batch; return whether its jobs' rows of the steady facts tables were rewritten with it."""
         listings = [fetched.result() for fetched in batch]
         large = [listing for listing in listings if isinstance(listing, LargeListing)]
         held = [listing for listing in listings if isinstance(listing, CheckpointListing)]
@@ -156,3 +165,6 @@ class CheckpointStep:
             )
         self.ctx.report.counts.jobs_fetched += len(listings)
         self.ctx.record_progress(connection)
+        # Here, on the writer, while the fetches go on, rather than all at the run's end.
+        jobs = [listing.job.row["id"] for listing in listings]
+        return self.ctx.options.refresh_facts and facts.rewrite_written(connection, jobs)

@@ -40,6 +40,8 @@ class Context:
     jobs_done: int = 0
     # The jobs this run's job listings described, for checkpoint listings that carry none.
     listed_jobs: dict[str, JobRecord] = field(default_factory=dict)
+    # Jobs whose rows of the steady facts tables were rewritten in the transaction that wrote them.
+    facts_fresh: set[str] = field(default_factory=set)
 
     def stopping(self) -> bool:
         """Whether the run is stopping: a signal came, or a limit was reached."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 from typing import IO, Any, Generic, TypeVar, cast
 
 from archiver.answer import ApiResponse
@@ -27,38 +28,47 @@ def bounded(
     pool: ThreadPoolExecutor,
     fn: Callable[[T], R],
     items: Iterable[T],
-    window: int,
+    window: int | Callable[[], int],
     stop: Callable[[], bool],
 ) -> Iterator[tuple[T, Future[R]]]:
     """Run fn over items with at most `window` in flight; yield each as it completes.
 
-    Once `stop()` holds, nothing more starts, and what is still running after STOP_GRACE_S is left.
+    A `window` that is a function is asked again after each: the caller may let more run ahead
+    while it is busy with what it was given (see `CheckpointStep`). Once `stop()` holds, nothing
+    more starts, and what is still running after STOP_GRACE_S is left.
     """
+    limit = window if callable(window) else lambda: window
     pending = iter(items)
     running: dict[Future[R], T] = {}
+    finished: SimpleQueue[Future[R]] = SimpleQueue()  # in the order they finish: no scan of all running
     give_up_at: float | None = None
 
-    def submit_next() -> None:
+    def submit_next() -> bool:
         if stop():
-            return
+            return False
         for item in pending:
-            running[pool.submit(fn, item)] = item
-            return
+            future = pool.submit(fn, item)
+            running[future] = item
+            future.add_done_callback(finished.put)
+            return True
+        return False
 
-    for _ in range(window):
-        submit_next()
+    while len(running) < limit() and submit_next():
+        pass
     while running:
         if give_up_at is None and stop():
             give_up_at = time.monotonic() + STOP_GRACE_S
         if give_up_at is not None and time.monotonic() >= give_up_at:
             log.info("stopping: %d requests still under way are left unfinished", len(running))
             return
-        # A bounded wait, so that a stop is noticed while every request is still running.
-        done, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
-        for future in done:
-            item = running.pop(future)
-            submit_next()
-            yield item, future
+        try:  # a bounded wait, so that a stop is noticed while every request is still running
+            future = finished.get(timeout=0.1)
+        except Empty:
+            continue
+        item = running.pop(future)
+        while len(running) < limit() and submit_next():
+            pass
+        yield item, future
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,8 @@ class Sync:
         # The project listing, read first to check the clock, and what stopped it.
         self._first: Fetched[normalize.ProjectListing] | None = None
         self._first_error: FatalError | None = None
+        # The facts rows the checkpoint batches rewrote, and the inputs once the last was written.
+        self._facts_current: facts.Current | None = None
         self.ctx = Context(
             engine,
             client,
@@ -219,7 +221,7 @@ class Sync:
         """Bring the facts tables up to what the run committed; a stopped run leaves it to the next."""
         try:
             with self.engine.begin() as connection:
-                facts.refresh(connection, keep_unchanged=True)
+                facts.refresh(connection, keep_unchanged=True, current=self._facts_current)
         except sa.exc.DBAPIError as exc:
             log.error(
                 "could not refresh the facts tables; they hold what the previous sync left: %s",
@@ -237,6 +239,13 @@ class Sync:
         finally:
             # A stopping run does not wait for requests it has left (see `bounded`).
             pool.shutdown(wait=not self.ctx.stopping(), cancel_futures=True)
+        if self.ctx.facts_fresh:  # what judging writes next (deletions, instance types) makes them stale
+            try:
+                with self.engine.connect() as connection:
+                    inputs = facts.Inputs.of(connection)
+                self._facts_current = facts.Current(frozenset(self.ctx.facts_fresh), inputs)
+            except sa.exc.DBAPIError:  # then the refresh at the end rewrites them too
+                log.debug("could not read the facts tables' inputs after the last batch", exc_info=True)
         if not self.ctx.stopping():  # a run cut short has not heard every listing: it marks nothing
             judge(self.ctx, heard)
             look_back(self.ctx)
