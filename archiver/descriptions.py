@@ -389,13 +389,15 @@ ABOUT: dict[str, About] = {
     ),
     "facts_inputs": About(
         "Bookkeeping of the facts tables: one row per facts table, with a fingerprint of the rows it is "
-        "computed from as they were at its last rewrite. A sync leaves `checkpoint_facts` and "
-        "`checkpoint_lora_modules` as they are while it is unchanged, and rewrites only the rows of the jobs "
-        "written since when no project or instance type changed; the others depend on the time and are "
-        "rewritten at every sync.",
+        "computed from as they were at its last rewrite. A sync rewrites the rows of `checkpoint_facts` and "
+        "`checkpoint_lora_modules` of the jobs it writes as it writes them, and at its end only those of other "
+        "jobs written since when no project or instance type changed; it keeps `project_storage_daily` while "
+        "its fingerprint and the UTC day are as they were; the others depend on the time and are rewritten "
+        "at every sync.",
         name="the facts table, e.g. `checkpoint_facts`",
-        inputs="the fingerprint: JSON of each input table's row count and latest run stamps, and the latest "
-        "stamp of all (rows stamped after it were written since)",
+        inputs="the fingerprint: JSON of each input table's row count and latest run stamps, the latest "
+        "stamp of all (rows stamped after it were written since), and for `project_storage_daily` the UTC "
+        "`day` it counted to",
         refreshed_at="when the table was last rewritten (UTC)",
     ),
     # History views written by hand (history tables and *_versions views are derived: see below).

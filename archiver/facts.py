@@ -1,4 +1,4 @@
-"""The facts tables BI tools read, refreshed from their `_live` views at the end of each sync.
+"""The facts tables BI tools read, refreshed from their `_live` views by each sync.
 
 `checkpoint_facts`, `job_facts`, `project_storage_daily`, `gpu_hours_daily` and
 `checkpoint_lora_modules` are tables (revision 0014): every column has a declared type on SQLite
@@ -6,7 +6,9 @@ too, and a group-by or a facet reads a few thousand rows rather than recomputing
 checkpoint's facts. What they hold is computed by the views of the same name with `_live` added,
 which read the archive as it is; `refresh` rewrites each table from its view in the caller's
 transaction, so a reader sees the rows of one refresh or the next, never a mix. Their "now"
-(hours in a status, a running job's GPU-hours) is the refresh's.
+(hours in a status, a running job's GPU-hours) is the refresh's. A sync rewrites the rows of the
+tables that need no "now" (`STEADY`) in each transaction that writes jobs (`rewrite_written`), and
+the rest at its end (`refresh`), with what it cannot show is unchanged.
 """
 
 from __future__ import annotations
@@ -59,9 +61,12 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
     started = time.monotonic()
     inputs = Inputs.of(connection) if facts_inputs.name in present else None
     recorded: dict[str, Inputs | None] = {}
+    days: dict[str, str | None] = {}  # the day a `DAILY` table was rewritten
+    today = _today(connection)
     if inputs is not None and keep_unchanged:
         query = sa.select(facts_inputs.c.name, facts_inputs.c.inputs)
-        recorded = {name: Inputs.parse(text) for name, text in connection.execute(query)}
+        for name, text in connection.execute(query):
+            recorded[name], days[name] = Inputs.parse(text), Inputs.day_of(text)
     fresh = (
         current.jobs if keep_unchanged and current is not None and current.inputs == inputs else frozenset()
     )
@@ -69,6 +74,10 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
     rewritten: list[str] = []
     for table in FACTS:  # in order: `job_facts_live` reads the `checkpoint_facts` table
         if table.name not in present:
+            continue
+        unchanged = inputs is not None and recorded.get(table.name) == inputs  # (recorded: keep_unchanged)
+        if table.name in DAILY and unchanged and days.get(table.name) == today:
+            done.append(f"{table.name} unchanged today")
             continue
         if inputs is not None and keep_unchanged and table.name in STEADY:
             before = recorded.get(table.name)
@@ -85,11 +94,14 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
         rewrite(connection, table)
         rewritten.append(table.name)
     if inputs is not None and rewritten:
-        now, text = datetime.now(UTC), inputs.text()
+        now = datetime.now(UTC)
         connection.execute(sa.delete(facts_inputs).where(facts_inputs.c.name.in_(rewritten)))
         connection.execute(
             sa.insert(facts_inputs),
-            [{"name": name, "inputs": text, "refreshed_at": now} for name in rewritten],
+            [
+                {"name": name, "inputs": inputs.text(today if name in DAILY else None), "refreshed_at": now}
+                for name in rewritten
+            ],
         )
     log.info(
         "refreshed the facts tables in %.2f s%s",
@@ -111,9 +123,10 @@ class Current:
 def rewrite_written(connection: Connection, jobs: Sequence[str]) -> bool:
     """Rewrite the steady tables' rows of `jobs`, written in this transaction, as part of it.
 
-    A sync does this as it writes each batch of jobs, while its fetches go on, rather than all at
-    its end. In a savepoint: if the database refuses it, the jobs' rows are still written, the
-    refusal is logged, and False says that the refresh at the run's end must rewrite these rows.
+    A sync does this as it writes each batch of jobs, while the fetches it let run ahead go on,
+    rather than all at its end (SQLite computes them without holding the GIL; PostgreSQL in its
+    own process). In a savepoint: if the database refuses it, the jobs' rows are still written,
+    the refusal is logged, and False says that the refresh at the run's end must rewrite them.
     """
     try:
         with connection.begin_nested():
@@ -133,6 +146,18 @@ def rewrite_written(connection: Connection, jobs: Sequence[str]) -> bool:
 # The facts tables computed from their inputs alone: no "now", no calendar. The others count hours up
 # to the refresh (`job_facts`, `gpu_hours_daily`) or days up to today (`project_storage_daily`).
 STEADY = frozenset({"checkpoint_facts", "checkpoint_lora_modules"})
+# The facts tables computed from their inputs and the day: a row a day up to today, within ten years.
+DAILY = frozenset({"project_storage_daily"})
+
+
+def _today(connection: Connection) -> str:
+    """The UTC day the views count to, as the database's clock has it (revision 0003's `today`)."""
+    if connection.dialect.name == "sqlite":
+        query = "SELECT date('now')"
+    else:
+        query = "SELECT CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS DATE)"
+    return str(connection.exec_driver_sql(query).scalar_one())
+
 
 # What the steady tables are computed from, and the columns whose latest value moves with every write
 # a run makes: each write of a run stamps its start there (a new version's `valid_from`, a sighting's
@@ -171,9 +196,22 @@ class Inputs:
             latest += [value for value in row[2::2] if value is not None]
         return cls(tables, max(latest, default=None))
 
-    def text(self) -> str:
+    def text(self, day: str | None = None) -> str:
+        """As `facts_inputs` records them, with the `day` a `DAILY` table was computed for."""
         until = None if self.stamped_until is None else self.stamped_until.isoformat()
-        return json.dumps({"tables": self.tables, "stamped_until": until}, sort_keys=True)
+        found: dict[str, Any] = {"tables": self.tables, "stamped_until": until}
+        if day is not None:
+            found["day"] = day
+        return json.dumps(found, sort_keys=True)
+
+    @staticmethod
+    def day_of(text: str) -> str | None:
+        """The day a text of `text()` records, if any."""
+        try:
+            day = json.loads(text).get("day")
+        except (ValueError, AttributeError):
+            return None
+        return day if isinstance(day, str) else None
 
     @classmethod
     def parse(cls, text: str) -> Inputs | None:

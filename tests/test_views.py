@@ -137,7 +137,8 @@ def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(
     assert_facts_as_computed(archive)
     again = rewritten(archive)
     assert [again[name] for name in steady] == [first[name] for name in steady]
-    assert all(again[t.name] != first[t.name] for t in FACTS if t.name not in steady)  # hours move on
+    # Hours move on; the daily table is kept while its inputs and the day are as they were.
+    assert all(again[t.name] != first[t.name] for t in FACTS if t.name not in (*steady, *facts.DAILY))
 
     project_id, other_project = fake.project_ids()
     job_id, other_job = fake.job_ids(project_id)[0], fake.job_ids(other_project)[0]
@@ -195,6 +196,41 @@ def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(
         assert fakes.sync(archive, fake).exit_code == 0
     assert sorted(by_job) == [("checkpoint_facts", [other_job]), ("checkpoint_lora_modules", [other_job])]
     assert not set(whole) & set(steady) and whole
+    assert_facts_as_computed(archive)
+
+
+def test_project_storage_daily_is_kept_while_its_inputs_and_the_day_are_as_they_were(archive: Engine) -> None:
+    """It counts days up to today: a sync leaves it when nothing it reads changed since it was
+    computed that same day, and rewrites it on a later day or after any change."""
+    fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=2, checkpoints_per_job=2, active_fraction=0))
+    today = "SELECT inputs FROM facts_inputs WHERE name = 'project_storage_daily'"
+    assert fakes.sync(archive, fake).exit_code == 0
+    first = rewritten(archive)
+    (recorded,) = rows(archive, today)
+    assert fakes.sync(archive, fake).exit_code == 0  # nothing changed
+    assert_facts_as_computed(archive)
+    if rows(archive, today) == [recorded]:  # (unless the UTC day turned in between)
+        assert rewritten(archive)["project_storage_daily"] == first["project_storage_daily"]
+        assert rewritten(archive)["job_facts"] != first["job_facts"]
+
+    # Computed on another day (the database's clock cannot be moved: the record says so instead).
+    with archive.begin() as connection:
+        moved = json.dumps(json.loads(str(recorded[0])) | {"day": "2000-01-01"})
+        connection.execute(
+            sa.text("UPDATE facts_inputs SET inputs = :moved WHERE name = 'project_storage_daily'"),
+            {"moved": moved},
+        )
+    before = rewritten(archive)
+    assert fakes.sync(archive, fake).exit_code == 0
+    assert rewritten(archive)["project_storage_daily"] != before["project_storage_daily"]
+    assert json.loads(str(rows(archive, today)[0][0]))["day"] != "2000-01-01"
+
+    # A change on the same day.
+    before = rewritten(archive)
+    job_id = fake.job_ids()[0]
+    fake.add_checkpoint(job_id)
+    assert fakes.sync(archive, fake, SyncOptions(full=True)).exit_code == 0
+    assert rewritten(archive)["project_storage_daily"] != before["project_storage_daily"]
     assert_facts_as_computed(archive)
 
 
