@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import facts, migrate
+from archiver import db, facts, migrate
 from archiver.fake_api import TERMINAL_STATUSES, FakeBaseten, OrgSpec
 from archiver.normalize import Where, parse_timestamp
 from archiver.schema import VERSIONS
@@ -232,6 +232,34 @@ def test_project_storage_daily_is_kept_while_its_inputs_and_the_day_are_as_they_
     assert fakes.sync(archive, fake, SyncOptions(full=True)).exit_code == 0
     assert rewritten(archive)["project_storage_daily"] != before["project_storage_daily"]
     assert_facts_as_computed(archive)
+
+
+def test_on_postgresql_a_refresh_gives_the_planner_what_the_views_read_as_it_is(postgres_url: str) -> None:
+    """Where autovacuum is off (as on the test server) or has not come round yet, the facts views were
+    planned for tables taken to be empty or as they once were: rewriting `gpu_hours_daily` of 92,520
+    checkpoints took 0.65 s at every sync instead of 0.08 s. The refresh analyzes them first."""
+    engine = db.make_engine(postgres_url)
+    try:
+        migrate.upgrade(engine)
+        counted = (
+            "SELECT relname, reltuples FROM pg_class "
+            "WHERE relname IN ('training_jobs', 'training_projects', 'lora_adapter_configs')"
+        )
+        assert {name: count for name, count in rows(engine, counted)} == {
+            "training_jobs": 0,
+            "training_projects": 0,
+            "lora_adapter_configs": 0,
+        }
+        fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
+        assert fakes.sync(engine, fake).exit_code == 0
+        assert dict(rows(engine, counted))["training_jobs"] == 6
+        fake.add_project(jobs=2)
+        assert fakes.sync(engine, fake).exit_code == 0
+        found = {name: count for name, count in rows(engine, counted)}
+        configs = rows(engine, "SELECT COUNT(*) FROM lora_adapter_configs")[0][0]
+        assert found == {"training_jobs": 8, "training_projects": 3, "lora_adapter_configs": configs}
+    finally:
+        engine.dispose()
 
 
 def test_a_sync_rewrites_the_steady_facts_of_each_batch_as_it_writes_it(archive: Engine) -> None:
