@@ -77,22 +77,26 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
     for table in FACTS:  # in order: `job_facts_live` reads the `checkpoint_facts` table
         if table.name not in present:
             continue
-        unchanged = inputs is not None and recorded.get(table.name) == inputs  # (recorded: keep_unchanged)
-        if table.name in DAILY and unchanged and days.get(table.name) == today:
-            done.append(f"{table.name} unchanged today")
-            continue
-        if inputs is not None and keep_unchanged and table.name in STEADY:
-            before = recorded.get(table.name)
-            if before == inputs:  # (recorded only when there are inputs)
+        before = recorded.get(table.name)  # (recorded only with `keep_unchanged` and inputs)
+        if before is not None and before == inputs:
+            if table.name in STEADY:
                 done.append(f"{table.name} unchanged")
                 continue
-            if (stale := _stale_jobs(connection, before, inputs, fresh)) is not None:
-                if stale:
-                    rewrite_jobs(connection, table, stale)
-                kept = f", {len(fresh)} rewritten as they were written" if fresh else ""
-                done.append(f"{table.name} for {len(stale)} job(s){kept}")
-                rewritten.append(table.name)
+            if table.name in DAILY and days.get(table.name) == today:
+                done.append(f"{table.name} unchanged today")
                 continue
+        if (
+            inputs is not None
+            and keep_unchanged
+            and table.name in STEADY
+            and (stale := _stale_jobs(connection, before, inputs, fresh)) is not None
+        ):
+            if stale:
+                rewrite_jobs(connection, table, stale)
+            kept = f", {len(fresh)} rewritten as they were written" if fresh else ""
+            done.append(f"{table.name} for {len(stale)} job(s){kept}")
+            rewritten.append(table.name)
+            continue
         rewrite(connection, table)
         rewritten.append(table.name)
     if inputs is not None and rewritten:
