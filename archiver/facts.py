@@ -133,6 +133,7 @@ def rewrite_written(connection: Connection, jobs: Sequence[str]) -> bool:
     rather than all at its end (SQLite computes them without holding the GIL; PostgreSQL in its
     own process). In a savepoint: if the database refuses it, the jobs' rows are still written,
     the refusal is logged, and False says that the refresh at the run's end must rewrite them.
+    A database lost on the way is not a refusal: that is raised, and fails the write as any would.
     """
     try:
         with connection.begin_nested():
@@ -140,6 +141,8 @@ def rewrite_written(connection: Connection, jobs: Sequence[str]) -> bool:
                 if table.name in STEADY:
                     rewrite_jobs(connection, table, jobs)
     except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated or connection.invalidated:
+            raise
         log.warning(
             "could not rewrite the facts of %d job(s) as they were written; the run's end will: %s",
             len(jobs),

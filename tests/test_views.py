@@ -316,6 +316,36 @@ def test_a_batch_whose_facts_the_database_refuses_is_still_written(archive: Engi
     assert rows(archive, "SELECT COUNT(*) FROM checkpoint_facts") == [(listed,)]
 
 
+def test_a_connection_lost_while_a_batchs_facts_are_rewritten_is_a_lost_write_not_a_refusal(
+    postgres_url: str,
+) -> None:
+    """The savepoint takes a refusal; a connection cut under it (a failover) must fail the write as
+    any lost write does, so the batch is written again. Taken for a refusal, the transaction went
+    on over a dead connection and the run ended in SQLAlchemy's PendingRollbackError."""
+    engine = db.make_engine(postgres_url)
+    try:
+        migrate.upgrade(engine)
+        fake = FakeBaseten(OrgSpec(projects=1, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
+        rewrite_jobs, cut = facts.rewrite_jobs, []
+
+        def cut_once(connection: sa.Connection, table: sa.Table, jobs: Sequence[str]) -> None:
+            if not cut:
+                cut.append(list(jobs))
+                connection.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+            rewrite_jobs(connection, table, jobs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(facts, "rewrite_jobs", cut_once)
+            report = fakes.sync(engine, fake)
+        assert cut and report.exit_code == 0 and not report.failures
+        listed = fake.total_checkpoints()
+        assert rows(engine, "SELECT COUNT(*) FROM checkpoints") == [(listed,)]
+        assert rows(engine, "SELECT COUNT(*) FROM checkpoint_facts") == [(listed,)]
+        assert_facts_as_computed(engine)
+    finally:
+        engine.dispose()
+
+
 def test_every_column_a_reader_sees_has_a_declared_type(org: ArchivedOrg, archive: Engine) -> None:
     """SQLite declares no type for a view's computed column, so a BI tool took it for text: every
     relation outside the bookkeeping (Datasette hides that; PostgreSQL keeps it in archiver_internal)
