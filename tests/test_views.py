@@ -252,7 +252,7 @@ def test_on_postgresql_a_refresh_gives_the_planner_what_the_views_read_as_it_is(
         }
         fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
         assert fakes.sync(engine, fake).exit_code == 0
-        assert dict(rows(engine, counted))["training_jobs"] == 6
+        assert {name: count for name, count in rows(engine, counted)}["training_jobs"] == 6
         fake.add_project(jobs=2)
         assert fakes.sync(engine, fake).exit_code == 0
         found = {name: count for name, count in rows(engine, counted)}
@@ -297,7 +297,8 @@ def test_a_batch_whose_facts_the_database_refuses_is_still_written(archive: Engi
     """The rewrite of a batch's facts runs in a savepoint: refused, the batch's jobs are archived all
     the same, and the refresh at the run's end rewrites their rows."""
     fake = FakeBaseten(OrgSpec(projects=1, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
-    rewrite_jobs, refused = facts.rewrite_jobs, []
+    rewrite_jobs = facts.rewrite_jobs
+    refused: list[list[str]] = []
 
     def refuse_once(connection: sa.Connection, table: sa.Table, jobs: Sequence[str]) -> None:
         if not refused:
@@ -326,7 +327,8 @@ def test_a_connection_lost_while_a_batchs_facts_are_rewritten_is_a_lost_write_no
     try:
         migrate.upgrade(engine)
         fake = FakeBaseten(OrgSpec(projects=1, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
-        rewrite_jobs, cut = facts.rewrite_jobs, []
+        rewrite_jobs = facts.rewrite_jobs
+        cut: list[list[str]] = []
 
         def cut_once(connection: sa.Connection, table: sa.Table, jobs: Sequence[str]) -> None:
             if not cut:
