@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,12 +63,10 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
     _analyze(connection)
     inputs = Inputs.of(connection) if facts_inputs.name in present else None
     recorded: dict[str, Inputs | None] = {}
-    days: dict[str, str | None] = {}  # the day a `DAILY` table was rewritten
     today = _today(connection)
     if inputs is not None and keep_unchanged:
         query = sa.select(facts_inputs.c.name, facts_inputs.c.inputs)
-        for name, text in connection.execute(query):
-            recorded[name], days[name] = Inputs.parse(text), Inputs.day_of(text)
+        recorded = {name: Inputs.parse(text) for name, text in connection.execute(query)}
     fresh = (
         current.jobs if keep_unchanged and current is not None and current.inputs == inputs else frozenset()
     )
@@ -82,7 +80,7 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
             if table.name in STEADY:
                 done.append(f"{table.name} unchanged")
                 continue
-            if table.name in DAILY and days.get(table.name) == today:
+            if table.name in DAILY and before.day == today:
                 done.append(f"{table.name} unchanged today")
                 continue
         if (
@@ -105,7 +103,11 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
         connection.execute(
             sa.insert(facts_inputs),
             [
-                {"name": name, "inputs": inputs.text(today if name in DAILY else None), "refreshed_at": now}
+                {
+                    "name": name,
+                    "inputs": replace(inputs, day=today if name in DAILY else None).text(),
+                    "refreshed_at": now,
+                }
                 for name in rewritten
             ],
         )
@@ -225,6 +227,7 @@ class Inputs:
 
     tables: dict[str, list[str]]
     stamped_until: datetime | None
+    day: str | None = field(default=None, compare=False)  # the UTC day a `DAILY` table counted to
 
     @classmethod
     def of(cls, connection: Connection) -> Inputs:
@@ -239,30 +242,25 @@ class Inputs:
             latest += [value for value in row[2::2] if value is not None]
         return cls(tables, max(latest, default=None))
 
-    def text(self, day: str | None = None) -> str:
-        """As `facts_inputs` records them, with the `day` a `DAILY` table was computed for."""
+    def text(self) -> str:
+        """As `facts_inputs` records them."""
         until = None if self.stamped_until is None else self.stamped_until.isoformat()
         found: dict[str, Any] = {"tables": self.tables, "stamped_until": until}
-        if day is not None:
-            found["day"] = day
+        if self.day is not None:
+            found["day"] = self.day
         return json.dumps(found, sort_keys=True)
-
-    @staticmethod
-    def day_of(text: str) -> str | None:
-        """The day a text of `text()` records, if any."""
-        try:
-            day = json.loads(text).get("day")
-        except (ValueError, AttributeError):
-            return None
-        return day if isinstance(day, str) else None
 
     @classmethod
     def parse(cls, text: str) -> Inputs | None:
         """The inputs a text of `text()` records, or None if it is not one (nothing is then kept)."""
         try:
             found = json.loads(text)
-            until = found["stamped_until"]
-            return cls(found["tables"], None if until is None else datetime.fromisoformat(until))
+            until, day = found["stamped_until"], found.get("day")
+            return cls(
+                found["tables"],
+                None if until is None else datetime.fromisoformat(until),
+                day if isinstance(day, str) else None,
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -276,7 +274,6 @@ def _stale_jobs(
     instance type changed: every row reads them), but for the `fresh` ones, whose rows are as
     computed now; None when that is most jobs, or a write no stamp shows moved the fingerprint.
     """
-    total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
     since = before.stamped_until if before is not None else None
     if (
         before is None
@@ -299,6 +296,7 @@ def _stale_jobs(
         if not written:  # none written, yet the fingerprint moved: a write no stamp shows (by hand?)
             return None
     stale = sorted(written - fresh)
+    total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
     return stale if 2 * len(stale) <= total else None
 
 
