@@ -252,3 +252,34 @@ def test_revisions_0007_and_0011_respell_sqlite_timestamps_and_back(archive: Eng
         assert older == {column: values for column, values in current.items() if column in older}
     migrate.upgrade(archive)
     assert stored_timestamps(archive) == current
+
+
+def test_revision_0021_finds_the_same_latest_checkpoints_and_keeps_the_view_readable(archive: Engine) -> None:
+    """0021 looks up each job's latest checkpoint through an index instead of ranking every checkpoint:
+    `job_facts_live` names the same checkpoint for every job as before, ties and undated ones included,
+    and on PostgreSQL the view is replaced where it is (its schema, its grants)."""
+    archive_org(archive)
+    with archive.begin() as connection:  # an undated checkpoint, and two sharing one date: the order's edges
+        connection.execute(
+            sa.text("UPDATE checkpoints SET created_at = NULL WHERE id IN (SELECT MAX(id) FROM checkpoints)")
+        )
+        connection.execute(
+            sa.text(
+                "UPDATE checkpoints SET created_at = (SELECT MAX(created_at) FROM checkpoints) "
+                "WHERE id IN (SELECT MIN(id) FROM checkpoints GROUP BY training_job_id)"
+            )
+        )
+    query = "SELECT job_id, latest_checkpoint_id, latest_checkpoint_size_bytes FROM job_facts_live ORDER BY job_id"
+    after = rows(archive, query)
+    migrate.downgrade(archive, "0020")
+    before = rows(archive, query)
+    postgresql = archive.dialect.name == "postgresql"
+    if postgresql:
+        with archive.begin() as connection:
+            connection.execute(sa.text("GRANT SELECT ON job_facts_live TO PUBLIC"))
+    migrate.upgrade(archive)
+    assert rows(archive, query) == after == before
+    assert any(latest is not None for _, latest, _ in before)
+    if postgresql:
+        grants = "SELECT has_table_privilege('public', 'archiver_internal.job_facts_live', 'SELECT')"
+        assert scalar(archive, grants) is True
