@@ -232,3 +232,21 @@ def test_a_job_drained_49_percent_a_night_is_reported_by_sync_and_check(
     # A shorter window sees only the last night's loss (8 to 5): no drain.
     result = run_archiver("check", "--database-url", database_url, "--drain-window", "12h")
     assert "OK      drain" in result.stdout, result.stdout
+
+
+def test_a_project_drained_a_few_checkpoints_a_job_is_reported_though_no_job_is(archive: Engine) -> None:
+    """Each of four jobs loses 4 of its 6 checkpoints: too few for any job to be a drain (fewer than 10),
+    but the project lost 16 of the 24 it held, and that is one. The nights with no such loss skip the
+    weighing, and this one must not."""
+    fake = exact_org(1, 4, 6)
+    project = fake.project_ids()[0]
+    assert nightly(archive, fake, 0).exit_code == 0
+    for job in fake.job_ids():
+        path = f"/v1/training_projects/{project}/jobs/{job}/checkpoints"
+        fake.override(
+            "GET", path, body={"training_job": fake.job(job), "checkpoints": fake.checkpoints(job)[:2]}
+        )
+    report = nightly(archive, fake, 1, full=True)
+    assert report.exit_code == 0, report.failures
+    assert scalar(archive, LIVE_CHECKPOINTS) == 8
+    assert [(d.scope, d.id, d.lost, d.held) for d in report.draining] == [("project", project, 16, 24)]
