@@ -392,12 +392,13 @@ ABOUT: dict[str, About] = {
         "computed from as they were at its last rewrite. A sync rewrites the rows of `checkpoint_facts` and "
         "`checkpoint_lora_modules` of the jobs it writes as it writes them, and at its end only those of other "
         "jobs written since when no project or instance type changed; it keeps `project_storage_daily` while "
-        "its fingerprint and the UTC day are as they were; the others depend on the time and are rewritten "
-        "at every sync.",
+        "its fingerprint and the UTC day are as they were, and rewrites `gpu_hours_daily` on the same UTC day "
+        "only for the jobs still running and those written since; `job_facts` counts hours up to the sync and "
+        "is rewritten at every sync.",
         name="the facts table, e.g. `checkpoint_facts`",
         inputs="the fingerprint: JSON of each input table's row count and latest run stamps, the latest "
-        "stamp of all (rows stamped after it were written since), and for `project_storage_daily` the UTC "
-        "`day` it counted to",
+        "stamp of all (rows stamped after it were written since), and for `project_storage_daily` and "
+        "`gpu_hours_daily` the UTC `day` it counted to",
         refreshed_at="when the table was last rewritten (UTC)",
     ),
     # History views written by hand (history tables and *_versions views are derived: see below).

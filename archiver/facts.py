@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from archiver.contract import TERMINAL_JOB_STATUSES
 from archiver.db import chunked, describe_db_error
 from archiver.schema import (
     VERSIONED,
@@ -95,6 +96,17 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
             done.append(f"{table.name} for {len(stale)} job(s){kept}")
             rewritten.append(table.name)
             continue
+        if (
+            inputs is not None
+            and keep_unchanged
+            and table.name in RUNNING
+            and (stale := _stale_runs(connection, before, inputs, today)) is not None
+        ):
+            if stale:
+                rewrite_jobs(connection, table, stale)
+            done.append(f"{table.name} for {len(stale)} job(s)" if stale else f"{table.name} unchanged today")
+            rewritten.append(table.name)
+            continue
         rewrite(connection, table)
         rewritten.append(table.name)
     if inputs is not None and rewritten:
@@ -105,7 +117,7 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
             [
                 {
                     "name": name,
-                    "inputs": replace(inputs, day=today if name in DAILY else None).text(),
+                    "inputs": replace(inputs, day=today if name in DAILY | RUNNING else None).text(),
                     "refreshed_at": now,
                 }
                 for name in rewritten
@@ -193,6 +205,9 @@ def _analyze(connection: Connection) -> None:
 STEADY = frozenset({"checkpoint_facts", "checkpoint_lora_modules"})
 # The facts tables computed from their inputs and the day: a row a day up to today, within ten years.
 DAILY = frozenset({"project_storage_daily"})
+# The facts tables computed from their inputs, the day, and when each job still running was last seen
+# (its run so far): a row a day of each run, per job.
+RUNNING = frozenset({"gpu_hours_daily"})
 
 
 def _today(connection: Connection) -> str:
@@ -298,6 +313,31 @@ def _stale_jobs(
     stale = sorted(written - fresh)
     total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
     return stale if 2 * len(stale) <= total else None
+
+
+def _stale_runs(connection: Connection, before: Inputs | None, now: Inputs, today: str) -> list[str] | None:
+    """The jobs whose rows of a `RUNNING` table must be rewritten, or None for the whole table.
+
+    Those written since `before` (see `_stale_jobs`), and every job whose run the views take to end
+    when it was last seen, which moves with each sighting and no stamp shows: one still running, or
+    finished without saying when. None on another day than `before`'s (the days counted end today),
+    or when that is most jobs.
+    """
+    if before is None or before.day != today:
+        return None
+    if before == now:
+        written: list[str] = []
+    elif (stale := _stale_jobs(connection, before, now, frozenset())) is not None:
+        written = stale
+    else:
+        return None
+    status, jobs = training_jobs.c.current_status, training_jobs.c
+    open_runs = sa.select(jobs.id).where(
+        sa.or_(status.is_(None), status.not_in(sorted(TERMINAL_JOB_STATUSES)), jobs.updated_at.is_(None))
+    )
+    stale_runs = sorted(set(written) | set(connection.execute(open_runs).scalars()))
+    total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
+    return stale_runs if 2 * len(stale_runs) <= total else None
 
 
 def rewrite(connection: Connection, table: sa.Table) -> None:

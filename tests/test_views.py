@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -14,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import db, facts, migrate
+from archiver.contract import TERMINAL_JOB_STATUSES
 from archiver.fake_api import TERMINAL_STATUSES, FakeBaseten, OrgSpec
 from archiver.normalize import Where, parse_timestamp
 from archiver.schema import VERSIONS
@@ -121,6 +124,27 @@ def rewritten(archive: Engine) -> dict[str, object]:
     return {str(name): at for name, at in rows(archive, "SELECT name, refreshed_at FROM facts_inputs")}
 
 
+@contextmanager
+def watched_rewrites() -> Iterator[tuple[list[str], list[tuple[str, list[str]]]]]:
+    """The facts tables a block rewrote whole, and those it rewrote for some jobs (with the jobs)."""
+    whole: list[str] = []
+    by_job: list[tuple[str, list[str]]] = []
+    rewrite, rewrite_jobs = facts.rewrite, facts.rewrite_jobs
+
+    def watched(connection: sa.Connection, table: sa.Table) -> None:
+        whole.append(table.name)
+        rewrite(connection, table)
+
+    def watched_jobs(connection: sa.Connection, table: sa.Table, jobs: Sequence[str]) -> None:
+        by_job.append((table.name, list(jobs)))
+        rewrite_jobs(connection, table, jobs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(facts, "rewrite", watched)
+        patch.setattr(facts, "rewrite_jobs", watched_jobs)
+        yield whole, by_job
+
+
 def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(archive: Engine) -> None:
     """The rewrite of every facts table made an unchanged night slow; checkpoint_facts and
     checkpoint_lora_modules depend on nothing but their inputs, so a sync keeps them while those are
@@ -178,24 +202,14 @@ def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(
     # A running job's checkpoints are read every night: only its rows of the steady tables are rewritten.
     fake.set_job(other_job, current_status="TRAINING_JOB_RUNNING")
     assert fakes.sync(archive, fake).exit_code == 0
-    whole: list[str] = []
-    by_job: list[tuple[str, list[str]]] = []
-    rewrite, rewrite_jobs = facts.rewrite, facts.rewrite_jobs
-
-    def watched(connection: sa.Connection, table: sa.Table) -> None:
-        whole.append(table.name)
-        rewrite(connection, table)
-
-    def watched_jobs(connection: sa.Connection, table: sa.Table, jobs: Sequence[str]) -> None:
-        by_job.append((table.name, list(jobs)))
-        rewrite_jobs(connection, table, jobs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(facts, "rewrite", watched)
-        patch.setattr(facts, "rewrite_jobs", watched_jobs)
+    with watched_rewrites() as (whole, by_job):
         assert fakes.sync(archive, fake).exit_code == 0
-    assert sorted(by_job) == [("checkpoint_facts", [other_job]), ("checkpoint_lora_modules", [other_job])]
-    assert not set(whole) & set(steady) and whole
+    assert sorted(by_job) == [
+        ("checkpoint_facts", [other_job]),
+        ("checkpoint_lora_modules", [other_job]),
+        ("gpu_hours_daily", [other_job]),  # its run so far: up to this sighting
+    ]
+    assert not set(whole) & {*steady, "gpu_hours_daily"} and whole
     assert_facts_as_computed(archive)
 
 
@@ -232,6 +246,50 @@ def test_project_storage_daily_is_kept_while_its_inputs_and_the_day_are_as_they_
     assert fakes.sync(archive, fake, SyncOptions(full=True)).exit_code == 0
     assert rewritten(archive)["project_storage_daily"] != before["project_storage_daily"]
     assert_facts_as_computed(archive)
+
+
+def test_gpu_hours_daily_is_rewritten_for_the_runs_that_can_have_moved(archive: Engine) -> None:
+    """A run's GPU-hours count up to when its job was last seen while it runs (or finished without
+    saying when): a sync rewrites the rows of those jobs and of the jobs written since, and keeps the
+    rest while the day is the one they were counted on."""
+    fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
+    gpu_hours = "gpu_hours_daily"
+    assert fakes.sync(archive, fake).exit_code == 0
+    recorded = f"SELECT inputs FROM facts_inputs WHERE name = '{gpu_hours}'"
+    (first,) = rows(archive, recorded)
+    with watched_rewrites() as (whole, by_job):
+        assert fakes.sync(archive, fake).exit_code == 0  # every job finished, nothing changed
+    if rows(archive, recorded) == [first]:  # (unless the UTC day turned in between)
+        assert gpu_hours not in whole and gpu_hours not in dict(by_job)
+    assert_facts_as_computed(archive)
+
+    running = fake.job_ids()[0]
+    fake.set_job(running, current_status="TRAINING_JOB_RUNNING")
+    assert fakes.sync(archive, fake).exit_code == 0
+    for _ in range(2):  # nothing else changes, but the run goes on: its rows, and no other's
+        with watched_rewrites() as (whole, by_job):
+            assert fakes.sync(archive, fake).exit_code == 0
+        assert gpu_hours not in whole and dict(by_job)[gpu_hours] == [running]
+        assert_facts_as_computed(archive)
+
+    with archive.begin() as connection:  # counted on another day (the database's clock cannot move)
+        (text,) = connection.execute(sa.text(recorded)).one()
+        moved = json.dumps(json.loads(str(text)) | {"day": "2000-01-01"})
+        connection.execute(
+            sa.text(f"UPDATE facts_inputs SET inputs = :moved WHERE name = '{gpu_hours}'"), {"moved": moved}
+        )
+    with watched_rewrites() as (whole, by_job):
+        assert fakes.sync(archive, fake).exit_code == 0
+    assert gpu_hours in whole
+    assert_facts_as_computed(archive)
+    # The jobs the refresh takes for finished are those the view counts to their `updated_at`.
+    if archive.dialect.name == "sqlite":
+        definition = f"SELECT sql FROM sqlite_master WHERE name = '{gpu_hours}_live'"
+    else:
+        definition = f"SELECT pg_get_viewdef('archiver_internal.{gpu_hours}_live'::regclass)"
+    ((sql,),) = rows(archive, definition)
+    named = set(re.findall(r"'TRAINING_JOB_\w+'", str(sql)))
+    assert named == {f"'{status}'" for status in TERMINAL_JOB_STATUSES}
 
 
 def test_on_postgresql_a_refresh_gives_the_planner_what_the_views_read_as_it_is(postgres_url: str) -> None:
