@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,14 @@ from sqlalchemy.engine import Engine
 from archiver import db, docs, facts, migrate
 from archiver.errors import SchemaOutOfDate
 from archiver.schema import SCHEMA_REVISION, metadata
+from archiver.sync import SyncOptions
 
 from .conftest import scalar
 from .support.archive_dump import stored_timestamps
 from .support.commands import run_archiver
 from .support.databases import rows
-from .support.orgs import archive_org
+from .support.fakes import sync
+from .support.orgs import NIGHTS, archive_org
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -283,3 +286,24 @@ def test_revision_0021_finds_the_same_latest_checkpoints_and_keeps_the_view_read
     if postgresql:
         grants = "SELECT has_table_privilege('public', 'archiver_internal.job_facts_live', 'SELECT')"
         assert scalar(archive, grants) is True
+
+
+def test_revision_0022_counts_the_same_storage_from_each_checkpoints_history(archive: Engine) -> None:
+    """0022 tells a checkpoint's first version by its history instead of grouping every version:
+    `project_storage_daily_live` counts the same checkpoints and bytes on every day as before, over
+    checkpoints with several versions (changed, deleted) and with one."""
+    org = archive_org(archive)
+    fake = org.fake
+    job = next(j for j in fake.job_ids() if fake.checkpoints(j))
+    changed = fake.checkpoints(job)[0]  # a third version, live: a first one and one after it
+    fake.update_checkpoint(job, changed["checkpoint_id"], size_bytes=changed["size_bytes"] + 1)
+    later = NIGHTS[1] + timedelta(days=3)
+    assert sync(archive, fake, SyncOptions(full=True), clock=lambda: later).exit_code == 0
+    assert scalar(archive, "SELECT COUNT(DISTINCT id) FROM checkpoint_history") > 0
+    query = "SELECT project_id, day, team_name, live_checkpoint_count, live_size_bytes FROM project_storage_daily_live"
+    after = sorted(rows(archive, query), key=repr)
+    migrate.downgrade(archive, "0021")
+    before = sorted(rows(archive, query), key=repr)
+    migrate.upgrade(archive)
+    assert sorted(rows(archive, query), key=repr) == after == before
+    assert any(count for _, _, _, count, _ in before)
