@@ -299,7 +299,7 @@ def test_revision_0022_counts_the_same_storage_from_each_checkpoints_history(arc
     fake.update_checkpoint(job, changed["checkpoint_id"], size_bytes=changed["size_bytes"] + 1)
     later = NIGHTS[1] + timedelta(days=3)
     assert sync(archive, fake, SyncOptions(full=True), clock=lambda: later).exit_code == 0
-    assert scalar(archive, "SELECT COUNT(DISTINCT id) FROM checkpoint_history") > 0
+    assert rows(archive, "SELECT id FROM checkpoint_history LIMIT 1")
     query = "SELECT project_id, day, team_name, live_checkpoint_count, live_size_bytes FROM project_storage_daily_live"
     after = sorted(rows(archive, query), key=repr)
     migrate.downgrade(archive, "0021")
