@@ -321,7 +321,8 @@ def _stale_runs(connection: Connection, before: Inputs | None, now: Inputs, toda
     Those written since `before` (see `_stale_jobs`), and every job whose run the views take to end
     when it was last seen, which moves with each sighting and no stamp shows: one still running, or
     finished without saying when. None on another day than `before`'s (the days counted end today),
-    or when that is most jobs.
+    when that is most jobs, or more than one statement names: the view expands every run into its
+    days before a statement picks some jobs' rows, so each statement costs part of a whole rewrite.
     """
     if before is None or before.day != today:
         return None
@@ -337,7 +338,7 @@ def _stale_runs(connection: Connection, before: Inputs | None, now: Inputs, toda
     )
     stale_runs = sorted(set(written) | set(connection.execute(open_runs).scalars()))
     total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
-    return stale_runs if 2 * len(stale_runs) <= total else None
+    return stale_runs if len(stale_runs) <= JOBS_A_STATEMENT and 2 * len(stale_runs) <= total else None
 
 
 def rewrite(connection: Connection, table: sa.Table) -> None:
@@ -369,10 +370,13 @@ def _indexes_set_aside(connection: Connection, table: sa.Table) -> Iterator[None
         connection.exec_driver_sql(sql)
 
 
+JOBS_A_STATEMENT = 500  # the jobs `rewrite_jobs` names in one statement
+
+
 def rewrite_jobs(connection: Connection, table: sa.Table, jobs: Sequence[str]) -> None:
     """Replace the rows of these jobs in steady facts table `table` with what its view computes now."""
     computed = _computed(table)
-    for batch in chunked(jobs, 500):
+    for batch in chunked(jobs, JOBS_A_STATEMENT):
         connection.execute(sa.delete(table).where(table.c.job_id.in_(batch)))
         chosen = sa.select(computed).where(computed.c.job_id.in_(batch))
         connection.execute(sa.insert(table).from_select(list(computed.c.keys()), chosen))
