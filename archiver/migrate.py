@@ -7,11 +7,15 @@ a nightly run that finds the schema current never loads Alembic or its revision 
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
@@ -42,10 +46,43 @@ def alembic_config() -> Config:
     """An Alembic config pointing at the archiver's migrations."""
     from alembic.config import Config
 
+    _load_revisions_once()
     config = Config()
     config.set_main_option("script_location", _script_location())
     config.attributes["quiet"] = True
     return config
+
+
+def _load_revisions_once() -> None:
+    """Make Alembic load each revision file once per process, however many revisions build on it.
+
+    A revision that builds on an earlier one's SQL loads that revision's file (`load_python_file`),
+    which loads those it builds on, and so on: an upgrade from nothing loaded the 23 revision files
+    353 times, 0.44 s where no bytecode is cached, a good part of a first sync. Their modules hold SQL
+    text and functions of it, never changed once loaded, so one load serves every revision and
+    Alembic. Only files in `versions/`: `env.py` runs its migrations as it loads, and must each time.
+    """
+    import alembic.util
+
+    load = alembic.util.load_python_file
+    if getattr(load, "loads_revisions_once", False):
+        return
+    versions = (Path(_script_location()) / "versions").resolve()
+    loaded: dict[Path, ModuleType] = {}
+    lock = threading.RLock()  # a revision's file loads the files it builds on while it loads
+
+    @functools.wraps(load)
+    def load_python_file(dir_: str | os.PathLike[str], filename: str | os.PathLike[str]) -> ModuleType:
+        path = (Path(dir_) / filename).resolve()
+        if path.parent != versions:
+            return load(dir_, filename)
+        with lock:
+            if path not in loaded:
+                loaded[path] = load(dir_, filename)
+            return loaded[path]
+
+    load_python_file.loads_revisions_once = True  # type: ignore[attr-defined]
+    alembic.util.load_python_file = load_python_file
 
 
 def known_revisions() -> set[str]:

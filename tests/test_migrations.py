@@ -307,3 +307,49 @@ def test_revision_0022_counts_the_same_storage_from_each_checkpoints_history(arc
     migrate.upgrade(archive)
     assert sorted(rows(archive, query), key=repr) == after == before
     assert any(count for _, _, _, count, _ in before)
+
+
+def test_revision_0023_computes_the_same_checkpoint_facts_from_labels_and_modules_worked_out_once(
+    archive: Engine,
+) -> None:
+    """0023 works out each project's label and each LoRA config's modules once per statement: every
+    row of `checkpoint_facts_live` is as before, two projects of one name and LoRA checkpoints among them."""
+    org = archive_org(archive)
+    fake = org.fake
+    first, second = fake.project_ids()[:2]
+    fake.set_project(second, name=fake.project(first)["name"])  # a label collision: both get their id
+    later = NIGHTS[1] + timedelta(days=3)
+    assert sync(archive, fake, SyncOptions(full=True), clock=lambda: later).exit_code == 0
+    after = sorted(rows(archive, "SELECT * FROM checkpoint_facts_live"), key=repr)
+    migrate.downgrade(archive, "0022")
+    before = sorted(rows(archive, "SELECT * FROM checkpoint_facts_live"), key=repr)
+    migrate.upgrade(archive)
+    assert sorted(rows(archive, "SELECT * FROM checkpoint_facts_live"), key=repr) == after == before
+    labels = rows(
+        archive, f"SELECT DISTINCT project_label FROM checkpoint_facts_live WHERE project_id = '{second}'"
+    )
+    assert labels == [(f"{fake.project(first)['name']} ({second})",)]
+    assert rows(archive, "SELECT 1 FROM checkpoint_facts_live WHERE lora_target_modules_text <> '' LIMIT 1")
+
+
+def test_an_upgrade_from_nothing_loads_each_revision_file_once(tmp_path: Path) -> None:
+    """Revisions that build on earlier ones' SQL load their files, which load theirs: an upgrade from
+    nothing loaded 23 files 353 times (0.44 s without cached bytecode). Each is loaded once now."""
+    script = f"""
+import collections, sys
+import alembic.util.pyfiles as pyfiles
+from archiver import db, migrate
+counts = collections.Counter()
+load = pyfiles.load_module_py
+def counted(module_id, path):
+    counts[str(path)] += 1
+    return load(module_id, path)
+pyfiles.load_module_py = counted
+migrate.upgrade(db.make_engine("sqlite:///{tmp_path / "archive.db"}"))
+revisions = {{path: n for path, n in counts.items() if "versions" in path}}
+print(len(revisions), max(revisions.values()), migrate.current_revision(db.make_engine("sqlite:///{tmp_path / "archive.db"}")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    files = len(list((REPO / "migrations" / "versions").glob("*.py")))
+    assert done.stdout.split() == [str(files), "1", SCHEMA_REVISION]
