@@ -56,7 +56,9 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
     only the rows of the jobs written since are rewritten when nothing else it reads changed.
     `current` names jobs whose rows of those tables the run rewrote as it wrote them (see
     `rewrite_written`): while the inputs are still as they were after the last of those rewrites,
-    those rows are left as they are.
+    those rows are left as they are. A table that also counts a running job's hours so far
+    (`RUNNING`) is rewritten, on the day of its last rewrite, only for the jobs still running and
+    those written since (`_stale_runs`).
     An archive at a revision before the facts tables has nothing to refresh.
     """
     present = set(sa.inspect(connection).get_table_names())
@@ -84,27 +86,22 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
             if table.name in DAILY and before.day == today:
                 done.append(f"{table.name} unchanged today")
                 continue
-        if (
-            inputs is not None
-            and keep_unchanged
-            and table.name in STEADY
-            and (stale := _stale_jobs(connection, before, inputs, fresh)) is not None
-        ):
+        stale: list[str] | None = None  # the jobs whose rows alone are rewritten, or None: the whole table
+        if inputs is not None and keep_unchanged:
+            if table.name in STEADY:
+                stale = _stale_jobs(connection, before, inputs, fresh)
+            elif table.name in RUNNING:
+                stale = _stale_runs(connection, before, inputs, today)
+        if stale is not None:
             if stale:
                 rewrite_jobs(connection, table, stale)
-            kept = f", {len(fresh)} rewritten as they were written" if fresh else ""
-            done.append(f"{table.name} for {len(stale)} job(s){kept}")
-            rewritten.append(table.name)
-            continue
-        if (
-            inputs is not None
-            and keep_unchanged
-            and table.name in RUNNING
-            and (stale := _stale_runs(connection, before, inputs, today)) is not None
-        ):
-            if stale:
-                rewrite_jobs(connection, table, stale)
-            done.append(f"{table.name} for {len(stale)} job(s)" if stale else f"{table.name} unchanged today")
+            if table.name in RUNNING and not stale:
+                done.append(f"{table.name} unchanged today")
+            else:
+                kept = (
+                    f", {len(fresh)} rewritten as they were written" if fresh and table.name in STEADY else ""
+                )
+                done.append(f"{table.name} for {len(stale)} job(s){kept}")
             rewritten.append(table.name)
             continue
         rewrite(connection, table)
@@ -326,15 +323,16 @@ def _stale_runs(connection: Connection, before: Inputs | None, now: Inputs, toda
     """
     if before is None or before.day != today:
         return None
-    if before == now:
-        written: list[str] = []
-    elif (stale := _stale_jobs(connection, before, now, frozenset())) is not None:
-        written = stale
-    else:
+    written = [] if before == now else _stale_jobs(connection, before, now, frozenset())
+    if written is None:
         return None
-    status, jobs = training_jobs.c.current_status, training_jobs.c
+    jobs = training_jobs.c
     open_runs = sa.select(jobs.id).where(
-        sa.or_(status.is_(None), status.not_in(sorted(TERMINAL_JOB_STATUSES)), jobs.updated_at.is_(None))
+        sa.or_(
+            jobs.current_status.is_(None),
+            jobs.current_status.not_in(sorted(TERMINAL_JOB_STATUSES)),
+            jobs.updated_at.is_(None),
+        )
     )
     stale_runs = sorted(set(written) | set(connection.execute(open_runs).scalars()))
     total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
