@@ -5,6 +5,11 @@ timeout again, and a body that trickles never times out. So every socket operati
 given what is left of the try's deadline (`deadline`, read by the connection pool's network
 backend, `DeadlineBackend`), from connecting to the body's last byte.
 
+A try may also wait for its turn (`send`'s `turn`: the rate limiter) right before its first byte
+is written, once connected: a request is paced as it goes on the wire, not a moment before,
+however long the GIL or the connection pool keeps it from getting there. That wait is not part of
+the try: its deadline moves by as long.
+
 The size limit counts the body as decoded: a gzip bomb of 0.75 MiB on the wire is 768 MiB of
 spaces. Bodies are decompressed here, a bounded piece at a time, instead of by httpx (which
 inflates each piece whole), and the try stops the moment the decoded size passes the limit.
@@ -50,6 +55,28 @@ def deadline(at: float) -> Iterator[None]:
         _local.deadline = before
 
 
+@contextlib.contextmanager
+def _turn(turn: Callable[[], None] | None) -> Iterator[None]:
+    """Have this thread's next request wait for `turn` right before its first byte is written."""
+    _local.turn = turn
+    try:
+        yield
+    finally:
+        _local.turn = None
+
+
+def _take_turn() -> None:
+    """Wait for the turn this thread's request has still to take, if any; move its deadline by the wait."""
+    turn: Callable[[], None] | None = getattr(_local, "turn", None)
+    if turn is None:
+        return
+    _local.turn = None  # once a request: its later writes (the rest of it) are part of the same start
+    began = time.monotonic()
+    turn()
+    if getattr(_local, "deadline", None) is not None:
+        _local.deadline += time.monotonic() - began
+
+
 def _remaining(timeout: float | None, kind: type[Exception]) -> float | None:
     """`timeout`, shortened to what is left of this thread's deadline; raise `kind` when nothing is."""
     at: float | None = getattr(_local, "deadline", None)
@@ -69,6 +96,7 @@ class _Stream(httpcore.NetworkStream):
         return self._stream.read(max_bytes, _remaining(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        _take_turn()
         self._stream.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
@@ -127,16 +155,25 @@ SPILLED = "archiver.spilled"
 
 
 def send(
-    http: httpx.Client, request: httpx.Request, at: float, limit: int, spill: int | None = None
+    http: httpx.Client,
+    request: httpx.Request,
+    at: float,
+    limit: int,
+    spill: int | None = None,
+    turn: Callable[[], None] | None = None,
 ) -> httpx.Response:
     """Send `request` and read its whole body by time `at` (time.monotonic), within `limit` bytes as decoded.
+
+    With `turn`, the request calls it once connected, right before its first byte is written: it may
+    wait (`at` then moves by as long) or raise, and the request is not sent. Only the archiver's own
+    transport (`transport`) writes through here; with another one, `turn` is never called.
 
     The response returned holds the decoded body; its headers no longer name an encoding or a
     length on the wire. With `spill`, a successful body of more than `spill` bytes is not held
     in memory: it is left in a temporary file, `spilled(response)`, and the content is empty.
     Raise TooLarge (saying how it was found), TooSlow, or what httpx raises.
     """
-    with deadline(at):
+    with deadline(at), _turn(turn):
         response = http.send(request, stream=True)
         try:
             declared = response.headers.get("Content-Length", "")
@@ -145,7 +182,7 @@ def send(
             spooled = spill is not None and response.is_success
             # Left open when it holds the body: the caller reads it and closes it.
             sink = tempfile.SpooledTemporaryFile(max_size=spill or 0) if spooled else None  # noqa: SIM115
-            body = read(response, at, limit, sink)
+            body = read(response, _local.deadline, limit, sink)  # `at`, moved by the turn's wait
         finally:
             response.close()
     headers = [

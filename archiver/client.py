@@ -4,6 +4,7 @@ archiver reads, pacing under the rate limit, and retries for what a retry can cu
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -38,9 +39,9 @@ from archiver.normalize import Where
 log = logging.getLogger("archiver.client")
 
 DEFAULT_API_URL = "https://api.baseten.co"
-# The API allows 100/s per key. 95 keeps a full sync within 1.15x of that floor (process start and
-# the limiter's own margin cost the rest) and leaves 5/s for other tools sharing the key; lower it
-# with --max-rps when they need more. At 100 ms a response, 95/s needs 10 requests in flight.
+# The API allows 100/s per key. 95 leaves 5/s for other tools sharing the key, and for the jitter
+# between a request leaving and the API counting it; lower it with --max-rps when they need more.
+# At 100 ms a response, 95/s needs 10 requests in flight.
 DEFAULT_MAX_RPS = 95.0
 DEFAULT_CONCURRENCY = 16
 # A checkpoint listing is about 400 bytes a checkpoint: 256 MiB holds over half a million of them.
@@ -61,6 +62,19 @@ class RetryPolicy:
     timeout_s: float = 30.0  # per attempt, from sending to the body's last byte
 
 
+@dataclass
+class _Try:
+    """One attempt of a request: when it began, and how long it waited for its turn under the rate limit."""
+
+    began: float
+    waited: float = 0.0
+
+    @property
+    def since(self) -> float:
+        """What the try's time (--timeout) counts from: when it began, moved by its wait for its turn."""
+        return self.began + self.waited
+
+
 class RateLimiter:
     """Pace request starts: at most `rate` in any one-second window, spread evenly."""
 
@@ -79,10 +93,6 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._next = 0.0
         self._starts: deque[float] = deque()
-        # A little slack so that jitter between our clock and the server's never makes a
-        # window hold one request too many. Without it, the fake API counted 99 and 100 starts in
-        # one second of the benchmark's paced runs at --max-rps 95 (its limit is 100); with it, 96.
-        self._margin = 0.02
 
     def acquire(self) -> None:
         """Block until a request may start.
@@ -95,7 +105,7 @@ class RateLimiter:
             now = self._clock()
             start = self._next
             if len(self._starts) >= self._window:
-                start = max(start, self._starts[0] + 1.0 + self._margin)
+                start = max(start, self._starts[0] + 1.0)
                 self._starts.popleft()
             if start > now:
                 self._sleep(start - now)
@@ -182,6 +192,12 @@ class BasetenClient:
         redaction.register(api_key)
         self._stopping = threading.Event()
         self._limiter = RateLimiter(max_rps, sleep=self._stopping.wait)
+        # A try takes its turn under the limit as its first byte is written (`bounds.send`), so that
+        # requests reach the API at the pace they were given: taken a moment before, when a busy
+        # process (the GIL, the connection pool) held some back, they went out bunched, and the API
+        # counted 101 in one second of a run paced at 95. A transport the archiver did not make (tests,
+        # the in-process fake API) never writes there: its tries take their turn before they are handed over.
+        self._turn_on_the_wire = transport is None
         # Sleep between retries; returns True when the run is stopping. Tests pass a recorder.
         self._wait = wait or self._stopping.wait
         self.max_response_mb = max_response_mb
@@ -263,22 +279,23 @@ class BasetenClient:
         attempt = 0
         while True:
             attempt += 1
-            self._limiter.acquire()
-            if self._stopping.is_set():
-                raise Abandoned(
-                    f"{method} {path} not sent: the run is stopping",
-                    project_id=where.project_id,
-                    job_id=where.job_id,
-                )
-            with self._counting:
-                self.requests_made += 1
+            this = _Try(time.monotonic())
+            turn = functools.partial(self._take_turn, this, method, path, where)
+            if not self._turn_on_the_wire:
+                turn()
             wait: float | None
-            sent = time.monotonic()
             try:
                 response = self._send(
-                    method, path, json_body, where, deadline=sent + policy.timeout_s, spill=spill
+                    method,
+                    path,
+                    json_body,
+                    where,
+                    deadline=this.since + policy.timeout_s,
+                    spill=spill,
+                    turn=turn if self._turn_on_the_wire else None,
                 )
             except (httpx.TransportError, httpx.DecodingError) as exc:
+                sent = this.since
                 _log_attempt(method, path, type(exc).__name__, sent, attempt)
                 # Resets, refused connections, timeouts, bodies cut short or garbled in transit.
                 # Only the class name: httpx messages can quote request headers.
@@ -287,6 +304,7 @@ class BasetenClient:
                     problem = f"no whole response within {policy.timeout_s:g}s (--timeout) on {method} {path}"
                 wait = self._backoff(attempt)
             else:
+                sent = this.since
                 status = response.status_code
                 _log_attempt(method, path, status, sent, attempt)
                 if self.server_date is None:
@@ -360,17 +378,42 @@ class BasetenClient:
                     job_id=where.job_id,
                 )
 
+    def _take_turn(self, this: _Try, method: str, path: str, where: Where) -> None:
+        """Wait for a try's turn under --max-rps, and count it as sent; raise Abandoned if the run is stopping."""
+        asked = time.monotonic()
+        if not self._stopping.is_set():
+            self._limiter.acquire()
+        this.waited = time.monotonic() - asked
+        if self._stopping.is_set():
+            raise Abandoned(
+                f"{method} {path} not sent: the run is stopping",
+                project_id=where.project_id,
+                job_id=where.job_id,
+            )
+        with self._counting:
+            self.requests_made += 1
+
     def _send(
-        self, method: str, path: str, json_body: Any, where: Where, *, deadline: float, spill: int | None
+        self,
+        method: str,
+        path: str,
+        json_body: Any,
+        where: Where,
+        *,
+        deadline: float,
+        spill: int | None,
+        turn: Callable[[], None] | None,
     ) -> httpx.Response:
         """Send one attempt and read its whole body by `deadline`, within --max-response-mb as decoded.
 
-        Everything from connecting to the body's last byte shares the deadline (`archiver.bounds`).
+        Everything from connecting to the body's last byte shares the deadline (`archiver.bounds`),
+        but for the wait for `turn`, taken as the request goes on the wire.
         Reading the body here also retries a connection dropped mid-body like any reset.
         """
         request = self._http.build_request(method, path, json=json_body)
+        limit = self.max_response_mb * 1024 * 1024
         try:
-            return bounds.send(self._http, request, deadline, self.max_response_mb * 1024 * 1024, spill)
+            return bounds.send(self._http, request, deadline, limit, spill, turn)
         except bounds.TooLarge as exc:
             problem = f"the response is larger than --max-response-mb {self.max_response_mb} ({exc})"
             advice = "raise --max-response-mb if the API really holds that much"

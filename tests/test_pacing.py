@@ -1,10 +1,17 @@
-"""`--concurrency` and `--max-rps` are honoured, as the fake API sees the requests (not timed)."""
+"""`--concurrency` and `--max-rps` are honoured, as the fake API sees the requests (not timed: gaps and counts)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpcore
 import pytest
 
-from archiver.fake_api import FakeBaseten, OrgSpec, serve
+from archiver.client import BasetenClient, RetryPolicy
+from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 
 from .support.commands import run_archiver, sync_env
 
@@ -40,3 +47,50 @@ def test_concurrency_and_rate_are_honoured(
         assert fake.max_in_flight == concurrency
     else:
         assert fake.max_requests_in_window(1.0) >= max_rps - 1
+
+
+def test_requests_reach_the_api_at_the_pace_however_long_each_took_to_connect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request takes its turn under --max-rps as it goes on the wire, once connected. Taken before,
+    a request held back on the way (here by a slow connect; in a busy run, by the GIL) kept its turn
+    in an earlier second and reached the API among the next second's: more in a second than the pace."""
+    delays = iter([0.9, 0.0, 0.0, 0.0])  # the first connection opened takes 0.9 s
+    lock = threading.Lock()
+    connect = httpcore.SyncBackend.connect_tcp
+
+    def slow_connect(backend: httpcore.SyncBackend, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        with lock:
+            delay = next(delays)
+        time.sleep(delay)
+        return connect(backend, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", slow_connect)
+    fake = FakeBaseten(SPEC)
+    (project,) = fake.project_ids()[:1]
+    jobs = fake.job_ids(project)[:4]
+    with (
+        serve(fake) as url,
+        BasetenClient(DEFAULT_API_KEY, url, max_rps=2, concurrency=4) as client,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        answers = list(pool.map(lambda job: client.get_checkpoints(project, job), jobs))
+    assert [answer.status for answer in answers] == [200] * 4
+    # Turns taken before connecting: at 0, 0, 1.0 and 1.5 s, the first sent at 0.9 s, three in 0.6 s.
+    assert fake.max_requests_in_window(1.0 - DELIVERY_JITTER_S) <= 2
+
+
+def test_the_wait_for_a_turn_is_not_part_of_a_try_timeout() -> None:
+    """A try waits for its turn once connected; --timeout bounds the try from then, not the wait."""
+    fake = FakeBaseten(SPEC)
+    (project,) = fake.project_ids()[:1]
+    jobs = fake.job_ids(project)[:3]
+    quick = RetryPolicy(attempts=1, timeout_s=0.5)
+    with (
+        serve(fake) as url,
+        BasetenClient(DEFAULT_API_KEY, url, max_rps=1, concurrency=3, retry=quick) as client,
+        ThreadPoolExecutor(3) as pool,
+    ):
+        answers = list(pool.map(lambda job: client.get_checkpoints(project, job), jobs))
+    assert [answer.status for answer in answers] == [200] * 3  # the last waited about 2 s for its turn
+    assert fake.request_count() == 3 and fake.max_requests_in_window(1.0 - DELIVERY_JITTER_S) <= 1
