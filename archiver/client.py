@@ -311,34 +311,8 @@ class BasetenClient:
                     self.server_date = clock.server_time(response.headers.get("Date"))
                 if status < 300:
                     return answer.of(response, where)
-                if status < 400:
-                    location = redaction.shorten(
-                        redaction.redact(response.headers.get("Location", "nowhere")), 200
-                    )
-                    raise ApiError(
-                        f"{method} {path} answered HTTP {status}, a redirect to {location}; "
-                        "check --api-url / BASETEN_API_URL",
-                        status=status,
-                        project_id=where.project_id,
-                        job_id=where.job_id,
-                    )
-                if status == 401:
-                    raise refused(status)
-                if status == 403:  # the key is good, but may not read this: its project or job fails
-                    raise Forbidden(
-                        f"{method} {path} answered HTTP 403, the API key may not read it: {_error_text(response)}",
-                        status=status,
-                        project_id=where.project_id,
-                        job_id=where.job_id,
-                    )
-                if status == 404:
-                    raise NotFound(
-                        f"{method} {path} answered 404: gone or not visible",
-                        status=404,
-                        project_id=where.project_id,
-                        job_id=where.job_id,
-                        response=answer.of(response, where),
-                    )
+                if (final := _final(response, method, path, where)) is not None:
+                    raise final
                 if status == 429:
                     told = _retry_after(response)
                     wait = self._backoff(attempt) if told is None else told
@@ -347,15 +321,8 @@ class BasetenClient:
                         self._count_rate_limited(0.0)
                         raise _deferred(f"HTTP 429 on {method} {path}", told, policy.deadline_s, where)
                     self._count_rate_limited(wait)
-                elif status >= 500 or status == 408:
+                else:  # 408, 5xx
                     wait = self._backoff(attempt)
-                else:
-                    raise ApiError(
-                        f"{method} {path} answered HTTP {status}: {_error_text(response)}",
-                        status=status,
-                        project_id=where.project_id,
-                        job_id=where.job_id,
-                    )
                 problem = f"HTTP {status} on {method} {path}"
             elapsed = time.monotonic() - started
             if self._stopping.is_set():
@@ -447,6 +414,31 @@ class BasetenClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
+
+
+def _final(response: httpx.Response, method: str, path: str, where: Where) -> ApiError | AuthError | None:
+    """What an answer that is not a success and that no retry can change means; None for one to retry
+    (429, 408 and 5xx)."""
+    status = response.status_code
+    if status in (408, 429) or status >= 500:
+        return None
+    if status == 401:
+        return refused(status)
+    kind, said = ApiError, f"answered HTTP {status}: {_error_text(response)}"
+    if status < 400:
+        location = redaction.shorten(redaction.redact(response.headers.get("Location", "nowhere")), 200)
+        said = f"answered HTTP {status}, a redirect to {location}; check --api-url / BASETEN_API_URL"
+    elif status == 403:  # the key is good, but may not read this: its project or job fails
+        kind, said = Forbidden, f"answered HTTP 403, the API key may not read it: {_error_text(response)}"
+    elif status == 404:
+        return NotFound(
+            f"{method} {path} answered 404: gone or not visible",
+            status=404,
+            project_id=where.project_id,
+            job_id=where.job_id,
+            response=answer.of(response, where),
+        )
+    return kind(f"{method} {path} {said}", status=status, project_id=where.project_id, job_id=where.job_id)
 
 
 def _log_attempt(method: str, path: str, answer: int | str, sent: float, attempt: int) -> None:
