@@ -33,7 +33,8 @@ T = TypeVar("T")
 _STEPS = re.compile(r"[+-][0-9]{1,4}")  # Alembic's relative revisions: -1 is one step down
 
 
-def _script_location() -> str:
+def script_location() -> str:
+    """Where the revisions are: migrations/ beside the package, or inside it, as a wheel installs them."""
     # A source checkout (or editable install) has migrations/ beside the package;
     # a wheel carries the same files as archiver/_migrations.
     checkout = Path(__file__).resolve().parent.parent / "migrations"
@@ -48,7 +49,7 @@ def alembic_config() -> Config:
 
     _load_revisions_once()
     config = Config()
-    config.set_main_option("script_location", _script_location())
+    config.set_main_option("script_location", script_location())
     config.attributes["quiet"] = True
     return config
 
@@ -67,7 +68,7 @@ def _load_revisions_once() -> None:
     load = alembic.util.load_python_file
     if getattr(load, "loads_revisions_once", False):
         return
-    versions = (Path(_script_location()) / "versions").resolve()
+    versions = (Path(script_location()) / "versions").resolve()
     loaded: dict[Path, ModuleType] = {}
     lock = threading.RLock()  # a revision's file loads the files it builds on while it loads
 

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from archiver.bench.__main__ import LOOPBACK_OPTIONS, spec_for, verdict
 from archiver.bench.fake_server import FakeServer, fake_server
-from archiver.bench.runs import launch_timed, run_sync
+from archiver.bench.runs import as_installed, launch_timed, run_sync
 from archiver.bench.scratch import scratch_databases
 from archiver.fake_api import DEFAULT_API_KEY
 
@@ -155,6 +155,10 @@ def main(
         )
         if not postgres_url:
             say("PostgreSQL skipped: pass --postgres-url or set ARCHIVER_BENCH_POSTGRES_URL.")
+        as_installed()
+        say(
+            "The archiver's modules and revisions are compiled to bytecode first, as installing it does (dlt's are)."
+        )
         for number in range(1, rounds + 1):
             order = TOOLS if number % 2 else TOOLS[::-1]
             for kind in kinds:

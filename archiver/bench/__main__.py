@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from archiver import db
 from archiver.bench import history, phases
 from archiver.bench.fake_server import FakeServer, fake_server
-from archiver.bench.runs import SyncRun, profile_sync, run_sync
+from archiver.bench.runs import SyncRun, as_installed, profile_sync, run_sync
 from archiver.bench.scratch import scratch_databases
 from archiver.bench.write_path import measure, pages_for
 from archiver.client import DEFAULT_CONCURRENCY, DEFAULT_MAX_RPS
@@ -148,6 +148,8 @@ def main(
     )
     if not postgres_url:
         say("PostgreSQL skipped: pass --postgres-url or set ARCHIVER_BENCH_POSTGRES_URL.")
+    as_installed()
+    say("The archiver's modules and revisions are compiled to bytecode first, as installing it does.")
     with (
         tempfile.TemporaryDirectory(prefix="archiver-bench-") as workdir,
         scratch_databases(postgres_url, Path(workdir), prefix="archiver_bench_") as new_database,

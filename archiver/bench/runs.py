@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import archiver
+from archiver import migrate
 from archiver.bench.fake_server import FakeServer
 from archiver.bench.phases import Breakdown
 from archiver.fake_api import DEFAULT_API_KEY
+
+
+def as_installed() -> None:
+    """Compile the archiver's modules and its revisions to bytecode, as `pip install` does for an installed copy.
+
+    Timed commands then start as a user's do. A checkout installed in editable mode has no bytecode until
+    a run writes it, and on a machine that sets PYTHONDONTWRITEBYTECODE none ever is: each command
+    compiled every module again, about 0.1 s of its time.
+    """
+    for directory in (Path(archiver.__file__).parent, Path(migrate.script_location())):
+        compileall.compile_dir(directory, quiet=1)
 
 
 @dataclass(frozen=True)
