@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from archiver.client import RetryPolicy
 from archiver.errors import Interrupted
-from archiver.fake_api import Response
+from archiver.fake_api import FakeBaseten, OrgSpec, Response
 from archiver.sync import SyncOptions, run_sync
 
 from .support import fakes
@@ -73,3 +73,35 @@ def _jobs_of(archive: Engine, project_id: str) -> int:
     with archive.connect() as connection:
         query = sa.text("SELECT count(*) FROM training_jobs WHERE training_project_id = :p")
         return int(connection.execute(query, {"p": project_id}).scalar_one())
+
+
+def test_jobs_read_while_the_writer_would_wait_are_written_before_the_batch_fills(archive: Engine) -> None:
+    """While no answer is waiting, what has been read is written, not held until the batch is full or
+    the last answer is in: with one job's checkpoints still on their way, the others are archived."""
+    fake = FakeBaseten(OrgSpec(projects=0))
+    fake.add_project(jobs=4, checkpoints_per_job=2)
+    (project,) = fake.project_ids()
+    held, *others = fake.job_ids()
+    seen_others: list[int] = []
+
+    def hold_one(method: str, path: str, body: bytes) -> Response | None:
+        if path == f"/v1/training_projects/{project}/jobs/{held}/checkpoints":
+            deadline = time.monotonic() + 5
+            while not (found := _checkpoints_of(archive, others)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            seen_others.append(found)
+        return None
+
+    fake.intercept(hold_one)
+    # A batch of 24 rows would hold all four jobs (3 rows each): it is written early from 3.
+    report = fakes.sync(archive, fake, SyncOptions(batch_rows=24))
+    assert report.exit_code == 0 and report.counts.jobs_fetched == 4
+    assert len(seen_others) == 1 and seen_others[0] >= 2  # at least one other job's two checkpoints
+    assert rows(archive, "SELECT count(*) FROM checkpoints") == [(8,)]
+
+
+def _checkpoints_of(archive: Engine, jobs: list[str]) -> int:
+    with archive.connect() as connection:
+        query = sa.text("SELECT count(*) FROM checkpoints WHERE training_job_id IN :jobs")
+        query = query.bindparams(sa.bindparam("jobs", expanding=True))
+        return int(connection.execute(query, {"jobs": jobs}).scalar_one())

@@ -17,6 +17,10 @@ from archiver.sync.judge import Heard
 
 log = logging.getLogger("archiver.sync")
 
+# A batch is written early, when no answer is waiting, once it holds this share of --batch-rows:
+# each batch costs some writes of its own (the facts rows, the run's progress, a commit).
+IDLE_SHARE = 8
+
 # A job's listing, held whole or, when large, read a piece at a time as it is written.
 AnyListing = CheckpointListing | LargeListing
 
@@ -39,8 +43,16 @@ class CheckpointStep:
             # ahead, so the fetches go on; what waits to be written is never much more than two batches.
             return base + len(batch)
 
+        def write_while_idle() -> None:
+            # No answer is waiting: write what is in now, rather than once the batch is full. A run
+            # paced by the API then has little left to write after its last answer, not up to a batch.
+            nonlocal batch, rows
+            if rows >= self.ctx.options.batch_rows // IDLE_SHARE:
+                self._flush(batch)
+                batch, rows = [], 0
+
         for (project_id, job_id), future in bounded(
-            pool, self._fetch_checkpoints, jobs, window, self.ctx.stopping
+            pool, self._fetch_checkpoints, jobs, window, self.ctx.stopping, idle=write_while_idle
         ):
             try:
                 fetched = future.result()

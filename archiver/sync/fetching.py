@@ -30,12 +30,14 @@ def bounded(
     items: Iterable[T],
     window: int | Callable[[], int],
     stop: Callable[[], bool],
+    idle: Callable[[], object] | None = None,
 ) -> Iterator[tuple[T, Future[R]]]:
     """Run fn over items with at most `window` in flight; yield each as it completes.
 
     A `window` that is a function is asked again after each: the caller may let more run ahead
-    while it is busy with what it was given (see `CheckpointStep`). Once `stop()` holds, nothing
-    more starts, and what is still running after STOP_GRACE_S is left.
+    while it is busy with what it was given (see `CheckpointStep`). When none has completed yet,
+    `idle` is called first, once per wait: the caller may do now what it would do later. Once
+    `stop()` holds, nothing more starts, and what is still running after STOP_GRACE_S is left.
     """
     limit = window if callable(window) else lambda: window
     pending = iter(items)
@@ -61,6 +63,8 @@ def bounded(
         if give_up_at is not None and time.monotonic() >= give_up_at:
             log.info("stopping: %d requests still under way are left unfinished", len(running))
             return
+        if idle is not None and finished.empty():
+            idle()
         try:  # a bounded wait, so that a stop is noticed while every request is still running
             future = finished.get(timeout=0.1)
         except Empty:
