@@ -23,7 +23,9 @@ from archiver.fake_api import OrgSpec
 LOOPBACK_OPTIONS = ("--max-rps", "100000", "--concurrency", "8")
 # The targets of issue 21.
 FULL_SYNC_TARGET_PER_S = 15_000  # checkpoints a second, unpaced, into SQLite
-PACED_TARGET = 1.10  # a paced sync's wall time over the rate floor
+# A paced sync's wall time over the rate floor: its requests at the pace it runs at (--max-rps,
+# the default 95/s), as the issue sets it. Also shown: over the API's own limit (the fake's 100/s).
+PACED_TARGET = 1.10
 ONE_JOB_TARGET_MIB = 150  # one job of 100,000 checkpoints, first and second sync
 LARGE_TARGET_MIB = 250  # a listing of 1,000,000 checkpoints
 KEPT_BYTES_TARGET = 29  # stored response-body bytes per checkpoint on a first load
@@ -217,20 +219,25 @@ def main(
                 run = run_sync(server, url)
                 floor = run.requests / rate_limit
                 ratio = run.seconds / floor
-                ok = ratio <= PACED_TARGET and run.rate_limited == 0
+                pace_floor = run.requests / DEFAULT_MAX_RPS
+                pace_ratio = run.seconds / pace_floor
+                ok = pace_ratio <= PACED_TARGET and run.rate_limited == 0
                 figures.setdefault("paced", {})[kind] = {
                     "seconds": run.seconds,
                     "requests": run.requests,
                     "floor_seconds": round(floor, 2),
-                    "ratio": round(ratio, 3),
+                    "ratio": round(ratio, 3),  # over the API's limit
+                    "pace_floor_seconds": round(pace_floor, 2),
+                    "pace_ratio": round(pace_ratio, 3),  # over --max-rps: the target's
                     "rate_limited": run.rate_limited,
                     "max_in_one_second": run.max_in_one_second,
                     "max_in_flight": run.max_in_flight,
                 }
                 say(
-                    f"   3 {kind:<11}{run.seconds:6.1f}s for {run.requests} requests, floor {floor:.1f}s: "
-                    f"{ratio:.2f}x, {run.rate_limited} 429s, at most {run.max_in_one_second} in a second, "
-                    f"{run.max_in_flight} in flight  target <= {PACED_TARGET:.2f}x, 0 429s: {verdict(ok)}"
+                    f"   3 {kind:<11}{run.seconds:6.1f}s for {run.requests} requests, floor at "
+                    f"{DEFAULT_MAX_RPS:g}/s {pace_floor:.1f}s: {pace_ratio:.2f}x (at the API's {rate_limit:g}/s "
+                    f"{floor:.1f}s: {ratio:.2f}x), {run.rate_limited} 429s, at most {run.max_in_one_second} in a "
+                    f"second, {run.max_in_flight} in flight  target <= {PACED_TARGET:.2f}x, 0 429s: {verdict(ok)}"
                 )
                 bodies_before, _ = kept_bodies(url)
                 night = run_sync(server, url)
