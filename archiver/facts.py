@@ -79,13 +79,12 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
         if table.name not in present:
             continue
         before = recorded.get(table.name)  # (recorded only with `keep_unchanged` and inputs)
-        if before is not None and before == inputs:
-            if table.name in STEADY:
-                done.append(f"{table.name} unchanged")
-                continue
-            if table.name in DAILY and before.day == today:
-                done.append(f"{table.name} unchanged today")
-                continue
+        if before is not None and before == inputs and table.name in STEADY:
+            done.append(f"{table.name} unchanged")
+            continue
+        if table.name in DAILY and _as_today(before, inputs, today):
+            done.append(f"{table.name} unchanged today")
+            continue
         stale: list[str] | None = None  # the jobs whose rows alone are rewritten, or None: the whole table
         if inputs is not None and keep_unchanged:
             if table.name in STEADY:
@@ -207,6 +206,12 @@ DAILY = frozenset({"project_storage_daily"})
 RUNNING = frozenset({"gpu_hours_daily"})
 
 
+def _as_today(before: Inputs | None, now: Inputs | None, today: str) -> bool:
+    """Whether a `DAILY` table computed from `before` is what it would be `now`: computed today, and
+    nothing it reads changed since (a sighting is not read)."""
+    return before is not None and now is not None and before.day == today and before.same_but(now, SIGHTINGS)
+
+
 def _today(connection: Connection) -> str:
     """The UTC day the views count to, as the database's clock has it (revision 0003's `today`)."""
     if connection.dialect.name == "sqlite":
@@ -227,6 +232,14 @@ INPUTS: dict[sa.Table, tuple[str, ...]] = {
     training_projects: ("valid_from", "deleted_at"),
     instance_types: ("valid_from",),
     lora_adapter_configs: ("first_seen_at",),
+}
+_STAMPS = {table.name: stamps for table, stamps in INPUTS.items()}
+# The stamps that a read of a job's checkpoints moves when it finds them as they were (a periodic
+# re-read, or --full): when it read them, and when it saw each. `DAILY` tables read neither, so a
+# night of such reads leaves them as they were that day.
+SIGHTINGS: dict[str, tuple[str, ...]] = {
+    checkpoints.name: ("last_seen_at",),
+    training_jobs.name: ("checkpoints_fetched_at",),
 }
 # A table that every steady fact reads: a write there rewrites the steady tables whole.
 SHARED = (training_projects.name, instance_types.name)
@@ -253,6 +266,19 @@ class Inputs:
             tables[table.name] = [str(value) for value in row]
             latest += [value for value in row[2::2] if value is not None]
         return cls(tables, max(latest, default=None))
+
+    def same_but(self, other: Inputs, stamps: Mapping[str, tuple[str, ...]]) -> bool:
+        """Whether `other` differs from these inputs in nothing but `stamps` (per table; and so the latest
+        stamp of all, which it leaves out)."""
+        return self._without(stamps) == other._without(stamps)
+
+    def _without(self, stamps: Mapping[str, tuple[str, ...]]) -> dict[str, list[str]]:
+        left: dict[str, list[str]] = {}
+        for table, values in self.tables.items():
+            names = _STAMPS.get(table, ())  # values: the row count, then each stamp's count and latest (`of`)
+            dropped = {1 + 2 * names.index(name) + k for name in stamps.get(table, ()) for k in (0, 1)}
+            left[table] = [value for i, value in enumerate(values) if i not in dropped]
+        return left
 
     def text(self) -> str:
         """As `facts_inputs` records them."""
