@@ -321,6 +321,17 @@ def test_on_postgresql_a_refresh_gives_the_planner_what_the_views_read_as_it_is(
         fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
         assert fakes.sync(engine, fake).exit_code == 0
         assert {name: count for name, count in rows(engine, counted)}["training_jobs"] == 6
+        # A large table never analyzed (its counters cleared: the migration analyzed it empty) is. Of the
+        # wide checkpoint_facts, only the column `job_facts_live` groups by, and how many rows it has.
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "SELECT pg_stat_reset_single_table_counters('checkpoint_facts'::regclass)"
+            )
+        assert fakes.sync(engine, fake).exit_code == 0
+        gathered = "SELECT attname FROM pg_stats WHERE tablename = 'checkpoint_facts'"
+        assert rows(engine, gathered) == [("job_id",)]
+        ((estimated,),) = rows(engine, "SELECT reltuples FROM pg_class WHERE relname = 'checkpoint_facts'")
+        assert estimated == rows(engine, "SELECT count(*) FROM checkpoint_facts")[0][0] > 0
         fake.add_project(jobs=2)
         assert fakes.sync(engine, fake).exit_code == 0
         found = {name: count for name, count in rows(engine, counted)}
