@@ -18,8 +18,8 @@ from archiver.sync.judge import Heard
 
 log = logging.getLogger("archiver.sync")
 
-# A batch is written early, when no answer is waiting, once it holds this share of --batch-rows:
-# each batch costs some writes of its own (the facts rows, the run's progress, a commit).
+# A batch is written early, when no answer is waiting, once it holds this share of its full size
+# (`SyncOptions.batch_rows`): each batch costs some writes of its own (facts rows, progress, a commit).
 IDLE_SHARE = 8
 
 # A job's listing, held whole or, when large, read a piece at a time as it is written.
