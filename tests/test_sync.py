@@ -105,27 +105,3 @@ def _checkpoints_of(archive: Engine, jobs: list[str]) -> int:
         query = sa.text("SELECT count(*) FROM checkpoints WHERE training_job_id IN :jobs")
         query = query.bindparams(sa.bindparam("jobs", expanding=True))
         return int(connection.execute(query, {"jobs": jobs}).scalar_one())
-
-
-def test_a_project_s_checkpoints_are_read_while_later_listings_are_on_their_way(archive: Engine) -> None:
-    """The jobs of a project whose listing is written are read at once, not once every listing is in:
-    the first project's checkpoints are asked for while the last project's listing is held back."""
-    fake = fakes.small_org(projects=3)
-    first, *_, last = sorted(fake.project_ids())
-    (first_job,) = fake.job_ids(first)
-    asked: list[bool] = []
-
-    def hold_the_last(method: str, path: str, body: bytes) -> Response | None:
-        if path == f"/v1/training_projects/{last}/jobs":
-            deadline = time.monotonic() + 5
-            checkpoints = f"/v1/training_projects/{first}/jobs/{first_job}/checkpoints"
-            while not (found := fake.request_count(checkpoints) > 0) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            asked.append(found)
-        return None
-
-    fake.intercept(hold_the_last)
-    report = fakes.sync(archive, fake)
-    assert report.exit_code == 0 and report.counts.jobs_fetched == 3
-    assert asked == [True]
-    assert rows(archive, "SELECT count(*) FROM checkpoints") == [(3,)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -33,12 +32,8 @@ class CheckpointStep:
         self.ctx = ctx
         self.heard = heard
 
-    def archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: Iterable[tuple[str, str]]) -> None:
-        """Fetch every job's checkpoints; write whole jobs in batches.
-
-        `jobs` may be drawn on as the fetches go (`ListingStep.archive_listings`): its fatal errors end
-        the run as the fetches' do, once what was read is written.
-        """
+    def archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
+        """Fetch every job's checkpoints; write whole jobs in batches."""
         batch: list[Fetched[AnyListing]] = []
         rows = 0
         base = self.ctx.options.concurrency * 2
@@ -56,47 +51,47 @@ class CheckpointStep:
                 self._flush(batch)
                 batch, rows = [], 0
 
-        try:
-            for (project_id, job_id), future in bounded(
-                pool, self._fetch_checkpoints, jobs, window, self.ctx.stopping, idle=write_while_idle
-            ):
+        for (project_id, job_id), future in bounded(
+            pool, self._fetch_checkpoints, jobs, window, self.ctx.stopping, idle=write_while_idle
+        ):
+            try:
                 fetched = future.result()
-                self.heard.answered(isinstance(fetched.error, NotFound))
-                if isinstance(fetched.error, NotFound):
-                    # Its project's job listing had it a moment ago: that listing's next answer says whether it is gone.
-                    message = (
-                        "the checkpoint listing answered 404, but the project's job listing has this job: "
-                        "nothing was marked deleted"
-                    )
-                    self.ctx.fail(Contradiction(message, project_id=project_id, job_id=job_id))
-                elif fetched.error is not None:
-                    self.ctx.fail(fetched.error.located(project_id=project_id, job_id=job_id))
-                if fetched.error is not None:
-                    self.ctx.write(self.ctx.keep, fetched.kept)
-                    self.ctx.progress(1)
-                    continue
-                listing = fetched.result()
-                if isinstance(listing, LargeListing):  # written alone, a piece at a time
-                    self._flush(batch)
-                    batch, rows = [], 0
-                    self._flush([fetched])
-                    continue
-                self.ctx.fail_listing(listing, project_id=project_id, job_id=job_id)
-                if listing.duplicates:
-                    log.warning(
-                        "project %s, job %s: checkpoint ids listed twice, the later entry kept: %s",
-                        project_id,
-                        job_id,
-                        ", ".join(sorted(set(listing.duplicates))),
-                    )
-                batch.append(fetched)
-                rows += len(listing.checkpoints) + 1
-                if rows >= self.ctx.options.batch_rows:
-                    self._flush(batch)
-                    batch, rows = [], 0
-        except AuthError:  # the key was refused midway (rotated?): keep what was read with it
-            self._flush(batch)
-            raise
+            except AuthError:  # the key was refused midway (rotated?): keep what was read with it
+                self._flush(batch)
+                raise
+            self.heard.answered(isinstance(fetched.error, NotFound))
+            if isinstance(fetched.error, NotFound):
+                # Its project's job listing had it a moment ago: that listing's next answer says whether it is gone.
+                message = (
+                    "the checkpoint listing answered 404, but the project's job listing has this job: "
+                    "nothing was marked deleted"
+                )
+                self.ctx.fail(Contradiction(message, project_id=project_id, job_id=job_id))
+            elif fetched.error is not None:
+                self.ctx.fail(fetched.error.located(project_id=project_id, job_id=job_id))
+            if fetched.error is not None:
+                self.ctx.write(self.ctx.keep, fetched.kept)
+                self.ctx.progress(1)
+                continue
+            listing = fetched.result()
+            if isinstance(listing, LargeListing):  # written alone, a piece at a time
+                self._flush(batch)
+                batch, rows = [], 0
+                self._flush([fetched])
+                continue
+            self.ctx.fail_listing(listing, project_id=project_id, job_id=job_id)
+            if listing.duplicates:
+                log.warning(
+                    "project %s, job %s: checkpoint ids listed twice, the later entry kept: %s",
+                    project_id,
+                    job_id,
+                    ", ".join(sorted(set(listing.duplicates))),
+                )
+            batch.append(fetched)
+            rows += len(listing.checkpoints) + 1
+            if rows >= self.ctx.options.batch_rows:
+                self._flush(batch)
+                batch, rows = [], 0
         self._flush(batch)
 
     def _fetch_checkpoints(self, target: tuple[str, str]) -> Fetched[AnyListing]:

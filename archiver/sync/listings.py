@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -27,15 +26,13 @@ class ListingStep:
         self.ctx = ctx
         self.heard = heard
 
-    def archive_listings(self, pool: ThreadPoolExecutor, targets: Targets) -> Iterator[tuple[str, str]]:
-        """List each project's jobs and archive project and job rows; yield the jobs to fetch.
+    def archive_listings(self, pool: ThreadPoolExecutor, targets: Targets) -> list[tuple[str, str]]:
+        """List each project's jobs and archive project and job rows; return the jobs to fetch.
 
         Written in the order of their ids, not as they complete (one night, one answer), each as
         soon as it and every one before it are in: the writes go on while later listings are read.
-        A project's jobs are yielded once its listing is written, so that their checkpoints are read
-        (`CheckpointStep` draws on this as it goes) while later listings are still on their way.
-        Drawn to its end, it also writes what came in of a stopped run's listings.
         """
+        to_fetch: list[tuple[str, str]] = []
         order = sorted(targets)
         window = self.ctx.options.concurrency * 2
         answers: dict[str, Future[Fetched[JobListing]]] = {}
@@ -43,15 +40,20 @@ class ListingStep:
         for project_id, answer in bounded(pool, self._fetch_listing, order, window, self.ctx.stopping):
             answers[project_id] = answer
             while written < len(order) and order[written] in answers:
-                yield from self._archive_listing(order[written], answers.pop(order[written]), targets)
+                self._archive_listing(order[written], answers.pop(order[written]), targets, to_fetch)
                 written += 1
         for project_id in sorted(answers):  # a stopped run: what came in, still in order
-            yield from self._archive_listing(project_id, answers[project_id], targets)
+            self._archive_listing(project_id, answers[project_id], targets, to_fetch)
+        return to_fetch
 
     def _archive_listing(
-        self, project_id: str, answer: Future[Fetched[JobListing]], targets: Targets
-    ) -> list[tuple[str, str]]:
-        """Archive one project's listing; return the jobs whose checkpoints are to be read."""
+        self,
+        project_id: str,
+        answer: Future[Fetched[JobListing]],
+        targets: Targets,
+        to_fetch: list[tuple[str, str]],
+    ) -> None:
+        """Archive one project's listing; add the jobs whose checkpoints are to be read to `to_fetch`."""
         fetched = answer.result()
         self.heard.answered(isinstance(fetched.error, NotFound))
         if isinstance(fetched.error, NotFound) and self.ctx.options.scope.everything:
@@ -62,7 +64,7 @@ class ListingStep:
             )
             self.ctx.fail(Contradiction(message, project_id=project_id))
             self.ctx.write(self.ctx.keep, fetched.kept)
-            return []
+            return
         if fetched.error is not None:
             self.ctx.write(self.ctx.keep, fetched.kept)
             if isinstance(fetched.error, NotFound):
@@ -71,7 +73,7 @@ class ListingStep:
                 self.ctx.fail(JobError(message, project_id=project_id))
             else:
                 self.ctx.fail(fetched.error.located(project_id=project_id, job_id=None))
-            return []
+            return
         listing = fetched.result()
         wanted = targets[project_id]
         if wanted is not None:
@@ -91,12 +93,13 @@ class ListingStep:
         except Unstorable as exc:  # its jobs are not read: the next run tries the project again
             self.ctx.fail(exc.located(project_id=project_id, job_id=None))
             self.ctx.write(self.ctx.keep, fetched.kept)
-            return []
+            return
         jobs = listing.jobs
         self.ctx.report.counts.projects += 1
         self.ctx.report.counts.jobs += len(jobs)
         self.ctx.report.counts.jobs_skipped += len(skip)
         self.ctx.progress(len(skip))
+        to_fetch.extend((project_id, job.row["id"]) for job in jobs if job.row["id"] not in skip)
         log.info(
             "project %s: %d jobs listed, %d unchanged since their last read",
             project_id,
@@ -109,7 +112,6 @@ class ListingStep:
                 "jobs_skipped": len(skip),
             },
         )
-        return [(project_id, job.row["id"]) for job in jobs if job.row["id"] not in skip]
 
     def _save_listing(
         self, connection: sa.Connection, listing: JobListing, complete: bool, kept: Kept | None

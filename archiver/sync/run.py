@@ -236,8 +236,6 @@ class Sync:
         try:
             jobs = ListingStep(self.ctx, heard).archive_listings(pool, targets)
             CheckpointStep(self.ctx, heard).archive_checkpoints(pool, jobs)
-            for _ in jobs:  # a stopped run drew no more: the listings that came in are still written
-                pass
         finally:
             # A stopping run does not wait for requests it has left (see `bounded`).
             pool.shutdown(wait=not self.ctx.stopping(), cancel_futures=True)
