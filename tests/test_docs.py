@@ -295,10 +295,12 @@ def _reader_role(database_url: str) -> Iterator[None]:
     """The README's reader role on the test server, made if missing and dropped after if made here.
 
     Roles are server-wide: the cases that use it take turns (an advisory lock), or one would drop it
-    while another grants to it.
+    while another grants to it. Advisory locks are per database, and each case has its own: the lock
+    is taken in the server's `postgres` database, which they all share.
     """
     admin = db.make_engine(database_url)
-    with admin.connect() as lock:
+    shared = db.make_engine(db.parse_url(database_url).set(database="postgres").render_as_string(False))
+    with shared.connect() as lock:
         lock.exec_driver_sql(f"SELECT pg_advisory_lock({_READER_LOCK})")
         lock.commit()
         try:
@@ -319,6 +321,7 @@ def _reader_role(database_url: str) -> Iterator[None]:
             lock.exec_driver_sql(f"SELECT pg_advisory_unlock({_READER_LOCK})")
             lock.commit()
     admin.dispose()
+    shared.dispose()
 
 
 _READER_LOCK = 74_221_022  # any number no other test locks
