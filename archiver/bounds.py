@@ -5,10 +5,10 @@ timeout again, and a body that trickles never times out. So every socket operati
 given what is left of the try's deadline (`deadline`, read by the connection pool's network
 backend, `DeadlineBackend`), from connecting to the body's last byte.
 
-A try may also wait for its turn (`send`'s `turn`: the rate limiter) right before its first byte
-is written, once connected: a request is paced as it goes on the wire, not a moment before,
-however long the GIL or the connection pool keeps it from getting there. That wait is not part of
-the try: its deadline moves by as long.
+A try may also be held right before its first byte is written, once connected (`send`'s `turn`:
+the rate limiter's, `RateLimiter.on_the_wire`), so that requests held back on the way by the GIL or
+the connection pool do not reach the API bunched. That wait is not part of the try: its deadline
+moves by as long.
 
 The size limit counts the body as decoded: a gzip bomb of 0.75 MiB on the wire is 768 MiB of
 spaces. Bodies are decompressed here, a bounded piece at a time, instead of by httpx (which
@@ -57,7 +57,7 @@ def deadline(at: float) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _turn(turn: Callable[[], None] | None) -> Iterator[None]:
-    """Have this thread's next request wait for `turn` right before its first byte is written."""
+    """Have this thread's next request call `turn` right before its first byte is written."""
     _local.turn = turn
     try:
         yield
@@ -66,7 +66,7 @@ def _turn(turn: Callable[[], None] | None) -> Iterator[None]:
 
 
 def _take_turn() -> None:
-    """Wait for the turn this thread's request has still to take, if any; move its deadline by the wait."""
+    """Call the turn this thread's request has still to take, if any; move its deadline by the wait."""
     turn: Callable[[], None] | None = getattr(_local, "turn", None)
     if turn is None:
         return

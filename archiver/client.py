@@ -64,19 +64,32 @@ class RetryPolicy:
 
 @dataclass
 class _Try:
-    """One attempt of a request: when it began, and how long it waited for its turn under the rate limit."""
+    """One attempt of a request: when it began, its turn, and how long it was held for it once connected."""
 
     began: float
+    turn: float
     waited: float = 0.0
 
     @property
     def since(self) -> float:
-        """What the try's time (--timeout) counts from: when it began, moved by its wait for its turn."""
+        """What the try's time (--timeout) counts from: when it began, moved by how long it was held."""
         return self.began + self.waited
 
 
+# How long before its turn a request sets out (connecting, or taking a kept-alive connection): long
+# enough for the way there in a busy process (up to 124 ms was measured), short enough that no
+# connection is held idle long while it waits for the turn itself.
+APPROACH_S = 0.25
+
+
 class RateLimiter:
-    """Pace request starts: at most `rate` in any one-second window, spread evenly."""
+    """Pace requests on the wire: at most `rate` in any one-second window, spread evenly.
+
+    A request reserves its turn (`reserve`) and sets out shortly before it (`approach`), then goes on
+    the wire at the turn itself, once connected (`on_the_wire`): paced a moment before they were
+    handed over, requests that a busy process (the GIL, the connection pool) held back on the way
+    reached the API bunched, and it counted 101 in one second of a run paced at 95.
+    """
 
     def __init__(
         self,
@@ -92,27 +105,50 @@ class RateLimiter:
         self._sleep = sleep  # the client's stop event's wait: a stopping run does not wait its turn
         self._lock = threading.Lock()
         self._next = 0.0
-        self._starts: deque[float] = deque()
+        self._reserved: deque[float] = deque()
+        self._wire_lock = threading.Lock()
+        self._wire: deque[float] = deque()
+
+    def reserve(self) -> float:
+        """The next turn (time.monotonic): an interval after the last, and a second after the one
+        `rate` turns before; now, when none has been taken for a while."""
+        with self._lock:
+            start = max(self._next, self._clock())
+            if len(self._reserved) >= self._window:
+                start = max(start, self._reserved.popleft() + 1.0)
+            self._reserved.append(start)
+            self._next = start + self._interval
+            return start
+
+    def approach(self, turn: float) -> None:
+        """Wait until APPROACH_S before `turn`: the rest of the way is the request's own."""
+        wait = turn - APPROACH_S - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+
+    def on_the_wire(self, turn: float) -> float:
+        """Hold a request until its turn, and while `rate` others went on the wire in the second before;
+        record it going; return how long it was held.
+
+        A request held back on the way goes late; the ones after it then wait here rather than
+        follow it into the same second.
+        """
+        began = self._clock()
+        if turn > began:
+            self._sleep(turn - began)
+        with self._wire_lock:
+            now = self._clock()
+            if len(self._wire) >= self._window:
+                start = self._wire.popleft() + 1.0
+                if start > now:
+                    self._sleep(start - now)
+                    now = max(self._clock(), start)
+            self._wire.append(now)
+        return max(0.0, now - began)
 
     def acquire(self) -> None:
-        """Block until a request may start.
-
-        Starts are recorded when they really happen, not when they were scheduled: a thread that
-        wakes late (the GIL, a busy machine) must not let the next ones bunch into one window.
-        The lock is held while waiting, so starts are admitted one at a time, in order.
-        """
-        with self._lock:
-            now = self._clock()
-            start = self._next
-            if len(self._starts) >= self._window:
-                start = max(start, self._starts[0] + 1.0)
-                self._starts.popleft()
-            if start > now:
-                self._sleep(start - now)
-                now = max(self._clock(), start)
-            self._starts.append(now)
-            # From the scheduled start, so that waking late does not slow the pace.
-            self._next = max(start, now - self._interval) + self._interval
+        """Block until a request may start, and record it starting."""
+        self.on_the_wire(self.reserve())
 
 
 def _segment(identifier: str, where: Where, kind: str) -> str:
@@ -192,12 +228,8 @@ class BasetenClient:
         redaction.register(api_key)
         self._stopping = threading.Event()
         self._limiter = RateLimiter(max_rps, sleep=self._stopping.wait)
-        # A try takes its turn under the limit as its first byte is written (`bounds.send`), so that
-        # requests reach the API at the pace they were given: taken a moment before, when a busy
-        # process (the GIL, the connection pool) held some back, they went out bunched, and the API
-        # counted 101 in one second of a run paced at 95. A transport the archiver did not make (tests,
-        # the in-process fake API) never writes there: its tries take their turn before they are handed over.
-        self._turn_on_the_wire = transport is None
+        # A try goes at its turn once connected; with a test's transport (no wire), before it is handed over.
+        self._paced_on_the_wire = transport is None
         # Sleep between retries; returns True when the run is stopping. Tests pass a recorder.
         self._wait = wait or self._stopping.wait
         self.max_response_mb = max_response_mb
@@ -279,10 +311,10 @@ class BasetenClient:
         attempt = 0
         while True:
             attempt += 1
-            this = _Try(time.monotonic())
-            turn = functools.partial(self._take_turn, this, method, path, where)
-            if not self._turn_on_the_wire:
-                turn()
+            this = self._take_turn(method, path, where)
+            on_wire = functools.partial(self._on_the_wire, this, method, path, where)
+            if not self._paced_on_the_wire:
+                on_wire()
             wait: float | None
             try:
                 response = self._send(
@@ -292,7 +324,7 @@ class BasetenClient:
                     where,
                     deadline=this.since + policy.timeout_s,
                     spill=spill,
-                    turn=turn if self._turn_on_the_wire else None,
+                    turn=on_wire if self._paced_on_the_wire else None,
                 )
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 sent = this.since
@@ -345,20 +377,20 @@ class BasetenClient:
                     job_id=where.job_id,
                 )
 
-    def _take_turn(self, this: _Try, method: str, path: str, where: Where) -> None:
-        """Wait for a try's turn under --max-rps, and count it as sent; raise Abandoned if the run is stopping."""
-        asked = time.monotonic()
+    def _take_turn(self, method: str, path: str, where: Where) -> _Try:
+        """Reserve a try's turn under --max-rps and wait until shortly before it; count the try and begin it."""
+        turn = self._limiter.reserve()
         if not self._stopping.is_set():
-            self._limiter.acquire()
-        this.waited = time.monotonic() - asked
-        if self._stopping.is_set():
-            raise Abandoned(
-                f"{method} {path} not sent: the run is stopping",
-                project_id=where.project_id,
-                job_id=where.job_id,
-            )
+            self._limiter.approach(turn)
+        _not_stopping(self._stopping, method, path, where)
         with self._counting:
             self.requests_made += 1
+        return _Try(time.monotonic(), turn)
+
+    def _on_the_wire(self, this: _Try, method: str, path: str, where: Where) -> None:
+        """Hold a try until its turn, once connected (`RateLimiter.on_the_wire`)."""
+        this.waited = self._limiter.on_the_wire(this.turn)
+        _not_stopping(self._stopping, method, path, where)
 
     def _send(
         self,
@@ -439,6 +471,13 @@ def _final(response: httpx.Response, method: str, path: str, where: Where) -> Ap
             response=answer.of(response, where),
         )
     return kind(f"{method} {path} {said}", status=status, project_id=where.project_id, job_id=where.job_id)
+
+
+def _not_stopping(stopping: threading.Event, method: str, path: str, where: Where) -> None:
+    """Raise Abandoned, the request unsent, if the run is stopping."""
+    if stopping.is_set():
+        message = f"{method} {path} not sent: the run is stopping"
+        raise Abandoned(message, project_id=where.project_id, job_id=where.job_id)
 
 
 def _log_attempt(method: str, path: str, answer: int | str, sent: float, attempt: int) -> None:

@@ -168,6 +168,21 @@ def test_rate_limiter_never_admits_more_than_rate_in_any_second() -> None:
     assert time.monotonic() - began >= 2.0
 
 
+def test_on_the_wire_a_request_goes_at_its_turn_and_never_makes_more_than_rate_in_a_second() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limiter = RateLimiter(3, clock=lambda: now[0], sleep=sleep)
+    turns = [limiter.reserve() for _ in range(4)]
+    assert [round(turn, 3) for turn in turns] == [0.0, 0.333, 0.667, 1.0]  # spread over the second
+    now[0] = 0.9  # the first three were held back on the way: they reach the wire together
+    held = [limiter.on_the_wire(turn) for turn in turns]
+    # The fourth's turn is 1.0, but three went out at 0.9: it is held until a second after them.
+    assert [round(h, 3) for h in held] == [0.0, 0.0, 0.0, 1.0] and round(now[0], 3) == 1.9
+
+
 def test_429_without_retry_after_backs_off_and_an_http_date_is_honoured() -> None:
     waits: list[float] = []
     soon = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)

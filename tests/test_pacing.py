@@ -52,9 +52,10 @@ def test_concurrency_and_rate_are_honoured(
 def test_requests_reach_the_api_at_the_pace_however_long_each_took_to_connect(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A request takes its turn under --max-rps as it goes on the wire, once connected. Taken before,
-    a request held back on the way (here by a slow connect; in a busy run, by the GIL) kept its turn
-    in an earlier second and reached the API among the next second's: more in a second than the pace."""
+    """A request is held on the wire, once connected, while it would make more than --max-rps there.
+    Paced only before it was handed over, a request held back on the way (here by a slow connect; in
+    a busy run, by the GIL) kept a turn of an earlier second and reached the API among the next
+    second's: more in a second than the pace."""
     delays = iter([0.9, 0.0, 0.0, 0.0])  # the first connection opened takes 0.9 s
     lock = threading.Lock()
     connect = httpcore.SyncBackend.connect_tcp
@@ -81,7 +82,8 @@ def test_requests_reach_the_api_at_the_pace_however_long_each_took_to_connect(
 
 
 def test_the_wait_for_a_turn_is_not_part_of_a_try_timeout() -> None:
-    """A try waits for its turn once connected; --timeout bounds the try from then, not the wait."""
+    """A try waits for its turn under --max-rps (and may be held again on the wire); --timeout bounds
+    the try itself, not those waits."""
     fake = FakeBaseten(SPEC)
     (project,) = fake.project_ids()[:1]
     jobs = fake.job_ids(project)[:3]
