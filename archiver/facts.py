@@ -75,6 +75,7 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
     )
     done: list[str] = []
     rewritten: list[str] = []
+    jobs = _Jobs(connection)
     for table in FACTS:  # in order: `job_facts_live` reads the `checkpoint_facts` table
         if table.name not in present:
             continue
@@ -88,9 +89,9 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
         stale: list[str] | None = None  # the jobs whose rows alone are rewritten, or None: the whole table
         if inputs is not None and keep_unchanged:
             if table.name in STEADY:
-                stale = _stale_jobs(connection, before, inputs, fresh)
+                stale = _stale_jobs(jobs, before, inputs, fresh)
             elif table.name in RUNNING:
-                stale = _stale_runs(connection, before, inputs, today)
+                stale = _stale_runs(jobs, before, inputs, today)
         if stale is not None:
             if stale:
                 rewrite_jobs(connection, table, stale)
@@ -309,9 +310,35 @@ class Inputs:
             return None
 
 
-def _stale_jobs(
-    connection: Connection, before: Inputs | None, now: Inputs, fresh: frozenset[str]
-) -> list[str] | None:
+class _Jobs:
+    """What a refresh reads of the jobs, once however many tables ask: every job, and the jobs with
+    rows written since a stamp (a scan of every checkpoint)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._every: set[str] | None = None
+        self._written: dict[datetime, set[str]] = {}
+
+    def every(self) -> set[str]:
+        if self._every is None:
+            self._every = set(self.connection.execute(sa.select(training_jobs.c.id)).scalars())
+        return self._every
+
+    def written_since(self, since: datetime) -> set[str]:
+        if since not in self._written:
+            query = sa.union(
+                sa.select(training_jobs.c.id).where(
+                    sa.or_(*(training_jobs.c[s] > since for s in INPUTS[training_jobs]))
+                ),
+                sa.select(checkpoints.c.training_job_id).where(
+                    sa.or_(*(checkpoints.c[s] > since for s in INPUTS[checkpoints]))
+                ),
+            )
+            self._written[since] = set(self.connection.execute(query).scalars())
+        return self._written[since]
+
+
+def _stale_jobs(jobs: _Jobs, before: Inputs | None, now: Inputs, fresh: frozenset[str]) -> list[str] | None:
     """The jobs whose rows of a steady table must be rewritten, or None for the whole table.
 
     Those with rows written since `before` (every job, when nothing was recorded or a project or
@@ -326,25 +353,16 @@ def _stale_jobs(
     ):
         if not fresh:
             return None
-        written = set(connection.execute(sa.select(training_jobs.c.id)).scalars())
+        written = jobs.every()
     else:
-        query = sa.union(
-            sa.select(training_jobs.c.id).where(
-                sa.or_(*(training_jobs.c[s] > since for s in INPUTS[training_jobs]))
-            ),
-            sa.select(checkpoints.c.training_job_id).where(
-                sa.or_(*(checkpoints.c[s] > since for s in INPUTS[checkpoints]))
-            ),
-        )
-        written = set(connection.execute(query).scalars())
+        written = jobs.written_since(since)
         if not written:  # none written, yet the fingerprint moved: a write no stamp shows (by hand?)
             return None
     stale = sorted(written - fresh)
-    total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
-    return stale if 2 * len(stale) <= total else None
+    return stale if 2 * len(stale) <= len(jobs.every()) else None
 
 
-def _stale_runs(connection: Connection, before: Inputs | None, now: Inputs, today: str) -> list[str] | None:
+def _stale_runs(jobs: _Jobs, before: Inputs | None, now: Inputs, today: str) -> list[str] | None:
     """The jobs whose rows of a `RUNNING` table must be rewritten, or None for the whole table.
 
     Those written since `before` (see `_stale_jobs`), and every job whose run the views take to end
@@ -355,19 +373,19 @@ def _stale_runs(connection: Connection, before: Inputs | None, now: Inputs, toda
     """
     if before is None or before.day != today:
         return None
-    written = [] if before == now else _stale_jobs(connection, before, now, frozenset())
+    written = [] if before == now else _stale_jobs(jobs, before, now, frozenset())
     if written is None:
         return None
-    jobs = training_jobs.c
-    open_runs = sa.select(jobs.id).where(
+    job = training_jobs.c
+    open_runs = sa.select(job.id).where(
         sa.or_(
-            jobs.current_status.is_(None),
-            jobs.current_status.not_in(sorted(TERMINAL_JOB_STATUSES)),
-            jobs.updated_at.is_(None),
+            job.current_status.is_(None),
+            job.current_status.not_in(sorted(TERMINAL_JOB_STATUSES)),
+            job.updated_at.is_(None),
         )
     )
-    stale_runs = sorted(set(written) | set(connection.execute(open_runs).scalars()))
-    total = connection.execute(sa.select(sa.func.count()).select_from(training_jobs)).scalar_one()
+    stale_runs = sorted(set(written) | set(jobs.connection.execute(open_runs).scalars()))
+    total = len(jobs.every())
     return stale_runs if len(stale_runs) <= JOBS_A_STATEMENT and 2 * len(stale_runs) <= total else None
 
 
@@ -404,7 +422,7 @@ JOBS_A_STATEMENT = 500  # the jobs `rewrite_jobs` names in one statement
 
 
 def rewrite_jobs(connection: Connection, table: sa.Table, jobs: Sequence[str]) -> None:
-    """Replace the rows of these jobs in steady facts table `table` with what its view computes now."""
+    """Replace the rows of these jobs in facts table `table` (keyed by job) with what its view computes now."""
     computed = _computed(table)
     for batch in chunked(jobs, JOBS_A_STATEMENT):
         connection.execute(sa.delete(table).where(table.c.job_id.in_(batch)))
