@@ -146,10 +146,6 @@ class RateLimiter:
             self._wire.append(now)
         return max(0.0, now - began)
 
-    def acquire(self) -> None:
-        """Block until a request may start, and record it starting."""
-        self.on_the_wire(self.reserve())
-
 
 def _segment(identifier: str, where: Where, kind: str) -> str:
     """An id as one path segment: a `?` or control character in it cannot change the request.
@@ -327,18 +323,16 @@ class BasetenClient:
                     turn=on_wire if self._paced_on_the_wire else None,
                 )
             except (httpx.TransportError, httpx.DecodingError) as exc:
-                sent = this.since
-                _log_attempt(method, path, type(exc).__name__, sent, attempt)
+                _log_attempt(method, path, type(exc).__name__, this.since, attempt)
                 # Resets, refused connections, timeouts, bodies cut short or garbled in transit.
                 # Only the class name: httpx messages can quote request headers.
                 problem = f"{type(exc).__name__} on {method} {path}"
-                if isinstance(exc, bounds.TooSlow) or time.monotonic() >= sent + policy.timeout_s:
+                if isinstance(exc, bounds.TooSlow) or time.monotonic() >= this.since + policy.timeout_s:
                     problem = f"no whole response within {policy.timeout_s:g}s (--timeout) on {method} {path}"
                 wait = self._backoff(attempt)
             else:
-                sent = this.since
                 status = response.status_code
-                _log_attempt(method, path, status, sent, attempt)
+                _log_attempt(method, path, status, this.since, attempt)
                 if self.server_date is None:
                     self.server_date = clock.server_time(response.headers.get("Date"))
                 if status < 300:
@@ -456,21 +450,22 @@ def _final(response: httpx.Response, method: str, path: str, where: Where) -> Ap
         return None
     if status == 401:
         return refused(status)
-    kind, said = ApiError, f"answered HTTP {status}: {_error_text(response)}"
+    project_id, job_id = where.project_id, where.job_id
     if status < 400:
         location = redaction.shorten(redaction.redact(response.headers.get("Location", "nowhere")), 200)
         said = f"answered HTTP {status}, a redirect to {location}; check --api-url / BASETEN_API_URL"
-    elif status == 403:  # the key is good, but may not read this: its project or job fails
-        kind, said = Forbidden, f"answered HTTP 403, the API key may not read it: {_error_text(response)}"
-    elif status == 404:
+        return ApiError(f"{method} {path} {said}", status=status, project_id=project_id, job_id=job_id)
+    if status == 403:  # the key is good, but may not read this: its project or job fails
+        said = f"answered HTTP 403, the API key may not read it: {_error_text(response)}"
+        return Forbidden(f"{method} {path} {said}", status=status, project_id=project_id, job_id=job_id)
+    if status == 404:
+        kept = answer.of(response, where)
+        said = "answered 404: gone or not visible"
         return NotFound(
-            f"{method} {path} answered 404: gone or not visible",
-            status=404,
-            project_id=where.project_id,
-            job_id=where.job_id,
-            response=answer.of(response, where),
+            f"{method} {path} {said}", status=404, project_id=project_id, job_id=job_id, response=kept
         )
-    return kind(f"{method} {path} {said}", status=status, project_id=where.project_id, job_id=where.job_id)
+    said = f"answered HTTP {status}: {_error_text(response)}"
+    return ApiError(f"{method} {path} {said}", status=status, project_id=project_id, job_id=job_id)
 
 
 def _not_stopping(stopping: threading.Event, method: str, path: str, where: Where) -> None:
