@@ -53,7 +53,8 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
 
     With `keep_unchanged` (a sync's refresh), a table that depends on nothing but its inputs
     (`STEADY`) is left as it is when their fingerprint is the one recorded at its last rewrite, and
-    only the rows of the jobs written since are rewritten when nothing else it reads changed.
+    only the rows of the jobs written since are rewritten when nothing else it reads changed. So is
+    a table whose "now" moves only some of its columns (`CLOCKED`), which are then brought to now.
     `current` names jobs whose rows of those tables the run rewrote as it wrote them (see
     `rewrite_written`): while the inputs are still as they were after the last of those rewrites,
     those rows are left as they are. A table that also counts a running job's hours so far
@@ -90,12 +91,21 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
         if inputs is not None and keep_unchanged:
             if table.name in STEADY:
                 stale = _stale_jobs(jobs, before, inputs, fresh)
+            elif table.name in CLOCKED:  # the run rewrote none of its rows as it wrote them
+                stale = [] if before == inputs else _stale_jobs(jobs, before, inputs, frozenset())
             elif table.name in RUNNING:
                 stale = _stale_runs(jobs, before, inputs, today)
         if stale is not None:
             if stale:
                 rewrite_jobs(connection, table, stale)
-            if table.name in RUNNING and not stale:
+            if table.name in CLOCKED:
+                bring_to_now(connection, table)
+                done.append(
+                    f"{table.name} for {len(stale)} job(s), brought to now"
+                    if stale
+                    else f"{table.name} brought to now"
+                )
+            elif table.name in RUNNING and not stale:
                 done.append(f"{table.name} unchanged today")
             else:
                 kept = (
@@ -206,6 +216,16 @@ def _analyze(connection: Connection) -> None:
 # The facts tables computed from their inputs alone: no "now", no calendar. The others count hours up
 # to the refresh (`job_facts`, `gpu_hours_daily`) or days up to today (`project_storage_daily`).
 STEADY = frozenset({"checkpoint_facts", "checkpoint_lora_modules"})
+# The facts tables computed from their inputs and "now", which moves nothing but these columns of a
+# row: the hours from one of its own timestamps up to now, as its view counts them, and its job's
+# last sighting, which every night moves and no fingerprint counts. Their rows are kept or rewritten
+# by job as a steady table's, then brought to now in one statement (`bring_to_now`): rewriting
+# `job_facts` whole took 0.11 s (SQLite) and 0.15 s (PostgreSQL) of an unchanged 92,520-checkpoint
+# night, and grows with every checkpoint archived.
+CLOCKED: dict[str, dict[str, str]] = {
+    "job_facts": {"hours_in_status": "job_status_since", "hours_since_update": "updated_at"},
+}
+CLOCKED_SIGHTING = "last_seen_at"  # a job's, copied from `training_jobs`
 # The facts tables computed from their inputs and the day: a row a day up to today, within ten years.
 DAILY = frozenset({"project_storage_daily"})
 # The facts tables computed from their inputs, the day, and when each job still running was last seen
@@ -416,6 +436,38 @@ def _indexes_set_aside(connection: Connection, table: sa.Table) -> Iterator[None
     yield
     for _, sql in indexes:  # each as its revision wrote it
         connection.exec_driver_sql(sql)
+
+
+def bring_to_now(connection: Connection, table: sa.Table) -> None:
+    """Set a `CLOCKED` table's hours to now and its jobs' last sightings to the archive's, in one statement.
+
+    The hours are the arithmetic of its view (revision 0008's `hours_between`) on the timestamps the
+    row holds, which are the ones its view read: the same value a rewrite would store.
+    """
+    job = training_jobs.c
+    values: dict[str, Any] = {
+        column: sa.literal_column(_hours_to_now(connection.dialect.name, table.c[since].name))
+        for column, since in CLOCKED[table.name].items()
+    }
+    values[CLOCKED_SIGHTING] = (
+        sa.select(job[CLOCKED_SIGHTING]).where(job.id == table.c.job_id).scalar_subquery()
+    )
+    connection.execute(sa.update(table).values(values))
+
+
+def _hours_to_now(dialect: str, column: str) -> str:
+    """The hours from `column` up to now, as the facts views count them (revision 0008)."""
+    if dialect == "sqlite":
+
+        def micros(ts: str) -> str:  # whole seconds, plus the text's microseconds (none in 'now')
+            return f"(CAST(strftime('%s', {ts}) AS INTEGER) * 1000000 + CAST(substr({ts}, 21, 6) AS INTEGER))"
+
+        now = micros("'now'")
+        return f"CAST({now} - {micros(column)} AS REAL) / 3600000000.0"
+    return (
+        f"CAST(EXTRACT(EPOCH FROM (CURRENT_TIMESTAMP - {column})) * 1000000 AS DOUBLE PRECISION) "
+        "/ CAST(3600000000 AS DOUBLE PRECISION)"
+    )
 
 
 JOBS_A_STATEMENT = 500  # the jobs `rewrite_jobs` names in one statement

@@ -208,9 +208,71 @@ def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(
         ("checkpoint_facts", [other_job]),
         ("checkpoint_lora_modules", [other_job]),
         ("gpu_hours_daily", [other_job]),  # its run so far: up to this sighting
+        ("job_facts", [other_job]),  # the others' rows are brought to now
     ]
-    assert not set(whole) & {*steady, "gpu_hours_daily"} and whole
+    assert not set(whole) & {*steady, "gpu_hours_daily", "job_facts"}
     assert_facts_as_computed(archive)
+
+
+def test_job_facts_rows_are_brought_to_now_and_rewritten_only_for_the_jobs_written(archive: Engine) -> None:
+    """`job_facts` counts hours up to the refresh and shows when each job was last seen, which moves
+    every night: a sync that changed nothing else sets those columns and rewrites no row, one that
+    wrote a job rewrites that job's row, and the table holds what its view computes, hours included."""
+    fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
+    assert fakes.sync(archive, fake).exit_code == 0
+    seen = sa.select(job_facts.c.job_id, job_facts.c.last_seen_at).order_by(job_facts.c.job_id)
+    with archive.connect() as connection:
+        before = connection.execute(seen).all()
+    with watched_rewrites() as (whole, by_job):
+        assert fakes.sync(archive, fake).exit_code == 0  # every job finished: none read again
+    assert "job_facts" not in whole and "job_facts" not in dict(by_job)
+    with archive.connect() as connection:
+        after = connection.execute(seen).all()
+    assert [row.job_id for row in after] == [row.job_id for row in before]
+    assert all(now.last_seen_at > then.last_seen_at for now, then in zip(after, before, strict=True))
+    assert_job_facts_as_computed_at_refresh(archive)
+
+    # A running job is read every night: its row is rewritten (the project shows its latest job, so
+    # the night it starts, every row is).
+    job_id = fake.job_ids()[0]
+    fake.set_job(job_id, current_status="TRAINING_JOB_RUNNING")
+    assert fakes.sync(archive, fake).exit_code == 0
+    assert_job_facts_as_computed_at_refresh(archive)
+    with watched_rewrites() as (whole, by_job):
+        assert fakes.sync(archive, fake).exit_code == 0
+    assert "job_facts" not in whole and dict(by_job)["job_facts"] == [job_id]
+    assert_job_facts_as_computed_at_refresh(archive)
+    assert_job_facts_as_computed_at_refresh(archive)
+
+    fake.set_project(fake.project_ids()[0], name="renamed")  # every job's row reads its project
+    with watched_rewrites() as (whole, by_job):
+        assert fakes.sync(archive, fake).exit_code == 0
+    assert "job_facts" in whole
+    assert_job_facts_as_computed_at_refresh(archive)
+
+
+def assert_job_facts_as_computed_at_refresh(archive: Engine) -> None:
+    """`job_facts` is what its view computes, hours included, when refreshed as a sync does.
+
+    In one transaction, so "now" is the same instant on PostgreSQL; SQLite's 'now' is read per
+    statement, to the whole second, so there the hours may differ by a second's worth.
+    """
+    hours = 1 / 3600 if archive.dialect.name == "sqlite" else 0
+    columns = [c.name for c in job_facts.c]
+    with archive.begin() as connection:
+        facts.refresh(connection, keep_unchanged=True)
+        stored = connection.execute(sa.text(f"SELECT {', '.join(columns)} FROM job_facts")).all()
+        computed = connection.execute(sa.text(f"SELECT {', '.join(columns)} FROM job_facts_live")).all()
+    clocked = [columns.index(name) for name in NOW_COLUMNS]
+    assert len(stored) == len(computed)
+    for have, want in zip(sorted(stored, key=repr), sorted(computed, key=repr), strict=True):
+        assert [v for i, v in enumerate(have) if i not in clocked] == [
+            v for i, v in enumerate(want) if i not in clocked
+        ]
+        for i in clocked:
+            assert (have[i] is None) == (want[i] is None), columns[i]
+            if have[i] is not None:
+                assert abs(have[i] - want[i]) <= hours, (columns[i], have[i], want[i])
 
 
 def test_project_storage_daily_is_kept_while_its_inputs_and_the_day_are_as_they_were(archive: Engine) -> None:
