@@ -547,6 +547,23 @@ def test_a_refresh_leaves_the_facts_tables_indexed_as_their_revision_made_them(a
         assert "ix_checkpoint_facts_job_id" in str(rows(archive, plan))
 
 
+def test_a_jobs_facts_rows_are_replaced_through_an_index_on_job_id(archive: Engine) -> None:
+    """A sync deletes the rows of the jobs it wrote from the steady tables, by job: through an index on
+    `job_id`, not by reading every row (revision 0024 gave `checkpoint_lora_modules` one)."""
+    fake = fakes.small_org()
+    assert fakes.sync(archive, fake).exit_code == 0
+    for table in facts.STEADY:
+        delete = f"DELETE FROM {table} WHERE job_id IN ('a', 'b')"
+        with archive.connect() as connection:
+            if archive.dialect.name == "sqlite":
+                plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {delete}").all()
+            else:  # on a table this small PostgreSQL would rather scan: is there an index it can use?
+                connection.exec_driver_sql("SET enable_seqscan = off")
+                plan = connection.exec_driver_sql(f"EXPLAIN {delete}").all()
+                connection.rollback()
+        assert f"ix_{table}_job_id" in str(plan), (table, plan)
+
+
 def project_labels(archive: Engine) -> dict[str, str]:
     """Each project's name, with its id where another project has the same name (computed here, not read)."""
     named = {str(pid): name for pid, name in rows(archive, "SELECT id, name FROM training_projects")}
