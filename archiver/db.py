@@ -33,6 +33,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 PRIVATE_UMASK = 0o077
 # Rows per statement: well under SQLite's 32,766 bound variables with a dozen columns.
 BATCH_ROWS = 1_000
+# Fewer rows than this go to PostgreSQL as `INSERT ... VALUES` (psycopg pipelines them in one round
+# trip) rather than through a staging table, whose set-up takes four: a project's listing of 50 jobs.
+STAGE_MIN_ROWS = 200
 # The drivers the archiver is written for: it calls pysqlite's and psycopg 3's own APIs.
 DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql+psycopg")
 _URL_HELP = (
@@ -327,13 +330,14 @@ def upsert(
     values are all equal are left untouched, so an unchanged night writes nothing.
 
     SQLite gets one executemany per batch, PostgreSQL one `COPY` into a temporary staging table
-    and one `INSERT ... SELECT`; `bulk.py` says why both bypass per-row statement building. A
-    PostgreSQL role that may not create temporary tables gets `INSERT ... VALUES` instead.
+    and one `INSERT ... SELECT`; `bulk.py` says why both bypass per-row statement building. Fewer
+    rows than STAGE_MIN_ROWS, or a PostgreSQL role that may not create temporary tables, get
+    `INSERT ... VALUES` instead.
     """
     if not rows:
         return
     dialect = connection.dialect.name
-    staged = dialect == "postgresql" and bulk.can_stage(connection)
+    staged = dialect == "postgresql" and len(rows) >= STAGE_MIN_ROWS and bulk.can_stage(connection)
     statement = upsert_statement(
         dialect, table, tuple(rows[0]), tuple(key), tuple(keep), only_if_changed, staged
     )

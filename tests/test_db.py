@@ -50,19 +50,26 @@ def test_many_rows_round_trip_and_update_in_place(archive: Engine) -> None:
         db.upsert(connection, instance_types, first, key=["id"])
     assert archived(archive) == {row["id"]: expected(row) for row in first}
 
+    many = db.STAGE_MIN_ROWS  # on PostgreSQL, through the staging table; fewer go as VALUES
     second = [
         instance_type(i, NIGHT_2, gpu_count=99) if i % 10 == 0 else instance_type(i, NIGHT_2)
-        for i in range(3)
+        for i in range(many)
     ]
+    added = [instance_type(5000 + i, NIGHT_2) for i in range(many)]
+    few = [instance_type(9000 + i, NIGHT_2) for i in range(7)] + [instance_type(2, NIGHT_2, gpu_count=42)]
     with archive.begin() as connection:
         db.upsert(connection, instance_types, second, key=["id"])
         # A second statement on the same table in one transaction stages only its own rows.
-        db.upsert(connection, instance_types, [instance_type(5000, NIGHT_2)], key=["id"])
+        db.upsert(connection, instance_types, added, key=["id"])
+        db.upsert(connection, instance_types, few, key=["id"])
     found = archived(archive)
-    assert len(found) == len(first) + 1
+    assert len(found) == len(first) + len(added) + len(few) - 1
     assert found["type-0"] == expected(instance_type(0, NIGHT_2, gpu_count=99, first_seen_at=NIGHT_1))
     assert found["type-1"] == expected(instance_type(1, NIGHT_2, first_seen_at=NIGHT_1))
-    assert found["type-3"] == expected(first[3])
+    assert found["type-2"] == expected(instance_type(2, NIGHT_2, gpu_count=42, first_seen_at=NIGHT_1))
+    assert found[f"type-{many}"] == expected(first[many])
+    for row in added + few[:-1]:  # both ways store the same values
+        assert found[row["id"]] == expected(row)
 
 
 def test_a_key_given_twice_keeps_the_last_row(archive: Engine) -> None:
