@@ -6,7 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -307,6 +307,31 @@ def test_revision_0022_counts_the_same_storage_from_each_checkpoints_history(arc
     migrate.upgrade(archive)
     assert sorted(rows(archive, query), key=repr) == after == before
     assert any(count for _, _, _, count, _ in before)
+
+
+def test_revision_0025_charges_each_day_to_the_same_team_as_before(archive: Engine) -> None:
+    """0025 finds each day's team by joining the spans of the project's versions instead of three
+    subqueries a row: `project_storage_daily_live` names the same team on every day as before, for
+    projects that changed teams (days before the archive, on the day of each change and after) and
+    for those that never did."""
+    org = archive_org(archive)
+    fake = org.fake
+    moved, renamed = fake.project_ids()[:2]
+    midnight = datetime.combine(NIGHTS[1].date() + timedelta(days=5), datetime.min.time(), UTC)
+    nights = {"research": NIGHTS[1] + timedelta(days=3, hours=3), "platform": midnight}
+    for team, night in [*nights.items(), ("research", midnight + timedelta(days=4, hours=9))]:
+        fake.set_project(moved, team_name=team)  # begun at midnight: from that day, not the day before
+        fake.set_project(renamed, name=f"renamed {night}")  # a new version, the same team
+        assert sync(archive, fake, SyncOptions(full=True), clock=lambda night=night: night).exit_code == 0
+    versions = "SELECT COUNT(*) FROM training_project_versions WHERE id = :p"
+    assert all(int(str(rows(archive, versions, p=p)[0][0])) >= 4 for p in (moved, renamed))
+    query = "SELECT project_id, day, team_name, live_checkpoint_count, live_size_bytes FROM project_storage_daily_live"
+    after = sorted(rows(archive, query), key=repr)
+    migrate.downgrade(archive, "0024")
+    before = sorted(rows(archive, query), key=repr)
+    migrate.upgrade(archive)
+    assert sorted(rows(archive, query), key=repr) == after == before
+    assert len({team for project_id, _, team, _, _ in after if project_id == moved}) == 3
 
 
 def test_revision_0023_computes_the_same_checkpoint_facts_from_labels_and_modules_worked_out_once(
