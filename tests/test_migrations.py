@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -309,6 +310,11 @@ def test_revision_0022_counts_the_same_storage_from_each_checkpoints_history(arc
     assert any(count for _, _, _, count, _ in before)
 
 
+def stopped_at(instant: datetime) -> Callable[[], datetime]:
+    """A clock that always says `instant`."""
+    return lambda: instant
+
+
 def test_revision_0025_charges_each_day_to_the_same_team_as_before(archive: Engine) -> None:
     """0025 finds each day's team by joining the spans of the project's versions instead of three
     subqueries a row: `project_storage_daily_live` names the same team on every day as before, for
@@ -322,7 +328,7 @@ def test_revision_0025_charges_each_day_to_the_same_team_as_before(archive: Engi
     for team, night in [*nights.items(), ("research", midnight + timedelta(days=4, hours=9))]:
         fake.set_project(moved, team_name=team)  # begun at midnight: from that day, not the day before
         fake.set_project(renamed, name=f"renamed {night}")  # a new version, the same team
-        assert sync(archive, fake, SyncOptions(full=True), clock=lambda night=night: night).exit_code == 0
+        assert sync(archive, fake, SyncOptions(full=True), clock=stopped_at(night)).exit_code == 0
     versions = "SELECT COUNT(*) FROM training_project_versions WHERE id = :p"
     assert all(int(str(rows(archive, versions, p=p)[0][0])) >= 4 for p in (moved, renamed))
     query = "SELECT project_id, day, team_name, live_checkpoint_count, live_size_bytes FROM project_storage_daily_live"
