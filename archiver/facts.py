@@ -446,7 +446,7 @@ def bring_to_now(connection: Connection, table: sa.Table) -> None:
     """
     job = training_jobs.c
     values: dict[str, Any] = {
-        column: sa.literal_column(_hours_to_now(connection.dialect.name, table.c[since].name))
+        column: sa.literal_column(_hours_to_now(connection.dialect.name, since))
         for column, since in CLOCKED[table.name].items()
     }
     values[CLOCKED_SIGHTING] = (

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -258,6 +259,20 @@ def test_revisions_0007_and_0011_respell_sqlite_timestamps_and_back(archive: Eng
     assert stored_timestamps(archive) == current
 
 
+def rows_down_and_up(archive: Engine, query: str, revision: str) -> tuple[list[Any], list[Any], list[Any]]:
+    """`query`'s rows, sorted: at the head, after a downgrade to `revision`, and after the upgrade back."""
+    at_head = sorted(rows(archive, query), key=repr)
+    migrate.downgrade(archive, revision)
+    below = sorted(rows(archive, query), key=repr)
+    migrate.upgrade(archive)
+    return at_head, below, sorted(rows(archive, query), key=repr)
+
+
+def stopped_at(instant: datetime) -> Callable[[], datetime]:
+    """A clock that always says `instant`."""
+    return lambda: instant
+
+
 def test_revision_0021_finds_the_same_latest_checkpoints_and_keeps_the_view_readable(archive: Engine) -> None:
     """0021 looks up each job's latest checkpoint through an index instead of ranking every checkpoint:
     `job_facts_live` names the same checkpoint for every job as before, ties and undated ones included,
@@ -302,17 +317,9 @@ def test_revision_0022_counts_the_same_storage_from_each_checkpoints_history(arc
     assert sync(archive, fake, SyncOptions(full=True), clock=lambda: later).exit_code == 0
     assert rows(archive, "SELECT id FROM checkpoint_history LIMIT 1")
     query = "SELECT project_id, day, team_name, live_checkpoint_count, live_size_bytes FROM project_storage_daily_live"
-    after = sorted(rows(archive, query), key=repr)
-    migrate.downgrade(archive, "0021")
-    before = sorted(rows(archive, query), key=repr)
-    migrate.upgrade(archive)
-    assert sorted(rows(archive, query), key=repr) == after == before
+    after, before, again = rows_down_and_up(archive, query, "0021")
+    assert again == after == before
     assert any(count for _, _, _, count, _ in before)
-
-
-def stopped_at(instant: datetime) -> Callable[[], datetime]:
-    """A clock that always says `instant`."""
-    return lambda: instant
 
 
 def test_revision_0025_charges_each_day_to_the_same_team_as_before(archive: Engine) -> None:
@@ -332,11 +339,8 @@ def test_revision_0025_charges_each_day_to_the_same_team_as_before(archive: Engi
     versions = "SELECT COUNT(*) FROM training_project_versions WHERE id = :p"
     assert all(int(str(rows(archive, versions, p=p)[0][0])) >= 4 for p in (moved, renamed))
     query = "SELECT project_id, day, team_name, live_checkpoint_count, live_size_bytes FROM project_storage_daily_live"
-    after = sorted(rows(archive, query), key=repr)
-    migrate.downgrade(archive, "0024")
-    before = sorted(rows(archive, query), key=repr)
-    migrate.upgrade(archive)
-    assert sorted(rows(archive, query), key=repr) == after == before
+    after, before, again = rows_down_and_up(archive, query, "0024")
+    assert again == after == before
     assert len({team for project_id, _, team, _, _ in after if project_id == moved}) == 3
 
 
@@ -351,11 +355,8 @@ def test_revision_0023_computes_the_same_checkpoint_facts_from_labels_and_module
     fake.set_project(second, name=fake.project(first)["name"])  # a label collision: both get their id
     later = NIGHTS[1] + timedelta(days=3)
     assert sync(archive, fake, SyncOptions(full=True), clock=lambda: later).exit_code == 0
-    after = sorted(rows(archive, "SELECT * FROM checkpoint_facts_live"), key=repr)
-    migrate.downgrade(archive, "0022")
-    before = sorted(rows(archive, "SELECT * FROM checkpoint_facts_live"), key=repr)
-    migrate.upgrade(archive)
-    assert sorted(rows(archive, "SELECT * FROM checkpoint_facts_live"), key=repr) == after == before
+    after, before, again = rows_down_and_up(archive, "SELECT * FROM checkpoint_facts_live", "0022")
+    assert again == after == before
     labels = rows(
         archive, f"SELECT DISTINCT project_label FROM checkpoint_facts_live WHERE project_id = '{second}'"
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +17,8 @@ from archiver.sync import SyncOptions, run_sync
 
 from .support import fakes
 from .support.databases import rows
+
+T = TypeVar("T")
 
 
 def test_a_job_listed_twice_is_fetched_and_counted_once(archive: Engine) -> None:
@@ -53,20 +57,29 @@ def test_each_job_listing_is_written_once_those_before_it_are_in_not_after_the_l
     fake = fakes.small_org(projects=3)
     first, *_, last = sorted(fake.project_ids())
     seen_first: list[bool] = []
-
-    def hold_the_last(method: str, path: str, body: bytes) -> Response | None:
-        if path == f"/v1/training_projects/{last}/jobs":
-            deadline = time.monotonic() + 10
-            while not (found := _jobs_of(archive, first)) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            seen_first.append(bool(found))
-        return None
-
-    fake.intercept(hold_the_last)
+    path = f"/v1/training_projects/{last}/jobs"
+    fake.intercept(_held_until(path, lambda: bool(_jobs_of(archive, first)), seen_first, 10))
     report = fakes.sync(archive, fake)
     assert report.exit_code == 0 and report.counts.projects == 3
     assert seen_first == [True]
     assert sorted(rows(archive, "SELECT id FROM training_jobs")) == sorted((j,) for j in fake.job_ids())
+
+
+def _held_until(
+    path: str, found: Callable[[], T], seen: list[T], within_s: float
+) -> Callable[[str, str, bytes], Response | None]:
+    """An interception that holds the request for `path` until `found()` holds (at most `within_s`),
+    then lets it through, noting in `seen` what it found."""
+
+    def hold(method: str, asked: str, body: bytes) -> Response | None:
+        if asked == path:
+            deadline = time.monotonic() + within_s
+            while not (what := found()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            seen.append(what)
+        return None
+
+    return hold
 
 
 def _jobs_of(archive: Engine, project_id: str) -> int:
@@ -83,16 +96,8 @@ def test_jobs_read_while_the_writer_would_wait_are_written_before_the_batch_fill
     (project,) = fake.project_ids()
     held, *others = fake.job_ids()
     seen_others: list[int] = []
-
-    def hold_one(method: str, path: str, body: bytes) -> Response | None:
-        if path == f"/v1/training_projects/{project}/jobs/{held}/checkpoints":
-            deadline = time.monotonic() + 5
-            while not (found := _checkpoints_of(archive, others)) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            seen_others.append(found)
-        return None
-
-    fake.intercept(hold_one)
+    path = f"/v1/training_projects/{project}/jobs/{held}/checkpoints"
+    fake.intercept(_held_until(path, lambda: _checkpoints_of(archive, others), seen_others, 5))
     # A batch of 24 rows would hold all four jobs (3 rows each): it is written early from 3.
     report = fakes.sync(archive, fake, SyncOptions(batch_rows=24))
     assert report.exit_code == 0 and report.counts.jobs_fetched == 4
