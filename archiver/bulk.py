@@ -78,20 +78,32 @@ def executemany(
     Not `executemany`: SQLite's driver lets go of the GIL around each row's step and must then win
     it back from the fetch threads, which keep it up to 5 ms each time (`sys.getswitchinterval`).
     Writing 10,000 rows then waited on the GIL 10,000 times. A statement of many rows waits once.
+    The rows a full statement leaves go as statements of 256, 128, ... 1 rows (`_pieces`): a few
+    waits, and a few statement texts for the driver's cache, however many rows are left.
     """
     sql, columns = _compiled(statement, connection.dialect, tuple(rows[0]))
     processors = converters(table, columns, connection.dialect)
     per_statement = _rows_per_statement(connection, len(columns))
-    many = _many_rows(sql, len(columns), per_statement)
     for start in range(0, len(rows), batch_rows):
         params = driver_rows(rows[start : start + batch_rows], columns, processors)
-        whole = len(params) - len(params) % per_statement
-        for at in range(0, whole, per_statement):
+        at = 0
+        for size in _pieces(len(params), per_statement):
             connection.exec_driver_sql(
-                many, tuple(itertools.chain.from_iterable(params[at : at + per_statement]))
+                _many_rows(sql, len(columns), size),
+                tuple(itertools.chain.from_iterable(params[at : at + size])),
             )
-        if whole < len(params):  # the rest, fewer than a statement holds: one executemany
-            connection.exec_driver_sql(sql, params[whole:])
+            at += size
+
+
+def _pieces(rows: int, most: int) -> list[int]:
+    """Split `rows` into statements of `most` rows, then of falling powers of two for the rest."""
+    pieces = [most] * (rows // most)
+    rest = rows % most
+    while rest:
+        size = 1 << (rest.bit_length() - 1)
+        pieces.append(size)
+        rest -= size
+    return pieces
 
 
 # Rows a multi-row statement holds at most: its text and its parameters grow with it.

@@ -350,6 +350,21 @@ def upsert(
         bulk.executemany(connection, statement, table, rows, BATCH_ROWS)
 
 
+def insert(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows (all naming the same columns): on SQLite many a statement, as `upsert` does."""
+    if not rows:
+        return
+    if connection.dialect.name == "sqlite":
+        bulk.executemany(connection, _insert_statement(table), table, rows, BATCH_ROWS)
+    else:
+        connection.execute(_insert_statement(table), list(rows))
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_statement(table: sa.Table) -> sa.Insert:
+    return sa.insert(table)
+
+
 @functools.lru_cache(maxsize=256)
 def upsert_statement(
     dialect: str,

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from archiver.answer import ZLIB_LEVEL, ApiResponse
-from archiver.db import chunked, upsert
+from archiver.db import chunked, insert, upsert
 from archiver.normalize import canonical_json
 from archiver.schema import api_response_bodies, api_responses
 
@@ -76,8 +76,9 @@ def keep(connection: Connection, run_id: int, kept: Sequence[Kept]) -> None:
     if new:
         upsert(connection, api_response_bodies, new, key=["sha256"], keep=list(new[0]))
         body_ids.update(_body_ids(connection, [sha for sha in bodies if sha not in body_ids]))
-    connection.execute(
-        sa.insert(api_responses),
+    insert(
+        connection,
+        api_responses,
         [
             {
                 "sync_run_id": run_id,

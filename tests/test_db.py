@@ -85,7 +85,7 @@ def test_a_key_given_twice_keeps_the_last_row(archive: Engine) -> None:
 
 def test_a_key_given_twice_keeps_the_last_row_within_and_across_statements(archive: Engine) -> None:
     """SQLite writes many rows a statement (`bulk.MAX_ROWS_PER_STATEMENT`): a key twice in one of them,
-    in two of them, or in one and in the rest written row by row, keeps the later row, as row by row did."""
+    in two of them, or in one and in a piece of the rest, keeps the later row, as row by row did."""
     size = bulk.MAX_ROWS_PER_STATEMENT
     rows = [instance_type(i, NIGHT_1, name=f"row {i}") for i in range(2 * size + 17)]
     twice = {3: 3 + size // 2, 7: 7 + size, 11: 2 * size + 5}  # earlier position -> later one
@@ -98,6 +98,32 @@ def test_a_key_given_twice_keeps_the_last_row_within_and_across_statements(archi
     for earlier, later in twice.items():
         assert found[f"type-{earlier}"][1] == f"row {later}"
     assert found["type-4"][1] == "row 4"
+
+
+def test_the_rows_a_full_statement_leaves_go_in_a_few_statements(archive: Engine) -> None:
+    """On SQLite, the 255 rows after two full statements go as 128, 64, ... 1 rows a statement, not
+    one statement a row: each statement is a wait for the GIL while fetch threads hold it."""
+    size = bulk.MAX_ROWS_PER_STATEMENT
+    rows = [instance_type(i, NIGHT_1, name=f"row {i}") for i in range(2 * size + 255)]
+    rows[-1] = instance_type(2 * size, NIGHT_1, name="the last row")  # its key is in the rest twice
+    statements: list[int] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.startswith("INSERT INTO instance_types"):
+            statements.append(len(parameters) if many else 1)
+
+    sa.event.listen(archive, "before_cursor_execute", count)
+    try:
+        with archive.begin() as connection:
+            db.upsert(connection, instance_types, rows, key=["id"])
+    finally:
+        sa.event.remove(archive, "before_cursor_execute", count)
+    found = archived(archive)
+    assert len(found) == len(rows) - 1
+    assert found[f"type-{2 * size}"][1] == "the last row"
+    assert found[f"type-{2 * size + 253}"] == expected(rows[-2])
+    if archive.dialect.name == "sqlite":
+        assert statements == [1] * 10  # 2 full, then 128, 64, 32, 16, 8, 4, 2, 1
 
 
 def test_only_if_changed_leaves_equal_rows_alone(archive: Engine) -> None:
