@@ -291,8 +291,48 @@ def _unread_object(value: Any, where: Where) -> Mapping[str, Any]:
 
 
 def _lora_config(value: Any, where: Where) -> Row:
+    # A job's checkpoints share a few configs: each distinct one is serialized and hashed once.
+    # The row is shared by the checkpoints that carry it; nothing downstream changes it.
+    key = _as_key(value, 0)
+    if key is not None and (known := _LORA_ROWS.get(key)) is not None:
+        return known
     config = obj(value, where)
-    return lora_config_row(config, _stored_text(config, where, **_CANONICAL))
+    row = lora_config_row(config, _stored_text(config, where, **_CANONICAL))  # may refuse it: not kept
+    if key is not None:
+        if len(_LORA_ROWS) >= _LORA_ROWS_HELD:
+            _LORA_ROWS.clear()
+        _LORA_ROWS[key] = row
+    return row
+
+
+_LORA_ROWS: dict[tuple[Any, ...], Row] = {}  # LoRA config rows by `_as_key`, shared by the fetch threads
+_LORA_ROWS_HELD = 1_024
+_KEY_DEPTH = 8  # a config nested deeper is not remembered (and `_stored_text` judges its depth)
+
+
+def _as_key(value: Any, depth: int) -> tuple[Any, ...] | None:
+    """A key equal for two parsed JSON values exactly when they are the same document, keys in the same order.
+
+    Types are part of it (`1`, `1.0` and `true` are equal in Python, not in JSON), and floats are
+    compared by their text (`0.0` and `-0.0`). None for what is not plain JSON, or nests too deep.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return (kind, value)
+    if kind is float:
+        return (kind, repr(value))
+    if depth >= _KEY_DEPTH or (kind is not dict and kind is not list):
+        return None
+    items = value.items() if kind is dict else enumerate(value)
+    parts: list[Any] = [kind]
+    for name, item in items:
+        if type(name) is not str and kind is dict:
+            return None
+        part = _as_key(item, depth + 1)
+        if part is None:
+            return None
+        parts += (name, part)
+    return tuple(parts)
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,49 @@ def test_values_no_database_can_hold_fail_the_job_by_name(breakage: Any, field: 
     assert "\x00" not in message and "\ud800" not in message
 
 
+def test_lora_configs_equal_in_python_but_not_in_json_stay_apart() -> None:
+    """A listing's configs are serialized once per distinct document: `1`, `1.0` and `true`, or
+    `0.0` and `-0.0`, are equal in Python and must still be told apart, each kept as sent."""
+    variants = [
+        {**LORA, "r": 16},
+        {**LORA, "r": 16.0},
+        {**LORA, "r": True},
+        {**LORA, "lora_dropout": 0.0},
+        {**LORA, "lora_dropout": -0.0},
+        {**LORA, "target_modules": ["q_proj", 1]},
+        {**LORA, "target_modules": ["q_proj", True]},
+        {**LORA, "target_modules": ["q_proj", 1]},  # the first of these again: the same config
+    ]
+    body = payload()
+    body["checkpoints"] = [
+        {**CHECKPOINTS[0], "checkpoint_id": f"checkpoint-{index}", "lora_adapter_config": variant}
+        for index, variant in enumerate(variants)
+    ]
+    page = checkpoint_listing(copy.deepcopy(body), "n4q95w5", "p7qr9qv")
+    shas = [row["lora_config_sha256"] for row in page.checkpoints]
+    assert len(set(shas)) == len(variants) - 1 and shas[-1] == shas[-3]
+    for sha, variant in zip(shas, variants, strict=True):
+        config = page.lora_configs[sha]["config"]
+        assert json.dumps(config) == json.dumps(variant)
+    assert page.lora_configs[shas[0]]["r"] == 16 and page.lora_configs[shas[2]]["r"] is None
+    # Read again, the same documents give the same rows.
+    again = checkpoint_listing(copy.deepcopy(body), "n4q95w5", "p7qr9qv")
+    assert [row["lora_config_sha256"] for row in again.checkpoints] == shas
+
+
+def test_a_bad_lora_config_is_refused_at_every_entry_that_carries_it() -> None:
+    body = payload()
+    bad = {**LORA, "lora_alpha": float("nan")}
+    body["checkpoints"] = [
+        {**CHECKPOINTS[0], "checkpoint_id": f"checkpoint-{index}", "lora_adapter_config": dict(bad)}
+        for index in range(3)
+    ]
+    listing = normalize.checkpoint_listing(body, "n4q95w5", "p7qr9qv")
+    assert listing.checkpoints == []
+    assert [str(rejected.error).count("checkpoints[") for rejected in listing.rejected] == [1, 1, 1]
+    assert all(f"checkpoints[{i}]" in str(r.error) for i, r in enumerate(listing.rejected))
+
+
 def test_huge_numbers_in_a_lora_config_stay_exact_in_the_document() -> None:
     row = lora_config_row({"r": 2**70, "lora_alpha": 10**400, "lora_dropout": 2**60 + 1})
     assert row["r"] is None and row["lora_alpha"] is None and row["lora_dropout"] == float(2**60)
