@@ -77,9 +77,11 @@ def sqlite_text(value: datetime | None) -> str | None:
     """
     if value is None:
         return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
+    if value.tzinfo is None:
+        return value.isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
 
 
 # JSONB on PostgreSQL: it has equality (needed to skip unchanged rows) and indexes.

@@ -8,7 +8,8 @@ commit. What a table's rows are, and when they are written, is `archiver.store`'
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -85,16 +86,17 @@ def save_versions(
     """
     counts = WriteCounts()
     pending = iter(rows)
+    key_of, values_of = _getter(tuple(key)), _getter(versioned.values)
     # A piece at a time: a job of 100,000 checkpoints must not hold them all twice over.
     while piece := list(itertools.islice(pending, WRITE_PIECE_ROWS)):
         changed: list[Row] = []
         superseded: list[Any] = []
         unchanged: list[Any] = []
         for row in piece:
-            before = archived.pop(tuple(row[name] for name in key), None)
+            before = archived.pop(key_of(row), None)
             if before is None:
                 counts.inserted += 1
-            elif before.values != tuple(row[name] for name in versioned.values):
+            elif before.values != values_of(row):
                 counts.updated += 1
                 if before.valid_from < now:
                     superseded.append(before.id)
@@ -106,6 +108,14 @@ def save_versions(
         del piece
         _write_versions(connection, versioned, changed, superseded, unchanged, now, key=key, touch=touch)
     return counts
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Row], tuple[Any, ...]]:
+    """A row's values of `names`, as a tuple (`itemgetter` of one name returns the value itself)."""
+    if len(names) == 1:
+        (name,) = names
+        return lambda row: (row[name],)
+    return operator.itemgetter(*names)
 
 
 def _write_versions(
