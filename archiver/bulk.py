@@ -44,26 +44,27 @@ def driver_rows(
     )
     if not any(processors):
         return [values_of(row) for row in rows]
-    steps = [(index, _last_remembered(process)) for index, process in enumerate(processors) if process]
+    # Per column to convert: its converter, the value converted last and what it became (the run's
+    # timestamp is on every row: converted once), and whether a null goes through as it is.
+    steps = [
+        (index, process, [_NOTHING, None], process(None) is None)
+        for index, process in enumerate(processors)
+        if process
+    ]
     converted = []
     for row in rows:
         values = list(values_of(row))
-        for index, process in steps:
-            values[index] = process(values[index])
+        for index, process, last, null_stays in steps:
+            value = values[index]
+            if value is None and null_stays:
+                continue
+            if value is last[0]:
+                values[index] = last[1]
+            else:
+                last[0] = value
+                values[index] = last[1] = process(value)
         converted.append(tuple(values))
     return converted
-
-
-def _last_remembered(process: Processor) -> Processor:
-    """Skip converting a value that is the very object converted last: the run's timestamp on every row."""
-    last: list[Any] = [_NOTHING, None]
-
-    def convert(value: Any) -> Any:
-        if value is not last[0]:
-            last[0], last[1] = value, process(value)
-        return last[1]
-
-    return convert
 
 
 def executemany(
