@@ -219,10 +219,14 @@ def _as_integer(value: Any) -> int:
     return int(value)
 
 
+_BOUNDS = {bits: 2 ** (bits - 1) for bits in (32, 64)}  # a signed integer of `bits` bits is below this
+
+
 def _exact_integer(value: Any, bits: int) -> int:
     """Return value as an int if it is exactly an integer of `bits` bits; raise ValueError saying why not."""
     exact = _as_integer(value)
-    if not -(2 ** (bits - 1)) <= exact < 2 ** (bits - 1):
+    bound = _BOUNDS.get(bits) or 2 ** (bits - 1)
+    if not -bound <= exact < bound:
         raise ValueError(f"integer {exact} does not fit in {bits} bits")
     return exact
 
