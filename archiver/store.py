@@ -30,6 +30,7 @@ from archiver.normalize import (
 )
 from archiver.schema import (
     VERSIONS,
+    UTCDateTime,
     checkpoints,
     instance_types,
     lora_adapter_configs,
@@ -482,11 +483,17 @@ def _mark_fetched(
 
 
 def _record_fetches(connection: Connection, states: Sequence[Row], now: datetime) -> None:
-    """Record each job's read: one statement per `FETCHES_PER_STATEMENT` jobs.
+    """Record each job's read: on PostgreSQL one `UPDATE` a job, pipelined (one round trip); on
+    SQLite one statement per `FETCHES_PER_STATEMENT` jobs.
 
-    Not one `UPDATE` a job: SQLite's driver lets go of the GIL around each row's step, and the
+    Not one `UPDATE` a job on SQLite: its driver lets go of the GIL around each row's step, and the
     writer then waits for the fetch threads to hand it back (see `bulk.executemany`).
     """
+    if not states:
+        return
+    if connection.dialect.name != "sqlite":
+        connection.execute(_record_fetch_statement(), [{**state, "now": now} for state in states])
+        return
     by_job = list({state["job_id"]: state for state in states}.values())  # a job read twice: its later read
     for start in range(0, len(by_job), FETCHES_PER_STATEMENT):
         batch = by_job[start : start + FETCHES_PER_STATEMENT]
@@ -505,6 +512,22 @@ _FETCH_COLUMNS = {
     "job_status": "checkpoints_fetched_job_status",
     "all_complete": "checkpoints_all_complete",
 }
+
+
+@functools.cache
+def _record_fetch_statement() -> sa.Update:
+    """`UPDATE training_jobs SET ... WHERE id = :job_id`: one job's read."""
+    return (
+        sa.update(training_jobs)
+        .where(training_jobs.c.id == sa.bindparam("job_id"))
+        .values(
+            checkpoints_fetched_at=sa.bindparam("now", type_=UTCDateTime()),
+            **{
+                column: sa.bindparam(name, type_=training_jobs.c[column].type)
+                for name, column in _FETCH_COLUMNS.items()
+            },
+        )
+    )
 
 
 @functools.cache
