@@ -10,7 +10,6 @@ versions.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from archiver import reads
 from archiver.db import chunked, upsert
 from archiver.normalize import (
     TERMINAL_JOB_STATUSES,
@@ -30,7 +30,6 @@ from archiver.normalize import (
 )
 from archiver.schema import (
     VERSIONS,
-    UTCDateTime,
     checkpoints,
     instance_types,
     lora_adapter_configs,
@@ -479,78 +478,7 @@ def _fetch_state(listing: CheckpointListing | LargeListing) -> Row:
 def _mark_fetched(
     connection: Connection, listings: Sequence[CheckpointListing | LargeListing], now: datetime
 ) -> None:
-    _record_fetches(connection, [_fetch_state(listing) for listing in listings], now)
-
-
-def _record_fetches(connection: Connection, states: Sequence[Row], now: datetime) -> None:
-    """Record each job's read: on PostgreSQL one `UPDATE` a job, pipelined (one round trip); on
-    SQLite one statement per `FETCHES_PER_STATEMENT` jobs.
-
-    Not one `UPDATE` a job on SQLite: its driver lets go of the GIL around each row's step, and the
-    writer then waits for the fetch threads to hand it back (see `bulk.executemany`).
-    """
-    if not states:
-        return
-    if connection.dialect.name != "sqlite":
-        connection.execute(_record_fetch_statement(), [{**state, "now": now} for state in states])
-        return
-    by_job = list({state["job_id"]: state for state in states}.values())  # a job read twice: its later read
-    for start in range(0, len(by_job), FETCHES_PER_STATEMENT):
-        batch = by_job[start : start + FETCHES_PER_STATEMENT]
-        batch += [batch[-1]] * (FETCHES_PER_STATEMENT - len(batch))  # one shape: one compiled statement
-        params: dict[str, Any] = {"now": now}
-        for index, state in enumerate(batch):
-            for name in ("job_id", *_FETCH_COLUMNS):
-                params[f"{name}_{index}"] = state[name]
-        connection.execute(_record_fetches_statement(), params)
-
-
-FETCHES_PER_STATEMENT = 100
-# A fetch state's values, and the columns of `training_jobs` that record them.
-_FETCH_COLUMNS = {
-    "job_updated_at": "checkpoints_fetched_job_updated_at",
-    "job_status": "checkpoints_fetched_job_status",
-    "all_complete": "checkpoints_all_complete",
-}
-
-
-@functools.cache
-def _record_fetch_statement() -> sa.Update:
-    """`UPDATE training_jobs SET ... WHERE id = :job_id`: one job's read."""
-    return (
-        sa.update(training_jobs)
-        .where(training_jobs.c.id == sa.bindparam("job_id"))
-        .values(
-            checkpoints_fetched_at=sa.bindparam("now", type_=UTCDateTime()),
-            **{
-                column: sa.bindparam(name, type_=training_jobs.c[column].type)
-                for name, column in _FETCH_COLUMNS.items()
-            },
-        )
-    )
-
-
-@functools.cache
-def _record_fetches_statement() -> sa.Update:
-    """`UPDATE training_jobs SET <column> = CASE id WHEN :job_id_0 THEN :<value>_0 ... END, ...`."""
-    jobs = training_jobs.c
-    indexes = range(FETCHES_PER_STATEMENT)
-
-    def per_job(name: str, column: sa.Column[Any]) -> sa.Case[Any]:
-        whens = [
-            (sa.bindparam(f"job_id_{i}", type_=jobs.id.type), sa.bindparam(f"{name}_{i}", type_=column.type))
-            for i in indexes
-        ]
-        return sa.case(*((jobs.id == job, value) for job, value in whens))
-
-    return (
-        sa.update(training_jobs)
-        .where(jobs.id.in_([sa.bindparam(f"job_id_{i}", type_=jobs.id.type) for i in indexes]))
-        .values(
-            checkpoints_fetched_at=sa.bindparam("now", type_=jobs.checkpoints_fetched_at.type),
-            **{column: per_job(name, jobs[column]) for name, column in _FETCH_COLUMNS.items()},
-        )
-    )
+    reads.record(connection, [_fetch_state(listing) for listing in listings], now)
 
 
 def mark_vanished(connection: Connection, vanished: dict[str, Vanished], now: datetime) -> int:
@@ -559,7 +487,7 @@ def mark_vanished(connection: Connection, vanished: dict[str, Vanished], now: da
     for job_id in sorted(vanished):
         for batch in chunked(vanished[job_id].row_ids):
             marked += _mark_checkpoints_deleted(connection, checkpoints.c.id.in_(batch), now)
-    _record_fetches(connection, [vanished[job_id].fetched for job_id in sorted(vanished)], now)
+    reads.record(connection, [vanished[job_id].fetched for job_id in sorted(vanished)], now)
     return marked
 
 
