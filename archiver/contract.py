@@ -301,8 +301,9 @@ def _lora_config(value: Any, where: Where) -> Row:
     if key is not None and (known := _LORA_ROWS.get(key)) is not None:
         return known
     config = obj(value, where)
-    row = lora_config_row(config, _stored_text(config, where, **_CANONICAL))  # may refuse it: not kept
-    if key is not None:
+    canonical = _stored_text(config, where, **_CANONICAL)  # may refuse it: then it is not remembered
+    row = lora_config_row(config, canonical)
+    if key is not None and len(canonical) <= _LORA_TEXT_HELD:  # a large one is not held on to
         if len(_LORA_ROWS) >= _LORA_ROWS_HELD:
             _LORA_ROWS.clear()
         _LORA_ROWS[key] = row
@@ -311,21 +312,24 @@ def _lora_config(value: Any, where: Where) -> Row:
 
 _LORA_ROWS: dict[tuple[Any, ...], Row] = {}  # LoRA config rows by `_as_key`, shared by the fetch threads
 _LORA_ROWS_HELD = 1_024
+_LORA_TEXT_HELD = 4_096  # characters of a remembered config's canonical text, at most
 _KEY_DEPTH = 8  # a config nested deeper is not remembered (and `_stored_text` judges its depth)
+_KEY_ITEMS = 64  # nor one with a longer list or object anywhere
 
 
 def _as_key(value: Any, depth: int) -> tuple[Any, ...] | None:
     """A key equal for two parsed JSON values exactly when they are the same document, keys in the same order.
 
     Types are part of it (`1`, `1.0` and `true` are equal in Python, not in JSON), and floats are
-    compared by their text (`0.0` and `-0.0`). None for what is not plain JSON, or nests too deep.
+    compared by their text (`0.0` and `-0.0`). None for what is not plain JSON, nests too deep, or
+    holds a longer list or object than `_KEY_ITEMS`.
     """
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return (kind, value)
     if kind is float:
         return (kind, repr(value))
-    if depth >= _KEY_DEPTH or (kind is not dict and kind is not list):
+    if depth >= _KEY_DEPTH or (kind is not dict and kind is not list) or len(value) > _KEY_ITEMS:
         return None
     items = value.items() if kind is dict else enumerate(value)
     parts: list[Any] = [kind]

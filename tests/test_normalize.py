@@ -219,6 +219,25 @@ def test_lora_configs_equal_in_python_but_not_in_json_stay_apart() -> None:
     assert [row["lora_config_sha256"] for row in again.checkpoints] == shas
 
 
+def test_the_lora_configs_remembered_are_few_and_small() -> None:
+    """Configs are remembered to be read once (`contract._lora_config`), but a server sending large or
+    ever new ones must not make the process hold on to them: at most 1,024, none over 4 KiB."""
+    from archiver import contract
+
+    body = payload()
+    large = [{**LORA, "notes": f"{index} " + "x" * 5_000} for index in range(3)]
+    many = [{**LORA, "r": index} for index in range(1_100)]
+    body["checkpoints"] = [
+        {**CHECKPOINTS[0], "checkpoint_id": f"checkpoint-{index}", "lora_adapter_config": config}
+        for index, config in enumerate(many + large)
+    ]
+    page = checkpoint_listing(body, "n4q95w5", "p7qr9qv")
+    assert len(page.lora_configs) == len(large) + len(many)  # each read, remembered or not
+    assert 0 < len(contract._LORA_ROWS) <= 1_024
+    assert all(len(json.dumps(row["config"])) <= 4_096 for row in contract._LORA_ROWS.values())
+    assert not any("notes" in row["config"] for row in contract._LORA_ROWS.values())
+
+
 def test_a_bad_lora_config_is_refused_at_every_entry_that_carries_it() -> None:
     body = payload()
     bad = {**LORA, "lora_alpha": float("nan")}
