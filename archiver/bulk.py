@@ -47,7 +47,7 @@ def driver_rows(
     # Per column to convert: its converter, the value converted last and what it became (the run's
     # timestamp is on every row: converted once), and whether a null goes through as it is.
     steps = [
-        (index, process, [_NOTHING, None], process(None) is None)
+        (index, process, [_NOTHING, None], _keeps_null(process))
         for index, process in enumerate(processors)
         if process
     ]
@@ -65,6 +65,14 @@ def driver_rows(
                 values[index] = last[1] = process(value)
         converted.append(tuple(values))
     return converted
+
+
+def _keeps_null(process: Processor) -> bool:
+    """Whether a converter turns a null into a null (then nulls need not go through it)."""
+    try:
+        return process(None) is None
+    except Exception:  # one that cannot take a null is asked only for the values it gets
+        return False
 
 
 def executemany(

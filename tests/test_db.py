@@ -150,3 +150,25 @@ def test_a_failed_transaction_leaves_nothing_staged(archive: Engine) -> None:
     with archive.begin() as connection:
         db.upsert(connection, instance_types, [instance_type(2, NIGHT_1)], key=["id"])
     assert set(archived(archive)) == {"type-2"}
+
+
+def test_driver_rows_convert_each_value_as_its_column_would() -> None:
+    """Converted once per distinct object, nulls as the converter makes them, and a converter that
+    cannot take a null is only asked for the values it gets."""
+    calls: list[Any] = []
+
+    def shout(value: Any) -> Any:
+        calls.append(value)
+        return value.upper()
+
+    def null_as_text(value: Any) -> Any:
+        return "null" if value is None else value
+
+    same = "kept"
+    rows = [{"a": same, "b": None}, {"a": same, "b": "x"}, {"a": "other", "b": None}]
+    assert bulk.driver_rows(rows, ["a", "b"], [shout, null_as_text]) == [
+        ("KEPT", "null"),
+        ("KEPT", "x"),
+        ("OTHER", "null"),
+    ]
+    assert calls == [None, same, "other"]  # asked once whether it keeps a null (it cannot), then per object
