@@ -165,7 +165,7 @@ def test_driver_rows_convert_each_value_as_its_column_would() -> None:
         return "null" if value is None else value
 
     same = "kept"
-    rows = [{"a": same, "b": None}, {"a": same, "b": "x"}, {"a": "other", "b": None}]
+    rows: list[dict[str, Any]] = [{"a": same, "b": None}, {"a": same, "b": "x"}, {"a": "other", "b": None}]
     assert bulk.driver_rows(rows, ["a", "b"], [shout, null_as_text]) == [
         ("KEPT", "null"),
         ("KEPT", "x"),
