@@ -13,19 +13,12 @@ import sys
 import time
 from collections.abc import Callable
 from types import TracebackType
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from typing import TYPE_CHECKING
 
 from archiver import logs
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 DEFAULT_INTERVAL_S = 30.0
 
@@ -63,6 +56,17 @@ class SyncProgress:
 
     def __enter__(self) -> SyncProgress:
         if self._mode == "bar":
+            # Loaded here: a sync with no terminal to draw on (cron) does without it.
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             self._bar = Progress(
                 TextColumn("[bold]jobs"),
                 BarColumn(),
