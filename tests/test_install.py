@@ -6,6 +6,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -189,3 +190,22 @@ def test_a_wheel_ships_every_package_of_the_tree() -> None:
     }
     tree |= {"archiver._migrations", "archiver._migrations.versions"}  # migrations/, shipped inside
     assert tree == listed
+
+
+def test_the_command_does_not_load_httpxs_command_line_client() -> None:
+    """httpx loads its own command line client (rich, pygments) when they are installed: a good part of
+    every start. The `archiver` command keeps it from doing so; its requests are made as ever."""
+    script = (
+        "import sys\n"
+        "from archiver.entry import main\n"
+        "sys.argv = ['archiver', '--version']\n"
+        "status = main()\n"
+        "import httpx\n"
+        "response = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204))).get('http://x/')\n"
+        "print(status, response.status_code, 'rich' in sys.modules, 'pygments' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 204 False False"
