@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -384,15 +385,18 @@ def test_on_postgresql_a_refresh_gives_the_planner_what_the_views_read_as_it_is(
         fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=3, checkpoints_per_job=2, active_fraction=0))
         assert fakes.sync(engine, fake).exit_code == 0
         assert {name: count for name, count in rows(engine, counted)}["training_jobs"] == 6
-        # A large table never analyzed (its counters cleared: the migration analyzed it empty) is. Of the
-        # wide checkpoint_facts, only the column `job_facts_live` groups by, and how many rows it has.
+        # A large table never analyzed (its counters cleared: the migration analyzed it empty) is: after a
+        # run that wrote none of its rows, whole (after one that did, only the column `job_facts_live`
+        # groups by: see `test_postgresql_analyzes_checkpoint_facts_by_job_after_writing_it_and_whole_once_after`),
+        # with how many rows it has.
         with engine.begin() as connection:
             connection.exec_driver_sql(
                 "SELECT pg_stat_reset_single_table_counters('checkpoint_facts'::regclass)"
             )
         assert fakes.sync(engine, fake).exit_code == 0
         gathered = "SELECT attname FROM pg_stats WHERE tablename = 'checkpoint_facts'"
-        assert rows(engine, gathered) == [("job_id",)]
+        columns = {name for (name,) in rows(engine, gathered)}
+        assert {"job_id", "project_id", "checkpoint_id", "size_bytes"} <= columns
         ((estimated,),) = rows(engine, "SELECT reltuples FROM pg_class WHERE relname = 'checkpoint_facts'")
         ((facts_rows,),) = rows(engine, "SELECT count(*) FROM checkpoint_facts")
         assert isinstance(facts_rows, int) and estimated == facts_rows > 0
@@ -1136,3 +1140,62 @@ def test_lora_target_modules_are_one_type_and_a_long_table_by_module(archive: En
         ).all()
     assert [tuple(row) for row in facts] == [("a-1", ["v_proj", "q_proj"]), ("a-2", [regex]), ("a-3", [])]
     assert [tuple(row) for row in long] == [("a-1", "q_proj"), ("a-1", "v_proj"), ("a-2", regex)]
+
+
+def test_postgresql_analyzes_checkpoint_facts_by_job_after_writing_it_and_whole_once_after(
+    postgres_url: str,
+) -> None:
+    """A refresh after a run that wrote `checkpoint_facts` rows (a first load, on its critical path)
+    analyzes the table by `job_id` alone; after a run that wrote none, whole, once a tenth of it changed
+    since; then not again on a night that changed nothing. An `ANALYZE` of some columns leaves the
+    server's count of changes as it was: analyzed by `job_id` each time, it was analyzed at every sync."""
+    engine = db.make_engine(postgres_url)
+    analyzed: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.startswith("ANALYZE"):
+            analyzed.append(statement)
+
+    def changes_counted(enough: Callable[[int], bool]) -> int:
+        """`checkpoint_facts`' changes since its last ANALYZE, once the server counts those of the sync."""
+        engine.dispose()  # a backend that ends reports what it changed
+        deadline = time.monotonic() + 10
+        while True:
+            with engine.connect() as connection:
+                query = (
+                    "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'checkpoint_facts'"
+                )
+                counted = int(connection.exec_driver_sql(query).scalar_one())
+            if enough(counted) or time.monotonic() > deadline:
+                return counted
+            time.sleep(0.1)
+
+    def facts_analyzed() -> list[str]:
+        found = [
+            part for statement in analyzed for part in statement.split(", ") if "checkpoint_facts" in part
+        ]
+        analyzed.clear()
+        return found
+
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        migrate.upgrade(engine)  # its refresh finds the table empty, with no statistics
+        assert facts_analyzed() == ["public.checkpoint_facts"]
+        fake = FakeBaseten(
+            OrgSpec(projects=2, jobs_per_project=25, checkpoints_per_job=50, active_fraction=0)
+        )
+        assert fakes.sync(engine, fake).exit_code == 0  # the first load
+        assert changes_counted(lambda n: n > 1000) > 1000
+        facts_analyzed()  # (whether its refresh saw the count in time is the server's business)
+        with engine.begin() as connection:  # as that refresh does when it sees it
+            facts._analyze(connection, wrote=True)
+        assert facts_analyzed() == ["public.checkpoint_facts (job_id)"]
+        assert changes_counted(lambda n: n > 1000) > 1000  # left as it was by that ANALYZE
+        assert fakes.sync(engine, fake).exit_code == 0  # nothing changed: nothing written
+        assert facts_analyzed() == ["public.checkpoint_facts"]
+        assert changes_counted(lambda n: n == 0) == 0
+        assert fakes.sync(engine, fake).exit_code == 0
+        assert facts_analyzed() == []
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+        engine.dispose()
