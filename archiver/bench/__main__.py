@@ -229,7 +229,8 @@ def main(
             f"\n3. Full sync at {latency_ms:g} ms latency and a {rate_limit:g} requests/s limit, default settings"
         )
         say(
-            f"4. Nightly sync of the unchanged organisation, default settings (target: 1 + {spec.projects} requests, < 5% of 3's wall time)"
+            f"4. Nightly syncs of the unchanged organisation, the first and the next, default settings "
+            f"(target: 1 + {spec.projects} requests, < 5% of 3's wall time)"
         )
         with fake_server(spec, latency_ms=latency_ms, rate_limit=rate_limit) as server:
             for kind in kinds:
@@ -257,21 +258,24 @@ def main(
                     f"{floor:.1f}s: {ratio:.2f}x), {run.rate_limited} 429s, at most {run.max_in_one_second} in a "
                     f"second, {run.max_in_flight} in flight  target <= {PACED_TARGET:.2f}x, 0 429s: {verdict(ok)}"
                 )
-                bodies_before, _ = kept_bodies(url)
-                night = run_sync(server, url)
-                new_bodies = kept_bodies(url)[0] - bodies_before
-                share = night.seconds / run.seconds
-                ok = night.requests == 1 + spec.projects and share < 0.05 and not new_bodies
-                figures.setdefault("unchanged_night", {})[kind] = {
-                    "seconds": night.seconds,
-                    "requests": night.requests,
-                    "share_of_full": round(share, 4),
-                    "new_bodies": new_bodies,
-                }
-                say(
-                    f"   4 {kind:<11}{night.seconds:6.2f}s for {night.requests} requests, "
-                    f"{share:.1%} of the full sync's {run.seconds:.1f}s, {new_bodies} new bodies kept  {verdict(ok)}"
-                )
+                # The first night after a first load, then the next: the first may do once what no later
+                # night does (on PostgreSQL, analyzing the whole of `checkpoint_facts`).
+                for key, label in (("unchanged_night", "first"), ("next_unchanged_night", "next")):
+                    bodies_before, _ = kept_bodies(url)
+                    night = run_sync(server, url)
+                    new_bodies = kept_bodies(url)[0] - bodies_before
+                    share = night.seconds / run.seconds
+                    ok = night.requests == 1 + spec.projects and share < 0.05 and not new_bodies
+                    figures.setdefault(key, {})[kind] = {
+                        "seconds": night.seconds,
+                        "requests": night.requests,
+                        "share_of_full": round(share, 4),
+                        "new_bodies": new_bodies,
+                    }
+                    say(
+                        f"   4 {kind:<11}{night.seconds:6.2f}s for {night.requests} requests ({label} night), "
+                        f"{share:.1%} of the full sync's {run.seconds:.1f}s, {new_bodies} new bodies kept  {verdict(ok)}"
+                    )
 
         one_job = spec_for(1, one_job_checkpoints, 1, seed)
         say(
