@@ -38,10 +38,7 @@ def driver_rows(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[str], processors: Sequence[Processor | None]
 ) -> list[tuple[Any, ...]]:
     """Turn row dicts into tuples of driver values, in column order."""
-    # itemgetter of a single key returns the value itself, not a 1-tuple.
-    values_of: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
-        operator.itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
-    )
+    values_of = getter(columns)
     if not any(processors):
         return [values_of(row) for row in rows]
     # Per column to convert: its converter, the value converted last and what it became (the run's
@@ -65,6 +62,14 @@ def driver_rows(
                 values[index] = last[1] = process(value)
         converted.append(tuple(values))
     return converted
+
+
+def getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A row's values of `names`, as a tuple (`itemgetter` of one name returns the value itself)."""
+    if len(names) == 1:
+        (name,) = names
+        return lambda row: (row[name],)
+    return operator.itemgetter(*names)
 
 
 def _keeps_null(process: Processor) -> bool:

@@ -219,13 +219,10 @@ def _as_integer(value: Any) -> int:
     return int(value)
 
 
-_BOUNDS = {bits: 2 ** (bits - 1) for bits in (32, 64)}  # a signed integer of `bits` bits is below this
-
-
 def _exact_integer(value: Any, bits: int) -> int:
     """Return value as an int if it is exactly an integer of `bits` bits; raise ValueError saying why not."""
     exact = _as_integer(value)
-    bound = _BOUNDS.get(bits) or 2 ** (bits - 1)
+    bound = 1 << (bits - 1)  # a shift, not a power: this runs for every integer read
     if not -bound <= exact < bound:
         raise ValueError(f"integer {exact} does not fit in {bits} bits")
     return exact

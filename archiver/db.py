@@ -395,4 +395,5 @@ def upsert_statement(
 
 def unique_rows(rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> list[Mapping[str, Any]]:
     """Keep the last row of each key: one `INSERT ... SELECT` may not update a row twice."""
-    return list({tuple(row[name] for name in key): row for row in rows}.values())
+    key_of = bulk.getter(key)
+    return list({key_of(row): row for row in rows}.values())

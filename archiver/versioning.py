@@ -8,8 +8,7 @@ commit. What a table's rows are, and when they are written, is `archiver.store`'
 from __future__ import annotations
 
 import itertools
-import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -17,6 +16,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from archiver.bulk import getter
 from archiver.db import chunked, upsert
 from archiver.normalize import Row
 from archiver.schema import UTCDateTime, Versioned
@@ -86,7 +86,7 @@ def save_versions(
     """
     counts = WriteCounts()
     pending = iter(rows)
-    key_of, values_of = _getter(tuple(key)), _getter(versioned.values)
+    key_of, values_of = getter(key), getter(versioned.values)
     # A piece at a time: a job of 100,000 checkpoints must not hold them all twice over.
     while piece := list(itertools.islice(pending, WRITE_PIECE_ROWS)):
         changed: list[Row] = []
@@ -108,14 +108,6 @@ def save_versions(
         del piece
         _write_versions(connection, versioned, changed, superseded, unchanged, now, key=key, touch=touch)
     return counts
-
-
-def _getter(names: tuple[str, ...]) -> Callable[[Row], tuple[Any, ...]]:
-    """A row's values of `names`, as a tuple (`itemgetter` of one name returns the value itself)."""
-    if len(names) == 1:
-        (name,) = names
-        return lambda row: (row[name],)
-    return operator.itemgetter(*names)
 
 
 def _write_versions(
