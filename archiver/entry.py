@@ -31,8 +31,10 @@ def main() -> int:
     sys.unraisablehook = _unraisable
     try:
         _without_httpx_command_line()
+        from archiver.cli import load
         from archiver.cli import main as cli_main
 
+        load(sys.argv[1:])  # the command's module, which the command line would import later
         # What the imports made lives as long as the process: out of the collector's reach, its passes
         # during the command and the last one at exit skip it (that last pass took some 80 ms).
         gc.freeze()

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
-from archiver.cli import cli
+from archiver.cli import COMMANDS, cli
 
 from .support.commands import archiver_command
 from .support.databases import IN_CI
@@ -209,3 +210,32 @@ def test_the_command_does_not_load_httpxs_command_line_client() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "0 204 False False"
+
+
+def test_a_command_loads_its_own_module_and_not_the_other_commands() -> None:
+    """Each command's module is imported when that command runs: a nightly sync does not load the
+    fake API's generator, the checks or the reports."""
+    script = (
+        "import sys\n"
+        "from archiver.entry import main\n"
+        "sys.argv = ['archiver', 'sync', '--help']\n"
+        "status = main()\n"
+        "print(status, sorted(m for m in sys.modules if m.startswith(('archiver.commands.', 'archiver.fake_api'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 ['archiver.commands.shared', 'archiver.commands.sync']"
+
+
+def test_every_command_is_found_by_its_name() -> None:
+    """The group names each command before loading it: the name must be the command's own."""
+    names = list(cli.commands)
+    assert names == sorted(COMMANDS) and len(names) == 10
+    for name in names:
+        command = cli.commands[name]
+        assert isinstance(command, click.Command) and command.name == name
+    assert "no-such-command" not in cli.commands
+    result = CliRunner().invoke(cli, ["sinc"])
+    assert result.exit_code == 2 and "Did you mean 'sync'?" in result.output
