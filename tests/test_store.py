@@ -170,3 +170,17 @@ def test_pandas_reads_every_timestamp_as_utc(archive: Engine) -> None:
                 )
                 read += int(frame[column].notna().sum())
     assert read > 400
+
+
+def test_live_jobs_are_each_projects_jobs_not_marked_deleted(archive: Engine) -> None:
+    org = archive_org(archive)
+    projects = sorted({job.project["id"] for job in org.jobs.values()})
+    assert org.deleted_project in projects and len(projects) >= 3
+    with archive.connect() as connection:
+        live = store.live_jobs(connection, [*projects, "no-such-project"])
+    expected = {p: {j for j, job in org.jobs.items() if job.project["id"] == p} for p in projects}
+    expected[org.deleted_project] = set()  # marked deleted with its project
+    assert live == expected | {"no-such-project": set()}
+    assert sum(map(len, live.values())) == scalar(
+        archive, "SELECT count(*) FROM training_jobs WHERE deleted_at IS NULL"
+    )

@@ -78,8 +78,11 @@ def _judge(connection: sa.Connection, ctx: Context, heard: Heard) -> None:
     deleted = 0
     if heard.projects is not None:
         deleted += _judge_projects(connection, ctx, heard.projects | heard.withheld)
+    live = store.live_jobs(connection, sorted(heard.jobs))
     for project_id in sorted(heard.jobs):
-        deleted += _judge_jobs(connection, ctx, project_id, heard.jobs[project_id] | heard.withheld)
+        deleted += _judge_jobs(
+            connection, ctx, project_id, live[project_id], heard.jobs[project_id] | heard.withheld
+        )
     deleted += store.mark_vanished(connection, heard.checkpoints, ctx.now)
     ctx.report.counts.checkpoints_deleted += deleted
     ctx.record_progress(connection)
@@ -125,8 +128,9 @@ def _judge_projects(connection: sa.Connection, ctx: Context, listed: set[str]) -
     return store.mark_deleted(connection, ctx.now, projects=missing)
 
 
-def _judge_jobs(connection: sa.Connection, ctx: Context, project_id: str, listed: set[str]) -> int:
-    live = store.live_jobs(connection, project_id)
+def _judge_jobs(
+    connection: sa.Connection, ctx: Context, project_id: str, live: set[str], listed: set[str]
+) -> int:
     missing = sorted(live - listed)
     if not missing:
         return 0
