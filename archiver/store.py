@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from archiver import reads
+from archiver.bulk import getter
 from archiver.db import chunked, upsert
 from archiver.normalize import (
     TERMINAL_JOB_STATUSES,
@@ -60,11 +61,15 @@ def _seen(rows: Iterable[Row], now: datetime) -> list[Row]:
     return [{**row, "first_seen_at": now, "last_seen_at": now, "deleted_at": None} for row in rows]
 
 
-def save_listing(connection: Connection, project: Row, jobs: Sequence[JobRecord], now: datetime) -> None:
-    """Write a project and the jobs its listing named."""
+def save_listing(
+    connection: Connection, project: Row, jobs: Sequence[JobRecord], now: datetime
+) -> dict[str, FetchState]:
+    """Write a project and the jobs its listing named; return the fetch states the jobs had before."""
     projects = archived_rows(connection, PROJECTS, training_projects.c.id == project["id"])
     save_versions(connection, PROJECTS, _seen([project], now), now, projects)
-    save_jobs(connection, jobs, now)
+    states: dict[str, FetchState] = {}
+    save_jobs(connection, jobs, now, states=states)
+    return states
 
 
 # Instance types described by checkpoint responses, written once the run is judged (see `save_described`).
@@ -72,17 +77,27 @@ Described = list[tuple[tuple[str, str], Row]]
 
 
 def save_jobs(
-    connection: Connection, jobs: Sequence[JobRecord], now: datetime, later: Described | None = None
+    connection: Connection,
+    jobs: Sequence[JobRecord],
+    now: datetime,
+    later: Described | None = None,
+    *,
+    states: dict[str, FetchState] | None = None,
 ) -> None:
     """Write job rows and the instance types they ran on.
 
     With `later`, instance types the archive already holds are not written now but added there:
     responses that complete in any order then describe them in a defined one (`save_described`).
+    With `states`, the fetch state of each job as it was before is added there (see `FetchState`),
+    read with the rows the jobs are compared to.
     """
     types = {record.instance_type["id"]: record.instance_type for record in jobs if record.instance_type}
     for batch in chunked(list(types.values())):
         archived = archived_rows(
-            connection, INSTANCE_TYPES, instance_types.c.id.in_([t["id"] for t in batch])
+            connection,
+            INSTANCE_TYPES,
+            instance_types.c.id.in_([t["id"] for t in batch]),
+            also=("last_seen_at",),
         )
         if later is not None:  # every job's description: the batch keeps one per type
             later += [
@@ -91,11 +106,29 @@ def save_jobs(
                 if record.instance_type and (record.instance_type["id"],) in archived
             ]
             batch = [row for row in batch if (row["id"],) not in archived]
+        else:  # a type this run has seen already, as it is, is not written again: listings share a few
+            batch = [row for row in batch if not _seen_as_it_is(archived.get((row["id"],)), row, now)]
         rows = [{**row, "first_seen_at": now, "last_seen_at": now} for row in batch]
         save_versions(connection, INSTANCE_TYPES, rows, now, archived)
+    also = _FETCH_STATE if states is not None else ()
     for batch in chunked(list(jobs)):
-        archived = archived_rows(connection, JOBS, training_jobs.c.id.in_([j.row["id"] for j in batch]))
+        ids = [j.row["id"] for j in batch]
+        archived = archived_rows(connection, JOBS, training_jobs.c.id.in_(ids), also=also)
+        if states is not None:
+            states.update(
+                (id_, FetchState(*row.also[:-1]))
+                for (id_,), row in archived.items()
+                if row.also[0] is not None and row.also[-1] is None  # read, and not gone since
+            )
         save_versions(connection, JOBS, _seen((record.row for record in batch), now), now, archived)
+
+
+def _seen_as_it_is(before: Archived | None, row: Row, now: datetime) -> bool:
+    """Whether an instance type's archived row was last seen at `now` (this run) with `row`'s values."""
+    return before is not None and before.also == (now,) and before.values == _TYPE_VALUES(row)
+
+
+_TYPE_VALUES = getter(INSTANCE_TYPES.values)
 
 
 def save_described(connection: Connection, described: Described, now: datetime) -> None:
@@ -133,20 +166,14 @@ class FetchState:
     all_complete: bool | None
 
 
-def fetch_states(connection: Connection, job_ids: Sequence[str]) -> dict[str, FetchState]:
-    """The archived fetch state of these jobs (absent: never fetched, or gone since)."""
-    jobs = training_jobs
-    states: dict[str, FetchState] = {}
-    for batch in chunked(job_ids):
-        query = sa.select(
-            jobs.c.id,
-            jobs.c.checkpoints_fetched_at,
-            jobs.c.checkpoints_fetched_job_updated_at,
-            jobs.c.checkpoints_fetched_job_status,
-            jobs.c.checkpoints_all_complete,
-        ).where(jobs.c.id.in_(batch), jobs.c.checkpoints_fetched_at.is_not(None), jobs.c.deleted_at.is_(None))
-        states.update({row[0]: FetchState(*row[1:]) for row in connection.execute(query)})
-    return states
+# The columns of a FetchState, then `deleted_at`: a job gone since its read has none.
+_FETCH_STATE = (
+    "checkpoints_fetched_at",
+    "checkpoints_fetched_job_updated_at",
+    "checkpoints_fetched_job_status",
+    "checkpoints_all_complete",
+    "deleted_at",
+)
 
 
 def can_skip(

@@ -42,25 +42,41 @@ class WriteCounts:
 
 
 class Archived(NamedTuple):
-    """A current row as the archive holds it: its primary key, since when, and its values."""
+    """A current row as the archive holds it: its primary key, since when, its values, and any other
+    columns asked for (`archived_rows`' `also`)."""
 
     id: Any
     valid_from: datetime
     values: tuple[Any, ...]
+    also: tuple[Any, ...] = ()
 
 
 def archived_rows(
-    connection: Connection, versioned: Versioned, where: sa.ColumnElement[bool], key: Sequence[str] = ("id",)
+    connection: Connection,
+    versioned: Versioned,
+    where: sa.ColumnElement[bool],
+    key: Sequence[str] = ("id",),
+    *,
+    also: Sequence[str] = (),
 ) -> dict[tuple[Any, ...], Archived]:
-    """The current rows that `where` selects, by `key`."""
+    """The current rows that `where` selects, by `key`; with `also`, these columns of each too."""
     table = versioned.table
     query = sa.select(
         *(table.c[name].label(f"key_{index}") for index, name in enumerate(key)),
         table.c.id,
         table.c.valid_from,
         *(table.c[name] for name in versioned.values),
+        *(table.c[name] for name in also),
     ).where(where)
     width = len(key)
+    if also:
+        end = width + 2 + len(versioned.values)
+        return {
+            tuple(row[:width]): Archived(
+                row[width], row[width + 1], tuple(row[width + 2 : end]), tuple(row[end:])
+            )
+            for row in connection.execute(query)
+        }
     return {
         tuple(row[:width]): Archived(row[width], row[width + 1], tuple(row[width + 2 :]))
         for row in connection.execute(query)

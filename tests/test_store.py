@@ -6,16 +6,17 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import store, versioning, views
-from archiver.normalize import Where, checkpoint_listing, project_row
+from archiver.normalize import Where, checkpoint_listing, job_listing, project_row
 from archiver.schema import UTCDateTime
 
 from .support.archive_dump import stored_timestamps
 from .support.databases import rows, scalar
 from .support.orgs import archive_org
-from .support.payloads import PROJECT, payload
+from .support.payloads import JOB, PROJECT, payload, project_for
 from .support.times import utc
 
 NIGHT_1 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
@@ -184,3 +185,34 @@ def test_live_jobs_are_each_projects_jobs_not_marked_deleted(archive: Engine) ->
     assert sum(map(len, live.values())) == scalar(
         archive, "SELECT count(*) FROM training_jobs WHERE deleted_at IS NULL"
     )
+
+
+def test_an_instance_type_seen_this_run_as_it_is_is_not_written_again(archive: Engine) -> None:
+    """Many listings name the same few instance types: a run touches each once, but writes a change."""
+    writes: list[str] = []
+
+    def listen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if re.match(r"\s*(UPDATE|INSERT)\b.*\binstance_types\b", statement, re.S):
+            writes.append(statement)
+
+    def save(project_id: str, job_id: str, now: datetime, **instance_type: Any) -> None:
+        project = project_for(project_id, project_id)
+        job = {**JOB, "id": job_id, "training_project_id": project_id, "training_project": project}
+        job["instance_type"] = {**JOB["instance_type"], **instance_type}
+        listing = job_listing({"training_project": project, "training_jobs": [job]}, project_id)
+        with archive.begin() as connection:
+            store.save_listing(connection, listing.project, listing.jobs, now)
+
+    sa.event.listen(archive, "before_cursor_execute", listen)
+    save("p1", "j1", NIGHT_1)
+    assert len(writes) == 1  # the insert
+    save("p2", "j2", NIGHT_1)
+    assert len(writes) == 1  # the same run, the same type: nothing
+    save("p3", "j3", NIGHT_1, gpu_count=4)
+    assert len(writes) == 2  # the same run, another description: written
+    save("p1", "j1", NIGHT_2, gpu_count=4)
+    assert len(writes) == 3  # the next run sees it: last_seen_at moves
+    save("p2", "j2", NIGHT_2, gpu_count=4)
+    assert len(writes) == 3
+    seen = rows(archive, "SELECT gpu_count, first_seen_at, last_seen_at FROM instance_types")
+    assert [(gpus, utc(first), utc(last)) for gpus, first, last in seen] == [(4, NIGHT_1, NIGHT_2)]

@@ -122,16 +122,14 @@ class ListingStep:
         """
         self.ctx.keep_listings(connection, (kept, listing))
         jobs = listing.jobs
-        states = (
-            {} if self.ctx.options.full else store.fetch_states(connection, [job.row["id"] for job in jobs])
-        )
+        states = store.save_listing(connection, listing.project, jobs, self.ctx.now)
         recheck = self.ctx.options.recheck_after
         skip = {
             job.row["id"]
             for job in jobs
-            if store.can_skip(job, states.get(job.row["id"]), self.ctx.now, recheck)
+            if not self.ctx.options.full
+            and store.can_skip(job, states.get(job.row["id"]), self.ctx.now, recheck)
         }
-        store.save_listing(connection, listing.project, jobs, self.ctx.now)
         if complete:  # judged once every listing is in (see `judge`)
             self.heard.jobs[listing.project["id"]] = {job.row["id"] for job in jobs}
             self.heard.withheld |= listing.refused  # quarantined: listed, so not gone
