@@ -65,10 +65,20 @@ def save_listing(
     connection: Connection, project: Row, jobs: Sequence[JobRecord], now: datetime
 ) -> dict[str, FetchState]:
     """Write a project and the jobs its listing named; return the fetch states the jobs had before."""
-    projects = archived_rows(connection, PROJECTS, training_projects.c.id == project["id"])
-    save_versions(connection, PROJECTS, _seen([project], now), now, projects)
+    return save_listings(connection, [(project, jobs)], now)
+
+
+def save_listings(
+    connection: Connection, listings: Sequence[tuple[Row, Sequence[JobRecord]]], now: datetime
+) -> dict[str, FetchState]:
+    """Write projects and the jobs their listings named, in the order given (one project each);
+    return the fetch states the jobs had before."""
+    for batch in chunked(listings):
+        ids = [project["id"] for project, _ in batch]
+        projects = archived_rows(connection, PROJECTS, training_projects.c.id.in_(ids))
+        save_versions(connection, PROJECTS, _seen([project for project, _ in batch], now), now, projects)
     states: dict[str, FetchState] = {}
-    save_jobs(connection, jobs, now, states=states)
+    save_jobs(connection, [job for _, jobs in listings for job in jobs], now, states=states)
     return states
 
 

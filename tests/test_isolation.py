@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import string
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Engine
 from archiver import client, db
 from archiver.fake_api import FakeBaseten, OrgSpec, Response, serve
 from archiver.sync import SyncReport
+from archiver.sync.listings import ListingStep
 
 from .support.archive_dump import every_text
 from .support.commands import Result, run_archiver, sync_env
@@ -194,6 +196,55 @@ def test_a_project_whose_row_the_database_refuses_fails_alone(archive: Engine) -
     assert [(f.project_id, f.job_id, f.kind) for f in report.failures] == [(project_id, None, "database")]
     assert errors(archive) == [(project_id, None, "database")]
     assert archived_jobs(archive) == set(fake.job_ids()) - set(fake.job_ids(project_id))
+
+
+def test_listings_written_together_fail_alone_when_the_database_refuses_one(
+    archive: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listings that came in while the writer was busy go in one transaction; if the database refuses
+    one of them, the others are still written, each on its own, and only its project fails."""
+    fake = organisation(projects=6)
+    first, *others = sorted(fake.project_ids())  # written in the order of their ids
+    poisoned = others[2]
+    project = fake.project(poisoned) | {"name": "poison"}
+    listed = [fake.project(p) if p != poisoned else project for p in fake.project_ids()]
+    fake.override("GET", "/v1/training_projects", body={"training_projects": listed})
+    jobs = [fake.job(job_id) for job_id in fake.job_ids(poisoned)]
+    fake.override(
+        "GET",
+        f"/v1/training_projects/{poisoned}/jobs",
+        body={"training_project": project, "training_jobs": jobs},
+    )
+    refuse_poison(archive, "training_projects", "name")
+    answered: set[str] = set()
+    everyone_else = threading.Event()
+
+    def hold_the_first(_method: str, path: str, _body: bytes) -> Response | None:
+        """The first project's listing waits for the others: all of them are then in together."""
+        if path == f"/v1/training_projects/{first}/jobs":
+            everyone_else.wait(10)
+        elif path.endswith("/jobs"):
+            answered.add(path)
+            if len(answered) == len(others):
+                everyone_else.set()
+        return None
+
+    fake.intercept(hold_the_first)
+    writes: list[list[str]] = []
+    archive_ready = ListingStep._archive
+
+    def recorded(step: ListingStep, answers: list[tuple[str, Any]], *args: Any) -> None:
+        writes.append([project_id for project_id, _ in answers])
+        archive_ready(step, answers, *args)
+
+    monkeypatch.setattr(ListingStep, "_archive", recorded)
+    report = sync(archive, fake, key=KEY)
+    assert writes[0] == [first, *others]  # one write of all six, the held one first
+    assert report.exit_code == 3
+    assert [(f.project_id, f.job_id, f.kind) for f in report.failures] == [(poisoned, None, "database")]
+    assert errors(archive) == [(poisoned, None, "database")]
+    assert archived_jobs(archive) == set(fake.job_ids()) - set(fake.job_ids(poisoned))
+    assert scalar(archive, "SELECT projects FROM sync_runs") == 5
 
 
 # ------------------------------------------------------------------------------------------------
