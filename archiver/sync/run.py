@@ -15,7 +15,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from archiver import clock as clocks
-from archiver import db, durations, facts, ledger, migrate, normalize, redaction, responses, stopping, store
+from archiver import (
+    db,
+    durations,
+    facts,
+    ledger,
+    migrate,
+    normalize,
+    redaction,
+    responses,
+    stopping,
+    store,
+    upkeep,
+)
 from archiver.client import DEFAULT_MAX_RESPONSE_MB, BasetenClient, RetryPolicy
 from archiver.db import describe_db_error
 from archiver.errors import ApiUnavailable, ArchiverError, FatalError, Interrupted
@@ -101,6 +113,7 @@ class Sync:
                 self.report.rate_limited = self.client.rate_limited
                 if self.options.refresh_facts and not self.options.stop.is_set():
                     self._refresh_facts()  # part of the run's time: on a large archive, a good part
+                    upkeep.vacuum(self.engine)  # where autovacuum does not run
                 self.report.seconds = time.monotonic() - started
                 self.report.interrupted = self.options.stop.is_set()
                 if self.report.interrupted:
