@@ -246,6 +246,9 @@ class BasetenClient:
             transport=transport or bounds.transport(limits),
             follow_redirects=False,
         )
+        # Requests name whole URLs: httpx parses a path, then the URL it makes of it and the base URL
+        # (`build_request` 66 us a request), where it parses a whole URL once (44 us).
+        self._base = str(self._http.base_url).rstrip("/")
         self.requests_made = 0
         self.rate_limited = 0
         self.server_date: datetime | None = None  # the `Date` of the first response that had one
@@ -403,7 +406,7 @@ class BasetenClient:
         but for the wait for `turn`, taken as the request goes on the wire.
         Reading the body here also retries a connection dropped mid-body like any reset.
         """
-        request = self._http.build_request(method, path, json=json_body)
+        request = self._http.build_request(method, f"{self._base}{path}", json=json_body)
         limit = self.max_response_mb * 1024 * 1024
         try:
             return bounds.send(self._http, request, deadline, limit, spill, turn)

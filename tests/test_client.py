@@ -69,6 +69,23 @@ def test_sends_the_documented_auth_header() -> None:
     assert seen[0].headers["User-Agent"].startswith("archiver/")
 
 
+@pytest.mark.parametrize(
+    "base", ["https://api.example.test", "https://api.example.test/", "https://gw.example.test/baseten/"]
+)
+def test_paths_go_under_the_base_urls_own_path(base: str) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"training_job": {}, "checkpoints": []})
+
+    client = BasetenClient(KEY, base, max_rps=1000, transport=httpx.MockTransport(handler))
+    client.get_checkpoints("p 1", "j?2")
+    prefix = base.split(".test", 1)[1].rstrip("/")
+    assert seen[0].url.raw_path.decode() == f"{prefix}/v1/training_projects/p%201/jobs/j%3F2/checkpoints"
+    assert seen[0].url.host == base.split("//")[1].split("/")[0]
+
+
 def test_429_waits_as_told_then_retries() -> None:
     waits: list[float] = []
     client = client_for(
