@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from archiver import db, redaction
@@ -58,6 +60,55 @@ def test_every_spelling_of_the_key_is_masked_in_text_and_bodies(registered: None
 
 def test_seven_characters_of_the_key_are_data(registered: None) -> None:
     assert redaction.redact(f"id {KEY[:7]}!") == f"id {KEY[:7]}!"
+
+
+def masked_run_by_run(raw: bytes, secret: str) -> bytes:
+    """`redaction`'s masking as it searched before: for every run of MIN_LENGTH characters of `secret`."""
+    lowered, n = secret.lower().encode(), redaction.MIN_LENGTH
+    escapes = list(redaction._ESCAPE.finditer(raw)) if (b"\\" in raw or b"%" in raw) else []
+    view = redaction._unescaped(raw, escapes).lower() if escapes else raw.lower()
+    spans = []
+    for gram in {lowered[i : i + n] for i in range(len(lowered) - n + 1)}:
+        at = view.find(gram)
+        while at >= 0:
+            spans.append((at, at + n))
+            at = view.find(gram, at + 1)
+    if not spans:
+        return raw
+    to_raw, pieces, done = redaction._Positions(escapes), [], 0
+    for start, end in redaction._merged(spans):
+        first, last = to_raw.start(start), to_raw.end(end - 1)
+        pieces += [raw[done:first], redaction.MASK.encode()]
+        done = last
+    pieces.append(raw[done:])
+    return b"".join(pieces)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    secret=st.text(st.sampled_from("abcAB.-_019xyz"), min_size=8, max_size=45),
+    pieces=st.lists(
+        st.tuples(st.integers(0, 45), st.integers(0, 45), st.sampled_from(["plain", "upper", "%", "\\u"])),
+        max_size=6,
+    ),
+    filler=st.text(st.sampled_from('abcAB.-_019xyz {}:"%\\'), max_size=30),
+)
+def test_a_key_is_masked_wherever_any_run_of_it_is(
+    monkeypatch: pytest.MonkeyPatch, secret: str, pieces: list[tuple[int, int, str]], filler: str
+) -> None:
+    """The search by pieces of the key finds every run that a search for each run finds, and no other."""
+    spell: dict[str, Callable[[str], str]] = {
+        "plain": str,
+        "upper": str.upper,
+        "%": percent_encoded,
+        "\\u": json_escaped,
+    }
+    text = filler.join(spell[how](secret[start : start + length]) for start, length, how in pieces) + filler
+    with monkeypatch.context() as patched:  # registered for this example only
+        for name in ("_secrets", "_grams", "_lookup"):
+            patched.setattr(redaction, name, getattr(redaction, name))
+        redaction.register(secret)
+        assert redaction.redact_body(text.encode()) == masked_run_by_run(text.encode(), secret)
 
 
 ENCODINGS = ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "utf-8-sig"]
