@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -376,7 +375,15 @@ def upsert_statement(
     staged: bool = False,
 ) -> sa.Insert:
     """Build (once per shape) the upsert `upsert` runs: SELECT from the stage when `staged` (PostgreSQL), else VALUES."""
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    statement: Any  # either dialect's Insert; a dialect's modules are loaded only where it is used
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        statement = postgresql_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table)
     if staged:
         stage = bulk.stage_table(table, columns)
         statement = statement.from_select(list(columns), sa.select(*stage.c))
@@ -388,9 +395,12 @@ def upsert_statement(
         if only_if_changed
         else None
     )
-    if set_:
-        return statement.on_conflict_do_update(index_elements=list(key), set_=set_, where=where)
-    return statement.on_conflict_do_nothing(index_elements=list(key))
+    built: sa.Insert = (
+        statement.on_conflict_do_update(index_elements=list(key), set_=set_, where=where)
+        if set_
+        else statement.on_conflict_do_nothing(index_elements=list(key))
+    )
+    return built
 
 
 def unique_rows(rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> list[Mapping[str, Any]]:
