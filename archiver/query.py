@@ -41,7 +41,6 @@ READ_KEYWORDS = ("SELECT", "WITH", "VALUES", "EXPLAIN", "TABLE")
 _SQLITE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.S)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
-DEFAULT_TIMEOUT = "60s"  # `archiver query --timeout`: a BI question, not a batch job
 # SQLite calls the progress handler every this many virtual machine steps: well under a millisecond.
 SQLITE_PROGRESS_STEPS = 10_000
 POSTGRES_MAX_TIMEOUT_MS = 2**31 - 1  # statement_timeout is an int of milliseconds

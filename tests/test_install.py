@@ -215,19 +215,20 @@ def test_the_command_does_not_load_httpxs_command_line_client() -> None:
 
 def test_a_command_loads_its_own_module_and_not_the_other_commands() -> None:
     """Each command's module is imported when that command runs: a nightly sync does not load the
-    fake API's generator, the checks or the reports."""
+    fake API's generator, the checks, the reports or the query modules."""
     script = (
         "import sys\n"
         "from archiver.entry import main\n"
         "sys.argv = ['archiver', 'sync', '--help']\n"
         "status = main()\n"
-        "print(status, sorted(m for m in sys.modules if m.startswith(('archiver.commands.', 'archiver.fake_api'))))\n"
+        "print(status, sorted(m for m in sys.modules if m.startswith(('archiver.commands.', 'archiver.fake_api'))),"
+        " 'archiver.query' in sys.modules)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "0 ['archiver.commands.shared', 'archiver.commands.sync']"
+    assert done.stdout.splitlines()[-1] == "0 ['archiver.commands.shared', 'archiver.commands.sync'] False"
 
 
 def test_every_command_is_found_by_its_name() -> None:

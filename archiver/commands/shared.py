@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
-from archiver import db, durations, logs, query, reports
+from archiver import db, durations, logs
 from archiver.errors import ArchiverError
 from archiver.logs import configure_logging
 from archiver.output import FORMATS
@@ -138,9 +138,11 @@ def _query_timeout(value: str) -> float | None:
     return seconds or None
 
 
+QUERY_TIMEOUT = "60s"  # `archiver query --timeout`: a BI question, not a batch job
+
 timeout_option = click.option(
     "--timeout",
-    default=query.DEFAULT_TIMEOUT,
+    default=QUERY_TIMEOUT,
     show_default=True,
     metavar="DURATION",
     callback=lambda _ctx, _param, value: _query_timeout(value),
@@ -151,10 +153,16 @@ timeout_option = click.option(
 as_of_option = click.option(
     "--as-of",
     metavar="WHEN",
-    callback=lambda _ctx, _param, value: None if value is None else reports.parse_instant(value, "--as-of"),
+    callback=lambda _ctx, _param, value: None if value is None else _instant(value, "--as-of"),
     help="Read the archive as it stood then: every table and view means its state at that instant "
     "(ISO 8601 such as 2026-11-20T03:00:00Z, or a date: UTC midnight).",
 )
+
+
+def _instant(text: str, option: str) -> datetime:
+    from archiver import reports  # with the query modules, which a sync does not load
+
+    return reports.parse_instant(text, option)
 
 
 def configure_logging_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
