@@ -64,7 +64,7 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
     """
     present = set(sa.inspect(connection).get_table_names())
     started = time.monotonic()
-    _analyze(connection, wrote=current is not None and bool(current.jobs))
+    _analyze(connection)
     inputs = Inputs.of(connection) if facts_inputs.name in present else None
     recorded: dict[str, Inputs | None] = {}
     today = _today(connection)
@@ -180,16 +180,13 @@ SMALL = (
     lora_adapter_configs.name,
 )
 # ...the large ones (a row per checkpoint) when they have no statistics, or most of their rows changed since.
+# Whole: an `ANALYZE` of some columns leaves the server's count of changes since the last one as it was.
+# (`checkpoint_facts` of 92,520 rows: 0.26 s by `job_id` alone, 0.40 s whole. Analyzed by `job_id` after a
+# first load, as it was from 1b84321 to 2dc600b, the first night then analyzed it whole: 0.40 s more.)
 LARGE = ("checkpoints", "checkpoint_history", "checkpoint_facts")
-# Of a wide table, after a run that wrote its rows (a first load), only the columns the views plan on:
-# `job_facts_live` sums `checkpoint_facts` by job. (Its 29 columns took 0.34 s of 92,520 rows, a third
-# of a first load's refresh.) After a run that wrote none, it is analyzed whole: an `ANALYZE` of some
-# columns leaves the server's count of changes since the last one as it was, and that count would
-# call for one at every later sync.
-READ_ONLY = {"checkpoint_facts": ("job_id",)}
 
 
-def _analyze(connection: Connection, *, wrote: bool = False) -> None:
+def _analyze(connection: Connection) -> None:
     """On PostgreSQL, gather the planner's statistics of the tables the views read, as autovacuum would
     (where it runs, and in its own time), so their plans fit the tables as they are.
 
@@ -197,22 +194,17 @@ def _analyze(connection: Connection, *, wrote: bool = False) -> None:
     and 0.08 s with them. The job table gets a new version of every row each night (its `last_seen_at`),
     and plans flipped as it grew; the small tables take milliseconds, so they are analyzed each time.
     A large table is left unless it has no statistics or more than a tenth of its rows changed since
-    (autovacuum's default share), by the server's counters. With `wrote` (the run wrote rows of the
-    steady tables as it went), a wide one is analyzed by the columns the views plan on (`READ_ONLY`).
+    (autovacuum's default share), by the server's counters.
     """
     if connection.dialect.name != "postgresql":
         return
     query = sa.text(
-        "SELECT quote_ident(schemaname) || '.' || quote_ident(relname), relname FROM pg_stat_user_tables "
+        "SELECT quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables "
         "WHERE schemaname = ANY (current_schemas(false)) AND (relname IN :small OR relname IN :large AND ("
         "(last_analyze IS NULL AND last_autoanalyze IS NULL) "
         "OR (n_mod_since_analyze > 1000 AND n_mod_since_analyze > n_live_tup / 10)))"
     ).bindparams(sa.bindparam("small", expanding=True), sa.bindparam("large", expanding=True))
-    found = connection.execute(query, {"small": list(SMALL), "large": list(LARGE)}).all()
-    tables = sorted(
-        f"{table} ({', '.join(READ_ONLY[name])})" if wrote and name in READ_ONLY else table
-        for table, name in found
-    )
+    tables = sorted(connection.execute(query, {"small": list(SMALL), "large": list(LARGE)}).scalars())
     if tables:
         connection.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
         log.debug("gathered statistics of %s for the facts views' plans", ", ".join(tables))
