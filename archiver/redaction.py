@@ -21,7 +21,7 @@ import codecs
 import logging
 import re
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 MASK = "<api key>"
 # A secret this short cannot be told apart from data: masking "k" would rewrite every word. It is
@@ -30,14 +30,22 @@ MIN_LENGTH = 8
 # How much of a value taken from a response an error message quotes.
 QUOTED_CHARS = 80
 
-_secrets: frozenset[str] = frozenset()
-# Every run of MIN_LENGTH characters of every secret, lower-cased: a longer run is the union of these.
-_grams: frozenset[bytes] = frozenset()
-# Each such run holds one of its secret's pieces of _BLOCK characters that start at a multiple of
-# _BLOCK (2 * _BLOCK - 1 <= MIN_LENGTH). A text is searched for those pieces, fewer than the runs (10
-# against 36 for a key of 43 characters), and where one is, for the runs around it. With `_grams`.
 _BLOCK = MIN_LENGTH // 2
-_lookup: tuple[frozenset[bytes], frozenset[bytes]] = (frozenset(), frozenset())
+
+
+class _Lookup(NamedTuple):
+    """What a text is searched for, replaced whole when a secret is registered."""
+
+    # Every run of MIN_LENGTH characters of every secret, lower-cased: a longer run is the union of these.
+    grams: frozenset[bytes]
+    # Each such run holds one of its secret's pieces of _BLOCK characters that start at a multiple of
+    # _BLOCK (2 * _BLOCK - 1 <= MIN_LENGTH). A text is searched for those pieces, fewer than the runs
+    # (10 against 36 for a key of 43 characters), and where one is, for the runs around it.
+    blocks: frozenset[bytes]
+
+
+_secrets: frozenset[str] = frozenset()
+_lookup = _Lookup(frozenset(), frozenset())
 _registering = threading.Lock()
 
 # The spellings of one character other than itself: JSON escapes and percent-encoding.
@@ -52,19 +60,19 @@ class Undecodable(ValueError):
 
 def register(secret: str) -> None:
     """Mask `secret` in everything the process writes from now on (a short one is not maskable)."""
-    global _secrets, _grams, _lookup
+    global _secrets, _lookup
     if len(secret) >= MIN_LENGTH and secret not in _secrets:
         lowered = secret.lower().encode("utf-8", "surrogatepass")
         with _registering:
             _secrets = _secrets | {secret}
-            _grams = _grams | {lowered[i : i + MIN_LENGTH] for i in range(len(lowered) - MIN_LENGTH + 1)}
+            grams = {lowered[i : i + MIN_LENGTH] for i in range(len(lowered) - MIN_LENGTH + 1)}
             blocks = {lowered[i : i + _BLOCK] for i in range(0, len(lowered) - _BLOCK + 1, _BLOCK)}
-            _lookup = (_grams, _lookup[1] | blocks)
+            _lookup = _Lookup(_lookup.grams | grams, _lookup.blocks | blocks)
 
 
 def redact(text: str) -> str:
     """Mask every registered secret in `text`, in any of the spellings `redact_body` masks."""
-    if not _grams:
+    if not _lookup.grams:
         return text
     raw = text.encode("utf-8", "surrogatepass")
     masked = _mask(raw)

@@ -98,7 +98,7 @@ class _JSONDocument(sa.TypeDecorator[Any]):
             from sqlalchemy.dialects.postgresql import JSONB
 
             return dialect.type_descriptor(JSONB(none_as_null=True))
-        return dialect.type_descriptor(sa.JSON(none_as_null=True))
+        return super().load_dialect_impl(dialect)
 
 
 JSONDocument = _JSONDocument()

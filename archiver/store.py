@@ -255,17 +255,6 @@ def live_jobs(connection: Connection, project_ids: Sequence[str]) -> dict[str, s
     return found
 
 
-def live_jobs_of(connection: Connection, project_ids: Sequence[str]) -> set[str]:
-    """The archived jobs not marked deleted of these projects."""
-    found: set[str] = set()
-    for batch in chunked(project_ids):
-        query = sa.select(training_jobs.c.id).where(
-            training_jobs.c.training_project_id.in_(batch), training_jobs.c.deleted_at.is_(None)
-        )
-        found |= set(connection.scalars(query))
-    return found
-
-
 def live_checkpoint_count(connection: Connection, job_ids: Sequence[str] | None = None) -> int:
     """How many archived checkpoints not marked deleted these jobs hold (None: the whole archive)."""
     live = checkpoints.c.deleted_at.is_(None)

@@ -69,16 +69,11 @@ def archived_rows(
         *(table.c[name] for name in also),
     ).where(where)
     width = len(key)
-    if also:
-        end = width + 2 + len(versioned.values)
-        return {
-            tuple(row[:width]): Archived(
-                row[width], row[width + 1], tuple(row[width + 2 : end]), tuple(row[end:])
-            )
-            for row in connection.execute(query)
-        }
+    end = width + 2 + len(versioned.values)
     return {
-        tuple(row[:width]): Archived(row[width], row[width + 1], tuple(row[width + 2 :]))
+        tuple(row[:width]): Archived(
+            row[width], row[width + 1], tuple(row[width + 2 : end]), tuple(row[end:])
+        )
         for row in connection.execute(query)
     }
 

@@ -194,41 +194,39 @@ def test_a_wheel_ships_every_package_of_the_tree() -> None:
     assert tree == listed
 
 
-def test_the_command_does_not_load_httpxs_command_line_client() -> None:
-    """httpx loads its own command line client (rich, pygments) when they are installed: a good part of
-    every start. The `archiver` command keeps it from doing so; its requests are made as ever."""
-    script = (
-        "import sys\n"
-        "from archiver.entry import main\n"
-        "sys.argv = ['archiver', '--version']\n"
-        "status = main()\n"
-        "import httpx\n"
-        "response = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204))).get('http://x/')\n"
-        "print(status, response.status_code, 'rich' in sys.modules, 'pygments' in sys.modules)\n"
-    )
+def run_command(argv: list[str], then: str) -> str:
+    """Run the `archiver` console script's `main` with `argv` in a new process, then the code `then`
+    (`status` holds the exit status); return the last line it prints."""
+    script = f"import sys\nfrom archiver.entry import main\nsys.argv = {['archiver', *argv]!r}\nstatus = main()\n{then}"
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "0 204 False False"
+    return done.stdout.splitlines()[-1]
+
+
+def test_the_command_does_not_load_httpxs_command_line_client() -> None:
+    """httpx loads its own command line client (rich, pygments) when they are installed: a good part of
+    every start. The `archiver` command keeps it from doing so; its requests are made as ever."""
+    then = (
+        "import httpx\n"
+        "response = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(204))).get('http://x/')\n"
+        "print(status, response.status_code, 'rich' in sys.modules, 'pygments' in sys.modules)\n"
+    )
+    assert run_command(["--version"], then) == "0 204 False False"
 
 
 def test_a_command_loads_its_own_module_and_not_the_other_commands() -> None:
     """Each command's module is imported when that command runs: a nightly sync does not load the
     fake API's generator, the checks, the reports or the query modules."""
-    script = (
-        "import sys\n"
-        "from archiver.entry import main\n"
-        "sys.argv = ['archiver', 'sync', '--help']\n"
-        "status = main()\n"
+    then = (
         "print(status, sorted(m for m in sys.modules if m.startswith(('archiver.commands.', 'archiver.fake_api'))),"
         " 'archiver.query' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    assert (
+        run_command(["sync", "--help"], then)
+        == "0 ['archiver.commands.shared', 'archiver.commands.sync'] False"
     )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "0 ['archiver.commands.shared', 'archiver.commands.sync'] False"
 
 
 def test_every_command_is_found_by_its_name() -> None:
@@ -249,15 +247,5 @@ def test_a_command_on_sqlite_does_not_load_postgresqls_dialect(tmp_path: Path) -
     engine = db.make_engine(url)
     migrate.upgrade(engine)
     engine.dispose()
-    script = (
-        "import sys\n"
-        "from archiver.entry import main\n"
-        f"sys.argv = ['archiver', 'runs', '--database-url', {url!r}]\n"
-        "status = main()\n"
-        "print(status, 'sqlalchemy.dialects.postgresql' in sys.modules, 'sqlalchemy.dialects.sqlite' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "0 False True"
+    then = "print(status, 'sqlalchemy.dialects.postgresql' in sys.modules, 'sqlalchemy.dialects.sqlite' in sys.modules)\n"
+    assert run_command(["runs", "--database-url", url], then) == "0 False True"

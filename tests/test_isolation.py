@@ -178,11 +178,10 @@ def test_a_job_whose_rows_the_database_refuses_fails_alone(
     assert scalar(archive, "SELECT jobs_fetched FROM sync_runs") == len(fake.job_ids()) - 1
 
 
-def test_a_project_whose_row_the_database_refuses_fails_alone(archive: Engine) -> None:
-    fake = organisation()
-    project_id = fake.project_ids()[0]
+def serve_poisoned_project(fake: FakeBaseten, project_id: str) -> None:
+    """Serve `project_id` named 'poison' in the project listing and in its job listing."""
     project = fake.project(project_id) | {"name": "poison"}
-    listed = [project, *(fake.project(other) for other in fake.project_ids()[1:])]
+    listed = [project if other == project_id else fake.project(other) for other in fake.project_ids()]
     fake.override("GET", "/v1/training_projects", body={"training_projects": listed})
     jobs = [fake.job(job_id) for job_id in fake.job_ids(project_id)]
     fake.override(
@@ -190,6 +189,12 @@ def test_a_project_whose_row_the_database_refuses_fails_alone(archive: Engine) -
         f"/v1/training_projects/{project_id}/jobs",
         body={"training_project": project, "training_jobs": jobs},
     )
+
+
+def test_a_project_whose_row_the_database_refuses_fails_alone(archive: Engine) -> None:
+    fake = organisation()
+    project_id = fake.project_ids()[0]
+    serve_poisoned_project(fake, project_id)
     refuse_poison(archive, "training_projects", "name")
     report = sync(archive, fake, key=KEY)
     assert report.exit_code == 3
@@ -206,15 +211,7 @@ def test_listings_written_together_fail_alone_when_the_database_refuses_one(
     fake = organisation(projects=6)
     first, *others = sorted(fake.project_ids())  # written in the order of their ids
     poisoned = others[2]
-    project = fake.project(poisoned) | {"name": "poison"}
-    listed = [fake.project(p) if p != poisoned else project for p in fake.project_ids()]
-    fake.override("GET", "/v1/training_projects", body={"training_projects": listed})
-    jobs = [fake.job(job_id) for job_id in fake.job_ids(poisoned)]
-    fake.override(
-        "GET",
-        f"/v1/training_projects/{poisoned}/jobs",
-        body={"training_project": project, "training_jobs": jobs},
-    )
+    serve_poisoned_project(fake, poisoned)
     refuse_poison(archive, "training_projects", "name")
     answered: set[str] = set()
     everyone_else = threading.Event()

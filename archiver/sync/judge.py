@@ -112,7 +112,7 @@ def _judge_projects(connection: sa.Connection, ctx: Context, listed: set[str]) -
     missing = sorted(live - listed)
     if not missing:
         return 0
-    jobs = sorted(store.live_jobs_of(connection, missing))
+    jobs = sorted(set().union(*store.live_jobs(connection, missing).values()))
     loss = store.Loss(
         "projects",
         len(live),
