@@ -213,20 +213,23 @@ def test_listings_written_together_fail_alone_when_the_database_refuses_one(
     poisoned = others[2]
     serve_poisoned_project(fake, poisoned)
     refuse_poison(archive, "training_projects", "name")
-    answered: set[str] = set()
+    parsed: set[str] = set()
     everyone_else = threading.Event()
+    fetch_listing = ListingStep._fetch_listing
 
-    def hold_the_first(_method: str, path: str, _body: bytes) -> Response | None:
-        """The first project's listing waits for the others: all of them are then in together."""
-        if path == f"/v1/training_projects/{first}/jobs":
-            everyone_else.wait(10)
-        elif path.endswith("/jobs"):
-            answered.add(path)
-            if len(answered) == len(others):
-                everyone_else.set()
-        return None
+    def hold_the_first(step: ListingStep, project_id: str) -> Any:
+        """The first project's listing is asked for once the others are read and parsed: all of them
+        are then in together (a hook on the requests let the last one be parsed after the first)."""
+        if project_id == first:
+            assert everyone_else.wait(10)
+            return fetch_listing(step, project_id)
+        fetched = fetch_listing(step, project_id)
+        parsed.add(project_id)
+        if len(parsed) == len(others):
+            everyone_else.set()
+        return fetched
 
-    fake.intercept(hold_the_first)
+    monkeypatch.setattr(ListingStep, "_fetch_listing", hold_the_first)
     writes: list[list[str]] = []
     archive_ready = ListingStep._archive
 
