@@ -13,6 +13,7 @@ the rest at its end (`refresh`), with what it cannot show is unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -265,18 +266,25 @@ SIGHTINGS: dict[str, tuple[str, ...]] = {
     checkpoints.name: ("last_seen_at",),
     training_jobs.name: ("checkpoints_fetched_at",),
 }
-# A table that every steady fact reads: a write there rewrites the steady tables whole.
-SHARED = (training_projects.name, instance_types.name)
+# The tables every fact reads, and the columns the facts views read of them (revision 0025's): a change
+# to these rewrites the steady tables whole. A project gets a new version whenever it starts a job (its
+# `latest_job_id`, `updated_at`): alone, that changes no fact. (`test_facts_inputs` holds the views to it.)
+SHARED: dict[sa.Table, tuple[str, ...]] = {
+    training_projects: ("id", "name", "team_name", "deleted_at"),
+    instance_types: ("id", "name", "gpu_type", "gpu_count", "nodes"),
+}
 
 
 @dataclass(frozen=True)
 class Inputs:
     """The steady facts tables' inputs summed up: per table, its row count and each stamp's count and
-    latest value; and the latest stamp of all, after which every later write is stamped."""
+    latest value; the latest stamp of all, after which every later write is stamped; and a digest of
+    what the facts read of the `SHARED` tables."""
 
     tables: dict[str, list[str]]
     stamped_until: datetime | None
     day: str | None = field(default=None, compare=False)  # the UTC day a `DAILY` table counted to
+    shared: str | None = None  # None: recorded before the digest was (it is then taken as changed)
 
     @classmethod
     def of(cls, connection: Connection) -> Inputs:
@@ -289,7 +297,7 @@ class Inputs:
             row = connection.execute(sa.select(*aggregates).select_from(table)).one()
             tables[table.name] = [str(value) for value in row]
             latest += [value for value in row[2::2] if value is not None]
-        return cls(tables, max(latest, default=None))
+        return cls(tables, max(latest, default=None), shared=_shared_digest(connection))
 
     def same_but(self, other: Inputs, stamps: Mapping[str, tuple[str, ...]]) -> bool:
         """Whether `other` differs from these inputs in nothing but `stamps` (per table; and so the latest
@@ -310,6 +318,8 @@ class Inputs:
         found: dict[str, Any] = {"tables": self.tables, "stamped_until": until}
         if self.day is not None:
             found["day"] = self.day
+        if self.shared is not None:
+            found["shared"] = self.shared
         return json.dumps(found, sort_keys=True)
 
     @classmethod
@@ -317,14 +327,26 @@ class Inputs:
         """The inputs a text of `text()` records, or None if it is not one (nothing is then kept)."""
         try:
             found = json.loads(text)
-            until, day = found["stamped_until"], found.get("day")
+            until, day, shared = found["stamped_until"], found.get("day"), found.get("shared")
             return cls(
                 found["tables"],
                 None if until is None else datetime.fromisoformat(until),
                 day if isinstance(day, str) else None,
+                shared if isinstance(shared, str) else None,
             )
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def _shared_digest(connection: Connection) -> str:
+    """A digest of what the facts views read of the `SHARED` tables: every row's read columns, in id order."""
+    digest = hashlib.sha256()
+    for table, columns in SHARED.items():
+        query = sa.select(*(table.c[name] for name in columns)).order_by(table.c.id)
+        for row in connection.execute(query):
+            digest.update(repr(tuple(row)).encode())
+        digest.update(b"\x00" + table.name.encode())
+    return digest.hexdigest()
 
 
 class _Jobs:
@@ -358,23 +380,21 @@ class _Jobs:
 def _stale_jobs(jobs: _Jobs, before: Inputs | None, now: Inputs, fresh: frozenset[str]) -> list[str] | None:
     """The jobs whose rows of a steady table must be rewritten, or None for the whole table.
 
-    Those with rows written since `before` (every job, when nothing was recorded or a project or
-    instance type changed: every row reads them), but for the `fresh` ones, whose rows are as
-    computed now; None when that is most jobs, or a write no stamp shows moved the fingerprint.
+    Those with rows written since `before` (every job, when nothing was recorded or what the facts
+    read of a project or an instance type changed: every row reads them), but for the `fresh` ones,
+    whose rows are as computed now; None when that is most jobs, or a write no stamp shows moved the
+    fingerprint. A project's other columns (its latest job, `updated_at`) make no job stale.
     """
     since = before.stamped_until if before is not None else None
-    if (
-        before is None
-        or since is None
-        or any(before.tables.get(name) != now.tables.get(name) for name in SHARED)
-    ):
+    if before is None or since is None or before.shared is None or before.shared != now.shared:
         if not fresh:
             return None
         written = jobs.every()
     else:
         written = jobs.written_since(since)
-        if not written:  # none written, yet the fingerprint moved: a write no stamp shows (by hand?)
-            return None
+        moved = {name for name, values in now.tables.items() if before.tables.get(name) != values}
+        if not written and not moved <= {table.name for table in SHARED}:
+            return None  # none written, yet the fingerprint moved: a write no stamp shows (by hand?)
     stale = sorted(written - fresh)
     return stale if 2 * len(stale) <= len(jobs.every()) else None
 

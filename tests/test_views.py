@@ -20,7 +20,7 @@ from archiver import db, facts, migrate
 from archiver.contract import TERMINAL_JOB_STATUSES
 from archiver.fake_api import TERMINAL_STATUSES, FakeBaseten, OrgSpec
 from archiver.normalize import Where, parse_timestamp
-from archiver.schema import VERSIONS
+from archiver.schema import VERSIONS, JSONDocument
 from archiver.schema import checkpoints as checkpoint_table
 from archiver.sync import SyncOptions
 from archiver.views import (
@@ -213,6 +213,82 @@ def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(
     ]
     assert not set(whole) & {*steady, "gpu_hours_daily", "job_facts"}
     assert_facts_as_computed(archive)
+
+
+def test_a_project_that_starts_a_job_has_the_facts_of_that_job_alone_written(archive: Engine) -> None:
+    """A project gets a new version whenever it starts a job (its latest job, its `updated_at`): most
+    nights of an organisation that trains. The facts read neither, so that night writes the new job's
+    rows, not every checkpoint's again; a rename still rewrites what shows the name."""
+    fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=3, checkpoints_per_job=3, active_fraction=0))
+    assert fakes.sync(archive, fake).exit_code == 0
+    project_id = fake.project_ids()[0]
+    started = fake.start_job(project_id)
+    fake.add_checkpoint(started)
+    with watched_rewrites() as (whole, by_job):
+        assert fakes.sync(archive, fake).exit_code == 0
+    history = "SELECT id FROM archiver_internal.training_project_history"
+    if archive.dialect.name == "sqlite":
+        history = "SELECT id FROM training_project_history"
+    assert [project for (project,) in rows(archive, history)] == [project_id]  # the project did change
+    assert not set(whole) & {"checkpoint_facts", "checkpoint_lora_modules", "job_facts", "gpu_hours_daily"}
+    assert by_job and {tuple(jobs) for _, jobs in by_job} == {(started,)}
+    assert_facts_as_computed(archive)
+
+    fake.set_project(project_id, name="renamed")
+    with watched_rewrites() as (whole, by_job):
+        assert fakes.sync(archive, fake).exit_code == 0
+    assert {"checkpoint_facts", "checkpoint_lora_modules"} <= set(whole)
+    assert_facts_as_computed(archive)
+    labels = {
+        row[0]
+        for row in rows(
+            archive, f"SELECT DISTINCT project_name FROM checkpoint_facts WHERE project_id = '{project_id}'"
+        )
+    }
+    assert labels == {"renamed"}
+
+
+@pytest.mark.parametrize("shared", list(facts.SHARED), ids=lambda table: table.name)
+def test_the_facts_kept_by_job_read_no_other_column_of_the_tables_every_fact_reads(
+    archive: Engine, shared: sa.Table
+) -> None:
+    """`facts.SHARED` names the columns the views read of projects and instance types: a refresh keeps
+    every job's facts while those are as they were. A view that read another one would be left stale:
+    a change to any other column must leave every facts table a refresh keeps by job as it computes it."""
+    # Jobs of the era before `node_count`: their nodes are their instance type's.
+    spec = OrgSpec(projects=3, jobs_per_project=2, checkpoints_per_job=2, active_fraction=0, spec_era="C")
+    assert fakes.sync(archive, FakeBaseten(spec)).exit_code == 0
+    kept_by_job = [table for table in FACTS if table.name not in facts.DAILY]
+    changed = {
+        str: "changed",
+        int: 12345,
+        dict: {"changed": True},
+        datetime: datetime(2001, 2, 3, tzinfo=UTC),
+    }
+
+    def computed(connection: sa.Connection) -> dict[str, list[tuple[object, ...]]]:
+        found = {}
+        for table in kept_by_job:
+            columns = ", ".join(c.name for c in table.columns if c.name not in NOW_COLUMNS)
+            query = sa.text(f"SELECT {columns} FROM {table.name}_live")
+            found[table.name] = sorted((tuple(row) for row in connection.execute(query)), key=repr)
+        return found
+
+    others = [column for column in shared.columns if column.name not in facts.SHARED[shared]]
+    assert others
+    with archive.connect() as connection:
+        before = computed(connection)
+        connection.rollback()
+        assert all(before.values())
+        for column in others:
+            kind = column.type.python_type  # object: a timestamp (`UTCDateTime`) or a JSON document
+            if kind is object:
+                kind = dict if isinstance(column.type, type(JSONDocument)) else datetime
+            value = changed[kind]
+            transaction = connection.begin()
+            assert connection.execute(sa.update(shared).values({column.name: value})).rowcount
+            assert computed(connection) == before, column.name
+            transaction.rollback()
 
 
 def test_job_facts_rows_are_brought_to_now_and_rewritten_only_for_the_jobs_written(archive: Engine) -> None:
