@@ -344,6 +344,31 @@ def test_revision_0025_charges_each_day_to_the_same_team_as_before(archive: Engi
     assert len({team for project_id, _, team, _, _ in after if project_id == moved}) == 3
 
 
+def test_revision_0026_counts_the_same_gpu_hours_on_every_day_of_every_run(archive: Engine) -> None:
+    """0026 walks each run's days carrying where the run ends, instead of joining every run at each
+    step: `gpu_hours_daily_live` has the same rows as before, for runs of one day and of many, running
+    and finished; on PostgreSQL the view is replaced where it is (its schema, its grants)."""
+    org = archive_org(archive)
+    fake = org.fake
+    running = fake.start_job(fake.project_ids()[0])
+    later = NIGHTS[1] + timedelta(days=12, hours=7)  # the run just started, seen twelve days on
+    assert sync(archive, fake, clock=lambda: NIGHTS[1] + timedelta(hours=1)).exit_code == 0
+    assert sync(archive, fake, SyncOptions(full=True), clock=lambda: later).exit_code == 0
+    query = "SELECT * FROM gpu_hours_daily_live"
+    days = "SELECT COUNT(*) FROM gpu_hours_daily_live WHERE job_id = :j"
+    assert int(str(rows(archive, days, j=running)[0][0])) >= 12
+    postgresql = archive.dialect.name == "postgresql"
+    if postgresql:
+        with archive.begin() as connection:
+            connection.execute(sa.text("GRANT SELECT ON gpu_hours_daily_live TO PUBLIC"))
+    after, before, again = rows_down_and_up(archive, query, "0025")
+    assert again == after == before
+    assert len({row[5] for row in after}) > 1  # many jobs' runs
+    if postgresql:
+        grants = "SELECT has_table_privilege('public', 'archiver_internal.gpu_hours_daily_live', 'SELECT')"
+        assert scalar(archive, grants) is True
+
+
 def test_revision_0023_computes_the_same_checkpoint_facts_from_labels_and_modules_worked_out_once(
     archive: Engine,
 ) -> None:
