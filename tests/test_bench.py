@@ -59,6 +59,8 @@ def test_the_benchmark_runs_on_a_tiny_organisation_and_prints_its_figures(tmp_pa
             "0 new bodies kept"
             for night in ("first", "next")
         ),
+        # the archive synced after each of three nights of change; the third, an ordinary one, shown
+        rf"4b sqlite +{NUMBER}s for {NUMBER} requests, {NUMBER}% of the full sync's {NUMBER}s \(Night 3: ",
         r"5\. Memory: sync of one job with 5 checkpoints on loopback",
         *(
             rf"sqlite +{run} +{NUMBER}s  peak RSS +{NUMBER} MiB  target < 150 MiB: (met|NOT MET)"
@@ -94,6 +96,10 @@ def test_the_benchmark_runs_on_a_tiny_organisation_and_prints_its_figures(tmp_pa
     assert figures_of["one_job"]["sqlite"]["second"]["peak_rss_mib"] > 0
     assert figures_of["full_sync"]["sqlite"]["kept_bytes_per_checkpoint"] > 0
     assert figures_of["unchanged_night"]["sqlite"]["new_bodies"] == 0
+    assert (
+        figures_of["changed_night"]["sqlite"]["night"] == 3
+        and figures_of["changed_night"]["sqlite"]["requests"] > 3
+    )
     profiled = figures_of["phases"]["sqlite"]
     # Sampled: a sync this small may leave one of the writer's phases without a sample (seen under load).
     assert set(profiled["seconds"][phases.WRITER]) & {phases.EXECUTE, phases.ROWS}

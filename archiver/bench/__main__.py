@@ -63,6 +63,38 @@ def kept_bodies(database_url: str) -> tuple[int, int]:
     return int(count), int(stored)
 
 
+CHANGED_NIGHTS = 3  # the third: neither the rename of night 1 nor the deletion of night 2 (`fake_api.nights`)
+
+
+def changed_nights(server: FakeServer, paced: dict[str, tuple[str, float]], figures: dict[str, Any]) -> None:
+    """Let nights pass in the organisation and sync each archive after each; print the last.
+
+    Night 1 renames a project and night 2 deletes one; night 3 is an ordinary night of change: a job
+    starts (its project gets a new version) and two jobs lose their oldest checkpoints. No target:
+    what a night costs when something did change, beside the unchanged ones.
+    """
+    say(
+        f"4b. Nights of change: each archive synced after each of {CHANGED_NIGHTS} nights, the last shown "
+        "(no target)"
+    )
+    for number in range(1, CHANGED_NIGHTS + 1):
+        changes = server.advance()
+        for kind, (url, paced_seconds) in paced.items():
+            night = run_sync(server, url)
+            if number < CHANGED_NIGHTS:
+                continue
+            figures.setdefault("changed_night", {})[kind] = {
+                "night": number,
+                "seconds": night.seconds,
+                "requests": night.requests,
+                "share_of_full": round(night.seconds / paced_seconds, 4),
+            }
+            say(
+                f"   4b {kind:<10}{night.seconds:6.2f}s for {night.requests} requests, "
+                f"{night.seconds / paced_seconds:.1%} of the full sync's {paced_seconds:.1f}s ({changes})"
+            )
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--jobs", type=click.IntRange(1), default=2_000, show_default=True, help="Jobs in the organisation."
@@ -232,10 +264,12 @@ def main(
             f"4. Nightly syncs of the unchanged organisation, the first and the next, default settings "
             f"(target: 1 + {spec.projects} requests, < 5% of 3's wall time)"
         )
+        paced: dict[str, tuple[str, float]] = {}  # each database's archive and its paced sync's seconds
         with fake_server(spec, latency_ms=latency_ms, rate_limit=rate_limit) as server:
             for kind in kinds:
                 url = new_database(kind)
                 run = run_sync(server, url)
+                paced[kind] = (url, run.seconds)
                 floor = run.requests / rate_limit
                 ratio = run.seconds / floor
                 pace_floor = run.requests / DEFAULT_MAX_RPS
@@ -276,6 +310,7 @@ def main(
                         f"   4 {kind:<11}{night.seconds:6.2f}s for {night.requests} requests ({label} night), "
                         f"{share:.1%} of the full sync's {run.seconds:.1f}s, {new_bodies} new bodies kept  {verdict(ok)}"
                     )
+            changed_nights(server, paced, figures)
 
         one_job = spec_for(1, one_job_checkpoints, 1, seed)
         say(

@@ -2,7 +2,8 @@
 
 The benchmark runs this module as a subprocess, so the archiver's peak RSS and CPU are its own.
 Protocol: the first stdout line is the base URL; each `metrics` line on stdin is answered with
-one JSON line; `reset` forgets recorded requests; end of input stops the server.
+one JSON line; `reset` forgets recorded requests; `advance` lets a night pass and answers what it
+changed, as a JSON string; end of input stops the server.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from archiver.fake_api import FakeBaseten, OrgSpec, serve
+from archiver.fake_api import FakeBaseten, OrgSpec, advance, serve
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class FakeServer:
         """Forget recorded requests."""
         self._ask("reset")
 
+    def advance(self) -> str:
+        """Let a night pass in the organisation (`archiver.fake_api.nights`); say what it changed."""
+        return str(json.loads(self._ask("advance")))
+
 
 @contextmanager
 def fake_server(
@@ -105,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
                 elif line.strip() == "reset":
                     fake.reset_metrics()
                     print("ok", flush=True)
+                elif line.strip() == "advance":
+                    print(json.dumps(str(advance(fake))), flush=True)
 
 
 if __name__ == "__main__":
