@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -266,9 +267,10 @@ SIGHTINGS: dict[str, tuple[str, ...]] = {
     checkpoints.name: ("last_seen_at",),
     training_jobs.name: ("checkpoints_fetched_at",),
 }
-# The tables every fact reads, and the columns the facts views read of them (revision 0025's): a change
-# to these rewrites the steady tables whole. A project gets a new version whenever it starts a job (its
-# `latest_job_id`, `updated_at`): alone, that changes no fact. (`test_facts_inputs` holds the views to it.)
+# The tables every fact reads, and the columns the facts views read of them (revision 0026's; a test in
+# `test_views` holds the views to it). A project gets a new version whenever it starts a job (its
+# `latest_job_id`, `updated_at`): alone, that changes no fact. A change to what they read rewrites the
+# facts of the project's jobs (`Shared`); an instance type's, every job's.
 SHARED: dict[sa.Table, tuple[str, ...]] = {
     training_projects: ("id", "name", "team_name", "deleted_at"),
     instance_types: ("id", "name", "gpu_type", "gpu_count", "nodes"),
@@ -276,15 +278,62 @@ SHARED: dict[sa.Table, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
+class Shared:
+    """What the facts views read of the `SHARED` tables, summed up: a digest of the instance types, and
+    one per project of its columns and of whether another project has its name (its label then names
+    its id: a rename can change another project's label)."""
+
+    types: str
+    projects: dict[str, str]
+
+    @classmethod
+    def of(cls, connection: Connection) -> Shared:
+        types = hashlib.sha256()
+        table = instance_types
+        for row in connection.execute(
+            sa.select(*(table.c[name] for name in SHARED[table])).order_by(table.c.id)
+        ):
+            types.update(repr(tuple(row)).encode() + b"\x00")
+        read = [training_projects.c[name] for name in SHARED[training_projects]]
+        rows = [tuple(row) for row in connection.execute(sa.select(*read))]
+        named = Counter(row[1] for row in rows if row[1])
+        projects = {
+            str(row[0]): hashlib.sha256(
+                repr((*row[1:], bool(row[1]) and named[row[1]] > 1)).encode()
+            ).hexdigest()[:16]
+            for row in rows
+        }
+        return cls(types.hexdigest(), projects)
+
+    def changed_projects(self, now: Shared) -> set[str]:
+        """The projects whose facts read something else `now` (new, gone, renamed, moved, deleted, relabelled)."""
+        return {
+            project
+            for project in self.projects.keys() | now.projects.keys()
+            if self.projects.get(project) != now.projects.get(project)
+        }
+
+    @classmethod
+    def parse(cls, found: object) -> Shared | None:
+        """What `Inputs.text` recorded of it, or None (recorded before it was, or not one)."""
+        if not isinstance(found, dict) or not isinstance(found.get("types"), str):
+            return None
+        projects = found.get("projects")
+        if not isinstance(projects, dict) or not all(isinstance(v, str) for v in projects.values()):
+            return None
+        return cls(found["types"], {str(k): v for k, v in projects.items()})
+
+
+@dataclass(frozen=True)
 class Inputs:
     """The steady facts tables' inputs summed up: per table, its row count and each stamp's count and
     latest value; the latest stamp of all, after which every later write is stamped; and a digest of
-    what the facts read of the `SHARED` tables."""
+    what the facts read of the `SHARED` tables (`Shared`)."""
 
     tables: dict[str, list[str]]
     stamped_until: datetime | None
     day: str | None = field(default=None, compare=False)  # the UTC day a `DAILY` table counted to
-    shared: str | None = None  # None: recorded before the digest was (it is then taken as changed)
+    shared: Shared | None = None  # None: recorded before it was (every row is then taken as stale)
 
     @classmethod
     def of(cls, connection: Connection) -> Inputs:
@@ -297,7 +346,7 @@ class Inputs:
             row = connection.execute(sa.select(*aggregates).select_from(table)).one()
             tables[table.name] = [str(value) for value in row]
             latest += [value for value in row[2::2] if value is not None]
-        return cls(tables, max(latest, default=None), shared=_shared_digest(connection))
+        return cls(tables, max(latest, default=None), shared=Shared.of(connection))
 
     def same_but(self, other: Inputs, stamps: Mapping[str, tuple[str, ...]]) -> bool:
         """Whether `other` differs from these inputs in nothing but `stamps` (per table; and so the latest
@@ -319,7 +368,7 @@ class Inputs:
         if self.day is not None:
             found["day"] = self.day
         if self.shared is not None:
-            found["shared"] = self.shared
+            found["shared"] = {"types": self.shared.types, "projects": self.shared.projects}
         return json.dumps(found, sort_keys=True)
 
     @classmethod
@@ -332,21 +381,10 @@ class Inputs:
                 found["tables"],
                 None if until is None else datetime.fromisoformat(until),
                 day if isinstance(day, str) else None,
-                shared if isinstance(shared, str) else None,
+                Shared.parse(shared),
             )
         except (ValueError, KeyError, TypeError):
             return None
-
-
-def _shared_digest(connection: Connection) -> str:
-    """A digest of what the facts views read of the `SHARED` tables: every row's read columns, in id order."""
-    digest = hashlib.sha256()
-    for table, columns in SHARED.items():
-        query = sa.select(*(table.c[name] for name in columns)).order_by(table.c.id)
-        for row in connection.execute(query):
-            digest.update(repr(tuple(row)).encode())
-        digest.update(b"\x00" + table.name.encode())
-    return digest.hexdigest()
 
 
 class _Jobs:
@@ -362,6 +400,13 @@ class _Jobs:
         if self._every is None:
             self._every = set(self.connection.execute(sa.select(training_jobs.c.id)).scalars())
         return self._every
+
+    def of_projects(self, projects: set[str]) -> set[str]:
+        found: set[str] = set()
+        for batch in chunked(sorted(projects), JOBS_A_STATEMENT):
+            query = sa.select(training_jobs.c.id).where(training_jobs.c.training_project_id.in_(batch))
+            found.update(self.connection.execute(query).scalars())
+        return found
 
     def written_since(self, since: datetime) -> set[str]:
         if since not in self._written:
@@ -380,18 +425,24 @@ class _Jobs:
 def _stale_jobs(jobs: _Jobs, before: Inputs | None, now: Inputs, fresh: frozenset[str]) -> list[str] | None:
     """The jobs whose rows of a steady table must be rewritten, or None for the whole table.
 
-    Those with rows written since `before` (every job, when nothing was recorded or what the facts
-    read of a project or an instance type changed: every row reads them), but for the `fresh` ones,
-    whose rows are as computed now; None when that is most jobs, or a write no stamp shows moved the
-    fingerprint. A project's other columns (its latest job, `updated_at`) make no job stale.
+    Those with rows written since `before`, and the jobs of the projects whose facts read something
+    else (`Shared`): every job, when nothing was recorded or an instance type changed. But for the
+    `fresh` ones, whose rows are as computed now; None when that is most jobs, or a write no stamp
+    shows moved the fingerprint. A project's other columns (its latest job, `updated_at`) make no job stale.
     """
-    since = before.stamped_until if before is not None else None
-    if before is None or since is None or before.shared is None or before.shared != now.shared:
+    if (
+        before is None
+        or before.stamped_until is None
+        or before.shared is None
+        or now.shared is None
+        or before.shared.types != now.shared.types
+    ):
         if not fresh:
             return None
         written = jobs.every()
     else:
-        written = jobs.written_since(since)
+        changed = jobs.of_projects(before.shared.changed_projects(now.shared))
+        written = jobs.written_since(before.stamped_until) | changed
         moved = {name for name, values in now.tables.items() if before.tables.get(name) != values}
         if not written and not moved <= {table.name for table in SHARED}:
             return None  # none written, yet the fingerprint moved: a write no stamp shows (by hand?)

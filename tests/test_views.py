@@ -218,34 +218,44 @@ def test_a_sync_rewrites_the_steady_facts_tables_only_when_their_inputs_changed(
 def test_a_project_that_starts_a_job_has_the_facts_of_that_job_alone_written(archive: Engine) -> None:
     """A project gets a new version whenever it starts a job (its latest job, its `updated_at`): most
     nights of an organisation that trains. The facts read neither, so that night writes the new job's
-    rows, not every checkpoint's again; a rename still rewrites what shows the name."""
-    fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=3, checkpoints_per_job=3, active_fraction=0))
+    rows, not every checkpoint's again. A rename, a name another project has (both labels then name
+    their ids) and a deletion rewrite the facts of the jobs of the projects they change."""
+    fake = FakeBaseten(OrgSpec(projects=5, jobs_per_project=2, checkpoints_per_job=2, active_fraction=0))
     assert fakes.sync(archive, fake).exit_code == 0
-    project_id = fake.project_ids()[0]
+    names = [fake.project(project)["name"] for project in fake.project_ids()]
+    unique = [
+        project for project, name in zip(fake.project_ids(), names, strict=True) if names.count(name) == 1
+    ]
+    project_id, other, gone = unique[:3]  # a label names its project's id when another has its name
     started = fake.start_job(project_id)
     fake.add_checkpoint(started)
     with watched_rewrites() as (whole, by_job):
         assert fakes.sync(archive, fake).exit_code == 0
-    history = "SELECT id FROM archiver_internal.training_project_history"
-    if archive.dialect.name == "sqlite":
-        history = "SELECT id FROM training_project_history"
+    history = "SELECT id FROM training_project_history"
     assert [project for (project,) in rows(archive, history)] == [project_id]  # the project did change
-    assert not set(whole) & {"checkpoint_facts", "checkpoint_lora_modules", "job_facts", "gpu_hours_daily"}
+    kept_by_job = {"checkpoint_facts", "checkpoint_lora_modules", "job_facts", "gpu_hours_daily"}
+    assert not set(whole) & kept_by_job
     assert by_job and {tuple(jobs) for _, jobs in by_job} == {(started,)}
     assert_facts_as_computed(archive)
 
-    fake.set_project(project_id, name="renamed")
-    with watched_rewrites() as (whole, by_job):
-        assert fakes.sync(archive, fake).exit_code == 0
-    assert {"checkpoint_facts", "checkpoint_lora_modules"} <= set(whole)
-    assert_facts_as_computed(archive)
-    labels = {
-        row[0]
-        for row in rows(
-            archive, f"SELECT DISTINCT project_name FROM checkpoint_facts WHERE project_id = '{project_id}'"
-        )
-    }
-    assert labels == {"renamed"}
+    def rewritten_jobs(change: Callable[[], object]) -> set[str]:
+        change()
+        with watched_rewrites() as (whole, by_job):
+            assert fakes.sync(archive, fake).exit_code == 0
+        assert not set(whole) & kept_by_job
+        assert_facts_as_computed(archive)
+        return {job for table, jobs in by_job if table == "checkpoint_facts" for job in jobs}
+
+    assert rewritten_jobs(lambda: fake.set_project(project_id, name="renamed")) == set(
+        fake.job_ids(project_id)
+    )
+    both = rewritten_jobs(lambda: fake.set_project(other, name="renamed"))
+    assert both == {*fake.job_ids(project_id), *fake.job_ids(other)}
+    labels = "SELECT DISTINCT project_id, project_label FROM checkpoint_facts WHERE project_name = 'renamed'"
+    assert sorted(rows(archive, labels)) == sorted((p, f"renamed ({p})") for p in (project_id, other))
+    jobs_of_gone = set(fake.job_ids(gone))
+    # (and the job still running, read every night)
+    assert rewritten_jobs(lambda: fake.delete_project(gone)) == {*jobs_of_gone, started}
 
 
 @pytest.mark.parametrize("shared", list(facts.SHARED), ids=lambda table: table.name)
@@ -309,8 +319,7 @@ def test_job_facts_rows_are_brought_to_now_and_rewritten_only_for_the_jobs_writt
     assert all(now.last_seen_at > then.last_seen_at for now, then in zip(after, before, strict=True))
     assert_job_facts_as_computed_at_refresh(archive)
 
-    # A running job is read every night: its row is rewritten (the project shows its latest job, so
-    # the night it starts, every row is).
+    # A running job is read every night: its row is rewritten.
     job_id = fake.job_ids()[0]
     fake.set_job(job_id, current_status="TRAINING_JOB_RUNNING")
     assert fakes.sync(archive, fake).exit_code == 0
@@ -321,10 +330,11 @@ def test_job_facts_rows_are_brought_to_now_and_rewritten_only_for_the_jobs_writt
     assert_job_facts_as_computed_at_refresh(archive)
     assert_job_facts_as_computed_at_refresh(archive)
 
-    fake.set_project(fake.project_ids()[0], name="renamed")  # every job's row reads its project
+    project = fake.project_ids()[0]
+    fake.set_project(project, name="renamed")  # the rows of its jobs show its name
     with watched_rewrites() as (whole, by_job):
         assert fakes.sync(archive, fake).exit_code == 0
-    assert "job_facts" in whole
+    assert "job_facts" not in whole and set(dict(by_job)["job_facts"]) == {*fake.job_ids(project), job_id}
     assert_job_facts_as_computed_at_refresh(archive)
 
 
