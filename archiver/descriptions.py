@@ -390,14 +390,16 @@ ABOUT: dict[str, About] = {
     "facts_inputs": About(
         "Bookkeeping of the facts tables: one row per facts table, with a fingerprint of the rows it is "
         "computed from as they were at its last rewrite. A sync rewrites the rows of `checkpoint_facts` and "
-        "`checkpoint_lora_modules` of the jobs it writes as it writes them, and at its end only those of other "
-        "jobs written since when no project or instance type changed; it keeps `project_storage_daily` while "
-        "its fingerprint and the UTC day are as they were, and rewrites `gpu_hours_daily` on the same UTC day "
-        "only for the jobs still running and those written since; `job_facts` counts hours up to the sync and "
-        "is rewritten at every sync.",
+        "`checkpoint_lora_modules` of the jobs it writes as it writes them. At its end it rewrites, there and "
+        "in `job_facts` and `gpu_hours_daily`, the rows of the other jobs written since and of the jobs of "
+        "projects whose name, team, deletion or label changed (every row when an instance type changed); "
+        "`gpu_hours_daily` on the same UTC day also those of the jobs still running; `job_facts`' hours are "
+        "brought to the sync's time. It keeps `project_storage_daily` while its fingerprint and the UTC day "
+        "are as they were.",
         name="the facts table, e.g. `checkpoint_facts`",
         inputs="the fingerprint: JSON of each input table's row count and latest run stamps, the latest "
-        "stamp of all (rows stamped after it were written since), and for `project_storage_daily` and "
+        "stamp of all (rows stamped after it were written since), a digest of what the facts read of the "
+        "instance types and one of each project (`shared`), and for `project_storage_daily` and "
         "`gpu_hours_daily` the UTC `day` it counted to",
         refreshed_at="when the table was last rewritten (UTC)",
     ),
