@@ -15,6 +15,7 @@ from archiver.fake_api import (
     DEFAULT_API_KEY,
     TERMINAL_STATUSES,
     FakeBaseten,
+    Night,
     OrgSpec,
     advance,
     play_until,
@@ -77,6 +78,16 @@ def test_a_night_finishes_jobs_saves_and_cleans_up_checkpoints_and_renames_then_
     assert deleted != renamed and fake.project_ids() == [p for p in projects if p != deleted]
     assert fake.handle("GET", f"/v1/training_projects/{deleted}", AUTH, b"").status == 404
     assert len(fake.project_ids()) == SPEC.projects - 1 == len(FakeBaseten(SPEC).project_ids()) - 1
+
+
+def test_a_night_says_what_it_changed_in_words() -> None:
+    night = Night(3, started=["j1"], saved=1, completed=["j2"], cleaned=2)
+    assert str(night) == "Night 3: 1 job finished (0 failed); 1 started; 1 checkpoint saved, 2 cleaned up"
+    night = Night(4, saved=2, completed=["j2", "j3"], failed=["j4"], renamed=("p1", "a", "a-v2"))
+    assert str(night) == (
+        "Night 4: 3 jobs finished (1 failed); 0 started; 2 checkpoints saved, 0 cleaned up; "
+        "project p1 renamed from a to a-v2"
+    )
 
 
 def test_the_same_seed_and_night_give_the_same_answers_whether_played_or_advanced_on_request() -> None:

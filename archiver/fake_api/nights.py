@@ -42,7 +42,7 @@ class Night:
         said = [
             f"{finished} job{'s' * (finished != 1)} finished ({len(self.failed)} failed)",
             f"{len(self.started)} started",
-            f"{self.saved} checkpoints saved, {self.cleaned} cleaned up",
+            f"{self.saved} checkpoint{'s' * (self.saved != 1)} saved, {self.cleaned} cleaned up",
         ]
         if self.renamed:
             said.append(f"project {self.renamed[0]} renamed from {self.renamed[1]} to {self.renamed[2]}")
