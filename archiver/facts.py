@@ -288,22 +288,18 @@ class Shared:
 
     @classmethod
     def of(cls, connection: Connection) -> Shared:
-        types = hashlib.sha256()
-        table = instance_types
-        for row in connection.execute(
-            sa.select(*(table.c[name] for name in SHARED[table])).order_by(table.c.id)
-        ):
-            types.update(repr(tuple(row)).encode() + b"\x00")
-        read = [training_projects.c[name] for name in SHARED[training_projects]]
-        rows = [tuple(row) for row in connection.execute(sa.select(*read))]
-        named = Counter(row[1] for row in rows if row[1])
-        projects = {
-            str(row[0]): hashlib.sha256(
-                repr((*row[1:], bool(row[1]) and named[row[1]] > 1)).encode()
-            ).hexdigest()[:16]
-            for row in rows
-        }
-        return cls(types.hexdigest(), projects)
+        types = b"".join(repr(row).encode() + b"\x00" for row in _read(connection, instance_types))
+        projects = _read(connection, training_projects)  # (id, name, ...)
+        named = Counter(name for _, name, *_ in projects if name)
+        return cls(
+            hashlib.sha256(types).hexdigest(),
+            {
+                str(id_): hashlib.sha256(
+                    repr((name, *rest, bool(name) and named[name] > 1)).encode()
+                ).hexdigest()[:16]
+                for id_, name, *rest in projects
+            },
+        )
 
     def changed_projects(self, now: Shared) -> set[str]:
         """The projects whose facts read something else `now` (new, gone, renamed, moved, deleted, relabelled)."""
@@ -322,6 +318,15 @@ class Shared:
         if not isinstance(projects, dict) or not all(isinstance(v, str) for v in projects.values()):
             return None
         return cls(found["types"], {str(k): v for k, v in projects.items()})
+
+
+def _read(connection: Connection, table: sa.Table) -> list[tuple[Any, ...]]:
+    """What the facts views read of a `SHARED` table: its rows' read columns, in id order."""
+    query = sa.select(*(table.c[name] for name in SHARED[table])).order_by(table.c.id)
+    return [tuple(row) for row in connection.execute(query)]
+
+
+_SHARED_NAMES = frozenset(table.name for table in SHARED)
 
 
 @dataclass(frozen=True)
@@ -444,7 +449,7 @@ def _stale_jobs(jobs: _Jobs, before: Inputs | None, now: Inputs, fresh: frozense
         changed = jobs.of_projects(before.shared.changed_projects(now.shared))
         written = jobs.written_since(before.stamped_until) | changed
         moved = {name for name, values in now.tables.items() if before.tables.get(name) != values}
-        if not written and not moved <= {table.name for table in SHARED}:
+        if not written and not moved <= _SHARED_NAMES:
             return None  # none written, yet the fingerprint moved: a write no stamp shows (by hand?)
     stale = sorted(written - fresh)
     return stale if 2 * len(stale) <= len(jobs.every()) else None
