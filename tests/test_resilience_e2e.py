@@ -17,6 +17,7 @@ from archiver import db, migrate
 from archiver.cli import cli
 from archiver.errors import DatabaseUnavailable
 from archiver.fake_api import FakeBaseten, Faults, OrgSpec, serve
+from archiver.lock import LOCK_APPLICATION
 from archiver.sync import SyncOptions, run_sync
 
 from .support import fakes
@@ -263,12 +264,18 @@ def set_read_only(admin_url: str, database: str, read_only: bool) -> None:
         connection.exec_driver_sql(
             f'ALTER DATABASE "{database}" SET default_transaction_read_only = {"on" if read_only else "off"}'
         )
-        connection.execute(
+        # As a failover does: every connection ends before the server answers again. One at a time,
+        # each waited for (a signalled backend can commit for a few more milliseconds), and the sync
+        # lock's holder last: were it first, a run's write could still commit and find the lock gone.
+        backends = connection.execute(
             sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
+                "SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid() "
+                "ORDER BY application_name = :holder"
             ),
-            {"d": database},
-        )
+            {"d": database, "holder": LOCK_APPLICATION},
+        ).scalars()
+        for pid in list(backends):
+            connection.execute(sa.text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid})
     admin.dispose()
 
 
