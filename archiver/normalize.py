@@ -268,14 +268,15 @@ def checkpoint_listing(
     where = Where(project_id, job_id)
     payload = obj(payload, where)
     job = listing_job(payload, where, listed_job)
-    listed = items(required(payload, "checkpoints", where), where / "checkpoints")
+    entries = where / "checkpoints"
+    listed = items(required(payload, "checkpoints", where), entries)
     by_id: dict[str, Row] = {}
     configs: dict[str, Row] = {}
     duplicates: list[str] = []
     rejected: list[Rejected] = []
     for index, entry in enumerate(listed):
         try:
-            row, config = checkpoint_row(entry, where / "checkpoints" / index, job_id)
+            row, config = checkpoint_row(entry, entries / index, job_id)
         except MalformedResponse as exc:
             rejected.append(rejected_entry(exc, entry, "checkpoint_id"))
             continue
