@@ -393,31 +393,20 @@ class ApiObject:
 
     def _read(self, data: Any, where: Where) -> Row:
         data = obj(data, where)
-        if where is UNPLACED:
-            row = self._read_unplaced(data)
-        else:
+        if where is not UNPLACED:
             row = {key.name: key.take(data, where) for key in self.keys}
+        else:  # as nearly every object is read: a plain string is taken as it is, without a call
+            row = {}
+            for key in self.keys:
+                value = data.get(key.name)
+                if value is None:  # absent or null: as the key allows
+                    row[key.name] = key.take(data, UNPLACED)
+                elif key.read is _string and type(value) is str and value.isascii() and "\x00" not in value:
+                    row[key.name] = value
+                else:
+                    row[key.name] = key.read(value, UNPLACED)
         row["extra"] = _extra(data, self.known, where)
         return row
-
-    def _read_unplaced(self, data: Mapping[str, Any]) -> Row:
-        """`_read` at no place, as most values are: a plain string is taken as it is, without a call."""
-        row: Row = {}
-        get = data.get
-        for key, plain in self._plan:
-            value = get(key.name)
-            if value is None:  # absent or null: as the key allows
-                row[key.name] = key.take(data, UNPLACED)
-            elif plain and type(value) is str and value.isascii() and "\x00" not in value:
-                row[key.name] = value  # what `_string` returns
-            else:
-                row[key.name] = key.read(value, UNPLACED)
-        return row
-
-    @cached_property
-    def _plan(self) -> tuple[tuple[Key, bool], ...]:
-        """Each key, and whether it is read by `_string` (any text the databases can store)."""
-        return tuple((key, key.read is _string) for key in self.keys)
 
 
 # The contracts. Where they depart from the OpenAPI schema, a comment says why; the test

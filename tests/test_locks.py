@@ -108,7 +108,8 @@ def terminate_lock_connection(database_url: str) -> None:
     try:
         killed = rows(
             engine,
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            # Waited for (up to 10 s): the lock is free once the call returns.
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND classid = :high AND objid = :low AND objsubid = 1 "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             high=ADVISORY_KEY >> 32,
