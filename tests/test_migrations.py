@@ -18,9 +18,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from archiver import db, docs, facts, migrate
+from archiver import db, docs, drain, facts, migrate
 from archiver.errors import SchemaOutOfDate
-from archiver.schema import SCHEMA_REVISION, metadata
+from archiver.schema import SCHEMA_REVISION, checkpoints, metadata
 from archiver.sync import SyncOptions
 
 from .conftest import scalar
@@ -125,9 +125,9 @@ def test_postgresql_carries_every_description_after_each_migration(postgres_url:
     assert comments(engine) == DESCRIBED
     # A step back leaves fewer objects and columns: each still described as the code describes it.
     # (Back past revisions that change no description, such as 0011's SQLite timestamps, 0017's
-    # move of the bookkeeping to its schema, or 0020-0024's indexes and views.)
+    # move of the bookkeeping to its schema, 0020-0026's indexes and views, or 0027's index.)
     stepped_back = DESCRIBED
-    for _ in range(8):
+    for _ in range(12):
         migrate.downgrade(engine, "-1")
         if (stepped_back := comments(engine)) != DESCRIBED:
             break
@@ -342,6 +342,50 @@ def test_revision_0025_charges_each_day_to_the_same_team_as_before(archive: Engi
     after, before, again = rows_down_and_up(archive, query, "0024")
     assert again == after == before
     assert len({team for project_id, _, team, _, _ in after if project_id == moved}) == 3
+
+
+def drain_check_plan(archive: Engine) -> str:
+    """How the database answers the nightly drain check (`drain._lost_enough`), as its EXPLAIN prints it;
+    on PostgreSQL with sequential scans priced out, as on an archive too large to read whole."""
+    asked: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        asked.append((statement, parameters))
+
+    with archive.connect() as connection:
+        sa.event.listen(connection, "before_cursor_execute", keep)
+        drain._lost_enough(connection, datetime.now(UTC) - timedelta(days=7))
+        sa.event.remove(connection, "before_cursor_execute", keep)
+        ((statement, parameters),) = [(text, values) for text, values in asked if text.startswith("SELECT")]
+        if archive.dialect.name == "sqlite":
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+            return "\n".join(str(row[-1]) for row in plan)
+        connection.exec_driver_sql("SET enable_seqscan = off")
+        plan = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters).all()
+        return "\n".join(str(row[0]) for row in plan)
+
+
+def test_revision_0027_answers_the_drain_check_from_the_deleted_checkpoints_alone(archive: Engine) -> None:
+    """0027 indexes the checkpoints marked deleted, and those alone: the check every sync makes for jobs
+    and projects draining away reads that index instead of every checkpoint, and still finds a drain."""
+    org = archive_org(archive)
+    project = org.fake.project_ids()[0]
+    assert "ix_checkpoints_deleted_at" in drain_check_plan(archive)
+    of_project = checkpoints.c.training_job_id.in_(org.fake.job_ids(project))
+    with archive.begin() as connection:  # every checkpoint of one project, marked deleted yesterday
+        connection.execute(
+            sa.update(checkpoints).where(of_project).values(deleted_at=datetime.now(UTC) - timedelta(days=1))
+        )
+        held = connection.scalar(sa.select(sa.func.count()).where(of_project))
+    assert held and held >= drain.MASS
+    with archive.connect() as connection:
+        found = drain.draining(connection, datetime.now(UTC), drain.DEFAULT_DRAIN_WINDOW)
+    assert [(d.id, d.lost, d.held) for d in found if d.scope == "project"] == [(project, held, held)]
+
+    migrate.downgrade(archive, "0026")
+    assert "ix_checkpoints_deleted_at" not in drain_check_plan(archive)
+    migrate.upgrade(archive)
+    assert "ix_checkpoints_deleted_at" in drain_check_plan(archive)
 
 
 def test_revision_0026_counts_the_same_gpu_hours_on_every_day_of_every_run(archive: Engine) -> None:
