@@ -135,7 +135,9 @@ def items(value: Any, where: Where) -> list[Any]:
 
 
 def unstorable(value: str) -> str | None:
-    """Say why a string cannot go into both databases, or None when it can."""
+    """Say why a string cannot go into both databases, or None when it can.
+
+    (`ApiObject._read` takes ASCII without NUL as storable without asking here: a new rule goes there too.)"""
     if "\x00" in value:
         return "contains a NUL character, which PostgreSQL cannot store"
     if not value.isascii():

@@ -4,9 +4,9 @@ Why: (issue 21) every sync, after judging what vanished, asks whether any job or
 checkpoints within the drain window (`drain._lost_enough`: `WHERE checkpoints.deleted_at > :since`).
 Without an index both databases read every checkpoint for it, every night, unchanged or not: at 92,520
 checkpoints 22-25 ms on SQLite and 18-21 ms on PostgreSQL, growing with the archive. With this one,
-0.5-1.2 ms and 1.6-2.1 ms. It is partial (`WHERE deleted_at IS NOT NULL`): a live checkpoint, as every new one is,
-has no entry in it, so writing checkpoints costs nothing more. Both databases use a partial index for
-a comparison on its column, which a null never passes.
+0.5-1.2 ms and 1.6-2.1 ms. It is partial (`WHERE deleted_at IS NOT NULL`): a live checkpoint, as
+every new one is, has no entry in it, so writing checkpoints costs nothing more. Both databases use a
+partial index for a comparison on its column, which a null never passes.
 
 Revision ID: 0027
 Revises: 0026
