@@ -37,7 +37,7 @@ from archiver.schema import (
     training_jobs,
     training_projects,
 )
-from archiver.streamed import LargeListing
+from archiver.streamed import HashedIds, LargeListing
 from archiver.versioning import (
     WRITE_PIECE_ROWS,
     Archived,
@@ -407,7 +407,8 @@ def save_large_listing(
 
     Each piece of entries (see `archiver.streamed`) is compared with the archived rows of its own
     checkpoints and written before the next is read; what vanished is found once every piece is in,
-    from the ids listed. Memory holds a piece and the listed ids, whatever the job's size.
+    from the ids listed, held as hashes (`HashedIds`, 8 bytes an id). Memory holds a piece and
+    those, whatever the job's size.
     """
     guard = guard or DeletionGuard()
     job_id = listing.job.row["id"]
@@ -416,36 +417,62 @@ def save_large_listing(
     key = ("training_job_id", "checkpoint_id")
     of_job = checkpoints.c.training_job_id == job_id
     # A job read for the first time has nothing to compare with: no lookups (on PostgreSQL they would
-    # be planned for the table as it was before this transaction, and scan what it wrote since).
+    # be planned for the table as it was before this transaction, and scan what it wrote since), and
+    # nothing that could have vanished.
     held = connection.scalar(sa.select(checkpoints.c.id).where(of_job).limit(1)) is not None
     seen = {"deleted_at": None, "first_seen_at": now, "last_seen_at": now}
     counts = WriteCounts()
     config_ids: dict[str, int] = {}
-    listed: set[str] = set()
+    listed = HashedIds()
     for piece in listing.pieces(WRITE_PIECE_ROWS):
         new = {sha: config for sha, config in piece.lora_configs.items() if sha not in config_ids}
         config_ids.update(save_lora_configs(connection, new, now))
-        ids = [row["checkpoint_id"] for row in piece.checkpoints]
-        listed.update(ids)
         archived: dict[tuple[Any, ...], Archived] = {}
-        for batch in chunked(ids, LOOKUP_ROWS) if held else ():
-            which = sa.and_(of_job, checkpoints.c.checkpoint_id.in_(batch))
-            archived.update(archived_rows(connection, CHECKPOINTS, which, key))
+        if held:
+            ids = [row["checkpoint_id"] for row in piece.checkpoints]
+            for checkpoint_id in ids:
+                listed.add(checkpoint_id)
+            for batch in chunked(ids, LOOKUP_ROWS):
+                which = sa.and_(of_job, checkpoints.c.checkpoint_id.in_(batch))
+                archived.update(archived_rows(connection, CHECKPOINTS, which, key))
         rows = (_checkpoint_row(listed_row, config_ids, seen) for listed_row in piece.checkpoints)
         counts.add(save_versions(connection, CHECKPOINTS, rows, now, archived, key=key, touch=False))
-    spoken_for = listed | listing.refused
-    live = sa.select(checkpoints.c.id, checkpoints.c.checkpoint_id).where(
-        of_job, checkpoints.c.deleted_at.is_(None)
-    )
-    missing = [
-        row_id for row_id, checkpoint_id in connection.execute(live) if checkpoint_id not in spoken_for
-    ]
+    missing = _unlisted(connection, listing, listed) if held else []
     done, reason = _settle(connection, listing, live_before, missing, now, guard, defer, counts)
     if done:
         _mark_fetched(connection, [listing], now)
     else:
         _forget_reads(connection, [job_id])
     return counts, {job_id: reason} if reason else {}
+
+
+def _unlisted(connection: Connection, listing: LargeListing, listed: HashedIds) -> list[Any]:
+    """The row ids of the live checkpoints of a large listing's job that it neither listed nor quarantined.
+
+    Every checkpoint listed was written live. So when no two listed ids share a hash, the live rows
+    found `in` what was listed are exactly as many as were listed, unless an unlisted one shares a
+    listed id's hash: then the listing's ids are read again, whole, to decide.
+    """
+    refused = listing.refused
+    live = sa.select(checkpoints.c.id, checkpoints.c.checkpoint_id).where(
+        checkpoints.c.training_job_id == listing.job.row["id"], checkpoints.c.deleted_at.is_(None)
+    )
+    if not listed.repeated():
+        missing: list[Any] = []
+        found = 0
+        for row_id, checkpoint_id in connection.execute(live):
+            if checkpoint_id in refused:
+                continue
+            if checkpoint_id in listed:
+                found += 1
+            else:
+                missing.append(row_id)
+        if found == len(listed):
+            return missing
+    spoken_for = refused | {
+        row["checkpoint_id"] for piece in listing.pieces(WRITE_PIECE_ROWS) for row in piece.checkpoints
+    }
+    return [row_id for row_id, checkpoint_id in connection.execute(live) if checkpoint_id not in spoken_for]
 
 
 def _settle(

@@ -15,8 +15,11 @@ an integer beyond 64 bits, nesting past the contract's limit, or anything ijson 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import IO, Any
 
 import ijson
@@ -40,8 +43,58 @@ from archiver.normalize import (
 )
 
 ENTRIES = "checkpoints.item"
+_ENTRY_ID = "checkpoints.item.checkpoint_id"
 _OPEN = frozenset(("start_map", "start_array"))
 _CLOSE = frozenset(("end_map", "end_array"))
+_BUCKETS = 256
+_hash: Callable[[str], int] = hash  # a test makes ids share hashes
+
+
+class HashedIds:
+    """A set of ids too many to hold as strings: each is held as its 64-bit hash, 8 bytes.
+
+    A listing of a million checkpoints held its ids as a set of strings twice over (the outline's
+    check for an id listed twice, then the writer's record of what was listed), about 110 bytes
+    each: most of what such a sync held. Two ids can share a hash (Python's, keyed at random per
+    process: about one chance in 37 million for a million ids), so a shared hash is only ever a
+    question: `repeated` names the hashes to check against the ids themselves, and a caller asking
+    whether an id is `in` the set confirms what it found another way (see `store.save_large_listing`).
+    """
+
+    def __init__(self) -> None:
+        self._buckets = [array("q") for _ in range(_BUCKETS)]
+        self._count = 0
+        self._sorted = True
+
+    def add(self, id_: str) -> None:
+        hashed = _hash(id_)
+        self._buckets[hashed % _BUCKETS].append(hashed)
+        self._count += 1
+        self._sorted = False
+
+    def __len__(self) -> int:
+        """How many ids were added (one added twice counts twice)."""
+        return self._count
+
+    def __contains__(self, id_: object) -> bool:
+        """Whether an id with this one's hash was added: this id, or (rarely) another."""
+        if not isinstance(id_, str):
+            return False
+        hashed = _hash(id_)
+        bucket = self._sort()[hashed % _BUCKETS]
+        at = bisect_left(bucket, hashed)
+        return at < len(bucket) and bucket[at] == hashed
+
+    def repeated(self) -> set[int]:
+        """The hashes added more than once: by an id added twice, or by two ids that share one."""
+        return {hashed for bucket in self._sort() for hashed, after in pairwise(bucket) if hashed == after}
+
+    def _sort(self) -> list[array[int]]:
+        if not self._sorted:
+            for at, bucket in enumerate(self._buckets):  # one at a time: a bucket's list is all it adds
+                self._buckets[at] = array("q", sorted(bucket))
+            self._sorted = True
+        return self._buckets
 
 
 @dataclass(frozen=True)
@@ -56,7 +109,7 @@ def outline(file: IO[bytes]) -> Outline | None:
     """Read a listing once for its outline; None when it must be read whole instead (see the module)."""
     builder = ijson.ObjectBuilder()
     top_keys: set[str] = set()
-    ids: set[str] = set()
+    ids = HashedIds()
     depth = entries = 0
     in_entries = False
     file.seek(0)
@@ -67,9 +120,7 @@ def outline(file: IO[bytes]) -> Outline | None:
             if in_entries and depth >= 2 and not (depth == 2 and event == "end_array"):
                 if depth == 2 and event not in _CLOSE:
                     entries += 1
-                elif depth == 3 and event == "string" and prefix == "checkpoints.item.checkpoint_id":
-                    if value in ids:
-                        return None
+                elif depth == 3 and event == "string" and prefix == _ENTRY_ID:
                     ids.add(value)
             else:
                 if depth == 1 and event == "map_key":
@@ -87,12 +138,40 @@ def outline(file: IO[bytes]) -> Outline | None:
                     return None
             elif event in _CLOSE:
                 depth -= 1
+        if _listed_twice(file, ids.repeated()):
+            return None
     except (ijson.JSONError, ValueError, OverflowError):
         return None
     finally:
         file.seek(0)
     payload = builder.value
     return Outline(payload, entries) if isinstance(payload, dict) else None
+
+
+def _listed_twice(file: IO[bytes], suspects: set[int]) -> bool:
+    """Whether a checkpoint id whose hash `outline` saw more than once is listed twice (or two shared it)."""
+    if not suspects:
+        return False
+    seen: set[str] = set()
+    for checkpoint_id in _entry_ids(file):
+        if _hash(checkpoint_id) in suspects:
+            if checkpoint_id in seen:
+                return True
+            seen.add(checkpoint_id)
+    return False
+
+
+def _entry_ids(file: IO[bytes]) -> Iterator[str]:
+    """The string ids of a listing's entries, as `outline` finds them, read again from the start."""
+    file.seek(0)
+    depth = 0
+    for prefix, event, value in ijson.parse(file, use_float=True):
+        if depth == 3 and event == "string" and prefix == _ENTRY_ID:
+            yield value
+        if event in _OPEN:
+            depth += 1
+        elif event in _CLOSE:
+            depth -= 1
 
 
 @dataclass

@@ -86,9 +86,12 @@ def record(engine: Engine) -> dict[str, Any]:
     return found
 
 
+@pytest.mark.parametrize("hashes", ["as Python hashes", "in two hashes"])
 def test_six_nights_read_as_streams_archive_what_they_archive_read_whole(
-    twins: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch, counted: list[bool]
+    twins: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch, counted: list[bool], hashes: str
 ) -> None:
+    if hashes == "in two hashes":  # a stream holds ids as hashes: here most share one, and nothing may change
+        monkeypatch.setattr(streamed, "_hash", lambda id_: len(id_) % 2)
     whole, streamed_ = twins
     spill(monkeypatch, None)
     play(whole)
@@ -165,6 +168,50 @@ def test_a_hostile_listing_read_as_a_stream_ends_as_it_does_read_whole(
     assert night_of(streamed_, BODIES[case]) == expected
     if case in ("plain", "an entry quarantined", "an entry without an id", "says there is more"):
         assert counted == [True]  # these are read as streams; the rest may be read whole
+
+
+SHARING = {
+    "each id its own": {},
+    "two listed ids": {"checkpoint-2": "checkpoint-1"},
+    "an unlisted and a listed id": {"checkpoint-3": "checkpoint-1"},
+}
+
+
+@pytest.mark.parametrize("sharing", SHARING)
+def test_a_checkpoint_gone_from_a_stream_is_marked_deleted_whatever_hash_its_id_shares(
+    twins: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch, counted: list[bool], sharing: str
+) -> None:
+    # A stream holds the ids it listed as hashes; two ids sharing one must not hide a deletion, nor
+    # make a listing that names every id once look as if it named one twice.
+    shares = SHARING[sharing]
+    monkeypatch.setattr(streamed, "_hash", lambda id_: hash(shares.get(id_, id_)))
+    ids = ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    whole, streamed_ = twins
+    for engine, spill_at in ((whole, None), (streamed_, 0)):
+        spill(monkeypatch, spill_at)
+        for night, listed in enumerate((ids, ids[:2])):
+            body = hostile(payload(checkpoints=[entry(checkpoint_id) for checkpoint_id in listed]))
+            fake = fakes.one_listing(PROJECT, JOB, body)
+            report = fakes.sync(engine, fake, SyncOptions(full=True), clock=lambda night=night: NIGHTS[night])
+            assert report.exit_code == 0, report.summary()
+    assert counted == [True, True]
+    assert rows(streamed_, "SELECT checkpoint_id FROM checkpoints WHERE deleted_at IS NOT NULL") == [
+        ("checkpoint-3",)
+    ]
+    assert record(streamed_) == record(whole)
+
+
+def test_a_stream_holds_the_ids_it_listed_as_hashes_and_answers_for_each() -> None:
+    held = streamed.HashedIds()
+    ids = [f"checkpoint-{n}" for n in range(10_000)]
+    for checkpoint_id in ids:
+        held.add(checkpoint_id)
+    assert len(held) == 10_000 and not held.repeated()
+    assert all(checkpoint_id in held for checkpoint_id in ids)
+    assert not any(f"checkpoint-{n}" in held for n in range(10_000, 20_000))
+    held.add("checkpoint-7")  # added after a lookup: still found, and now repeated
+    assert "checkpoint-7" in held and held.repeated() == {hash("checkpoint-7")}
+    assert 7 not in held  # not an id
 
 
 def spilled_answer(body: bytes) -> answer.ApiResponse:
