@@ -454,8 +454,11 @@ def _unlisted(connection: Connection, listing: LargeListing, listed: HashedIds) 
     listed id's hash: then the listing's ids are read again, whole, to decide.
     """
     refused = listing.refused
-    live = sa.select(checkpoints.c.id, checkpoints.c.checkpoint_id).where(
-        checkpoints.c.training_job_id == listing.job.row["id"], checkpoints.c.deleted_at.is_(None)
+    # A piece at a time: PostgreSQL's driver would otherwise hold every row of the result at once.
+    live = (
+        sa.select(checkpoints.c.id, checkpoints.c.checkpoint_id)
+        .where(checkpoints.c.training_job_id == listing.job.row["id"], checkpoints.c.deleted_at.is_(None))
+        .execution_options(yield_per=LOOKUP_ROWS)
     )
     if not listed.repeated():
         missing: list[Any] = []
