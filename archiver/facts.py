@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -27,10 +27,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from archiver import upkeep
 from archiver.contract import TERMINAL_JOB_STATUSES
 from archiver.db import chunked, describe_db_error
 from archiver.schema import (
-    VERSIONED,
     checkpoints,
     facts_inputs,
     instance_types,
@@ -50,7 +50,13 @@ def live(name: str) -> str:
     return f"{name}{LIVE}"
 
 
-def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Current | None = None) -> None:
+def refresh(
+    connection: Connection,
+    *,
+    keep_unchanged: bool = False,
+    current: Current | None = None,
+    analyzed: Collection[str] = (),
+) -> None:
     """Rewrite every facts table from its view, in this connection's transaction.
 
     With `keep_unchanged` (a sync's refresh), a table that depends on nothing but its inputs
@@ -62,11 +68,12 @@ def refresh(connection: Connection, *, keep_unchanged: bool = False, current: Cu
     those rows are left as they are. A table that also counts a running job's hours so far
     (`RUNNING`) is rewritten, on the day of its last rewrite, only for the jobs still running and
     those written since (`_stale_runs`).
-    An archive at a revision before the facts tables has nothing to refresh.
+    An archive at a revision before the facts tables has nothing to refresh. On PostgreSQL the tables
+    the views read are analyzed first (`upkeep.analyze`), but for those `analyzed` ahead of the run's end.
     """
     present = set(sa.inspect(connection).get_table_names())
     started = time.monotonic()
-    _analyze(connection)
+    upkeep.analyze(connection, leave=analyzed)
     inputs = Inputs.of(connection) if facts_inputs.name in present else None
     recorded: dict[str, Inputs | None] = {}
     today = _today(connection)
@@ -173,43 +180,6 @@ def rewrite_written(connection: Connection, jobs: Sequence[str]) -> bool:
         )
         return False
     return True
-
-
-# The tables the `_live` views read, on PostgreSQL analyzed before a refresh (`_analyze`): the small ones
-# (a row per job, project, type or config: every night updates every job's row) each time...
-SMALL = (
-    *(name for v in VERSIONED if v.table is not checkpoints for name in (v.table.name, v.history.name)),
-    lora_adapter_configs.name,
-)
-# ...the large ones (a row per checkpoint) when they have no statistics, or most of their rows changed since.
-# Whole: an `ANALYZE` of some columns leaves the server's count of changes since the last one as it was.
-# (`checkpoint_facts` of 92,520 rows: 0.26 s by `job_id` alone, 0.40 s whole. Analyzed by `job_id` after a
-# first load, as it was from 1b84321 to 2dc600b, the first night then analyzed it whole: 0.40 s more.)
-LARGE = ("checkpoints", "checkpoint_history", "checkpoint_facts")
-
-
-def _analyze(connection: Connection) -> None:
-    """On PostgreSQL, gather the planner's statistics of the tables the views read, as autovacuum would
-    (where it runs, and in its own time), so their plans fit the tables as they are.
-
-    Planned without them, rewriting `gpu_hours_daily` of 92,520 checkpoints took 0.65 s at every sync,
-    and 0.08 s with them. The job table gets a new version of every row each night (its `last_seen_at`),
-    and plans flipped as it grew; the small tables take milliseconds, so they are analyzed each time.
-    A large table is left unless it has no statistics or more than a tenth of its rows changed since
-    (autovacuum's default share), by the server's counters.
-    """
-    if connection.dialect.name != "postgresql":
-        return
-    query = sa.text(
-        "SELECT quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables "
-        "WHERE schemaname = ANY (current_schemas(false)) AND (relname IN :small OR relname IN :large AND ("
-        "(last_analyze IS NULL AND last_autoanalyze IS NULL) "
-        "OR (n_mod_since_analyze > 1000 AND n_mod_since_analyze > n_live_tup / 10)))"
-    ).bindparams(sa.bindparam("small", expanding=True), sa.bindparam("large", expanding=True))
-    tables = sorted(connection.execute(query, {"small": list(SMALL), "large": list(LARGE)}).scalars())
-    if tables:
-        connection.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
-        log.debug("gathered statistics of %s for the facts views' plans", ", ".join(tables))
 
 
 # The facts tables computed from their inputs alone: no "now", no calendar. The others count hours up

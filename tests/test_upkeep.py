@@ -1,16 +1,19 @@
-"""Where autovacuum does not run, a sync vacuums the archive's tables that the nights churn (PostgreSQL)."""
+"""What a sync does for PostgreSQL where autovacuum does not, or not yet: vacuum the tables the nights churn, analyze the large ones."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db, migrate, upkeep
+from archiver import db, facts, migrate, upkeep
 from archiver.fake_api import FakeBaseten, OrgSpec
+from archiver.sync import SyncOptions
 
 from .support import fakes
 
@@ -90,3 +93,97 @@ def test_the_archives_writes_are_planned_without_jit_compilation_and_readers_kee
             query = "EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM project_storage_daily_live"
             (plan,) = connection.exec_driver_sql(query).scalar_one()
             assert ("JIT" in plan) == (available and jit == "on"), plan.keys()
+
+
+LARGE_TABLES = ("public.checkpoint_facts", "public.checkpoints", "archiver_internal.checkpoint_history")
+
+
+def analyzed_by_thread(engine: Engine) -> dict[str, list[str]]:
+    """The tables each thread names in the `ANALYZE` statements it runs on `engine`, from now on."""
+    found: dict[str, list[str]] = {}
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.startswith("ANALYZE "):
+            found.setdefault(threading.current_thread().name, []).extend(statement[8:].split(", "))
+
+    sa.event.listen(engine, "before_cursor_execute", note)
+    return found
+
+
+def without_statistics(engine: Engine) -> None:
+    """Forget when the large tables were analyzed, as for tables never analyzed (the server's counters
+    come in up to seconds late: a run this short would otherwise finish before they say it wrote them)."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as connection:
+        for table in LARGE_TABLES:
+            connection.exec_driver_sql(f"SELECT pg_stat_reset_single_table_counters('{table}'::regclass)")
+
+
+def test_a_first_load_analyzes_the_large_tables_while_it_writes_its_last_jobs_not_after(
+    archive: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    without_statistics(archive)
+    analyzed = analyzed_by_thread(archive)
+    left: list[frozenset[str]] = []
+    refresh = facts.refresh
+
+    def refreshed(connection: sa.Connection, **options: Any) -> None:
+        left.append(frozenset(options.get("analyzed", ())))
+        refresh(connection, **options)
+
+    monkeypatch.setattr(facts, "refresh", refreshed)
+    fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=30, checkpoints_per_job=50, active_fraction=0))
+    report = fakes.sync(archive, fake, SyncOptions(batch_rows=200))
+    assert report.exit_code == 0 and report.counts.checkpoints_inserted > 2000
+    if archive.dialect.name == "sqlite":
+        assert analyzed == {} and left == [frozenset()]  # SQLite's planner needs none of it
+        return
+    ahead = analyzed.pop("analyze-ahead")
+    assert ahead == sorted(LARGE_TABLES)
+    assert left == [{"checkpoint_facts", "checkpoints", "checkpoint_history"}]  # the refresh leaves them
+    at_the_end = [table for tables in analyzed.values() for table in tables]
+    assert at_the_end and not set(at_the_end) & set(LARGE_TABLES)  # the small ones, as every night
+
+
+def test_an_analysis_ahead_that_fails_is_left_to_the_refresh_at_the_runs_end(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = db.make_engine(postgres_url)
+    migrate.upgrade(engine)
+    without_statistics(engine)
+    real = upkeep.analyze
+
+    def analyze(connection: sa.Connection, *, small: bool = True, leave: Collection[str] = ()) -> list[str]:
+        if not small:  # ahead of the run's end
+            raise sa.exc.OperationalError("ANALYZE", {}, Exception("the server went away"))
+        return real(connection, small=small, leave=leave)
+
+    monkeypatch.setattr(upkeep, "analyze", analyze)
+    analyzed = analyzed_by_thread(engine)
+    fake = FakeBaseten(OrgSpec(projects=2, jobs_per_project=30, checkpoints_per_job=50, active_fraction=0))
+    report = fakes.sync(engine, fake, SyncOptions(batch_rows=200))
+    assert report.exit_code == 0 and report.counts.checkpoints_inserted > 2000
+    assert "analyze-ahead" not in analyzed
+    at_the_end = {table for tables in analyzed.values() for table in tables}
+    assert set(LARGE_TABLES) <= at_the_end
+    engine.dispose()
+
+
+def test_tables_analyzed_ahead_are_left_by_the_refresh_unless_the_run_changed_a_tenth_more_since(
+    postgres_url: str,
+) -> None:
+    engine = db.make_engine(postgres_url)
+    migrate.upgrade(engine)
+    without_statistics(engine)  # each large table would be analyzed...
+    with engine.begin() as connection:  # ...but those left
+        left = upkeep.analyze(connection, small=False, leave={"checkpoints"})
+        assert sorted(left) == ["checkpoint_facts", "checkpoint_history"]
+    with engine.begin() as connection:  # (the server's statistics are read once a transaction)
+        assert upkeep.analyze(connection, small=False) == ["checkpoints"]
+    ahead = upkeep.AnalysisAhead(engine)
+    without_statistics(engine)
+    ahead.start(changed=5000)
+    assert ahead.fresh(changed=5500) == {"checkpoint_facts", "checkpoint_history", "checkpoints"}
+    assert ahead.fresh(changed=5501) == set()  # then the refresh judges by the server's counters
+    engine.dispose()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
-from archiver import facts, normalize, store, streamed
+from archiver import facts, normalize, store, streamed, upkeep
 from archiver.errors import AuthError, Contradiction, NotFound, SuspectListing, Unstorable
 from archiver.normalize import CheckpointListing
 from archiver.streamed import LargeListing
@@ -31,9 +32,20 @@ class CheckpointStep:
     def __init__(self, ctx: Context, heard: Heard) -> None:
         self.ctx = ctx
         self.heard = heard
+        self._written = 0  # jobs whose batch was written
+        self._ahead_at: int | None = None  # how many, before the large tables are analyzed ahead
 
     def archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         """Fetch every job's checkpoints; write whole jobs in batches."""
+        if self.ctx.ahead is not None and self.ctx.options.refresh_facts:
+            self._ahead_at = math.ceil(len(jobs) * upkeep.AHEAD_SHARE)
+        try:
+            self._archive_checkpoints(pool, jobs)
+        finally:
+            if self.ctx.ahead is not None:
+                self.ctx.ahead.join()  # before anything else writes
+
+    def _archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         batch: list[Fetched[AnyListing]] = []
         rows = 0
         base = self.ctx.options.concurrency * 2
@@ -135,6 +147,11 @@ class CheckpointStep:
                 },
             )
         self.ctx.progress(len(batch))
+        self._written += len(batch)
+        changed = self.ctx.changed_checkpoints()
+        due = self._ahead_at is not None and self._written >= self._ahead_at
+        if due and self.ctx.ahead is not None and changed > upkeep.MIN_CHANGED_ROWS:
+            self.ctx.ahead.start(changed)  # while the last jobs are read and written
 
     def _save_alone(self, fetched: Fetched[AnyListing]) -> bool:
         """Write one job's checkpoints in a transaction of its own; fail the job if the database refuses them."""

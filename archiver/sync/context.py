@@ -11,7 +11,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db, ledger, quarantine, redaction, responses, store
+from archiver import db, ledger, quarantine, redaction, responses, store, upkeep
 from archiver.client import BasetenClient
 from archiver.db import describe_db_error
 from archiver.errors import Abandoned, DatabaseUnavailable, JobError, NotFound, Unstorable
@@ -42,6 +42,13 @@ class Context:
     listed_jobs: dict[str, JobRecord] = field(default_factory=dict)
     # Jobs whose rows of the steady facts tables were rewritten in the transaction that wrote them.
     facts_fresh: set[str] = field(default_factory=set)
+    # The large tables' statistics, gathered while the last jobs are written (PostgreSQL).
+    ahead: upkeep.AnalysisAhead | None = None
+
+    def changed_checkpoints(self) -> int:
+        """The checkpoint rows the run inserted, updated or marked deleted so far."""
+        counts = self.report.counts
+        return counts.checkpoints_inserted + counts.checkpoints_updated + counts.checkpoints_deleted
 
     def stopping(self) -> bool:
         """Whether the run is stopping: a signal came, or a limit was reached."""
