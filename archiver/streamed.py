@@ -149,7 +149,7 @@ def outline(file: IO[bytes]) -> Outline | None:
 
 
 def _listed_twice(file: IO[bytes], suspects: set[int]) -> bool:
-    """Whether a checkpoint id whose hash `outline` saw more than once is listed twice (or two shared it)."""
+    """Whether an id whose hash `outline` saw more than once really is listed twice, not two sharing a hash."""
     if not suspects:
         return False
     seen: set[str] = set()
