@@ -37,13 +37,12 @@ class CheckpointStep:
 
     def archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         """Fetch every job's checkpoints; write whole jobs in batches."""
-        if self.ctx.ahead is not None and self.ctx.options.refresh_facts:
+        if self.ctx.options.refresh_facts:
             self._ahead_at = math.ceil(len(jobs) * upkeep.AHEAD_SHARE)
         try:
             self._archive_checkpoints(pool, jobs)
         finally:
-            if self.ctx.ahead is not None:
-                self.ctx.ahead.join()  # before anything else writes
+            self.ctx.ahead.join()  # before anything else writes
 
     def _archive_checkpoints(self, pool: ThreadPoolExecutor, jobs: list[tuple[str, str]]) -> None:
         batch: list[Fetched[AnyListing]] = []
@@ -148,9 +147,8 @@ class CheckpointStep:
             )
         self.ctx.progress(len(batch))
         self._written += len(batch)
-        changed = self.ctx.changed_checkpoints()
         due = self._ahead_at is not None and self._written >= self._ahead_at
-        if due and self.ctx.ahead is not None and changed > upkeep.MIN_CHANGED_ROWS:
+        if due and (changed := self.ctx.changed_checkpoints()) > upkeep.MIN_CHANGED_ROWS:
             self.ctx.ahead.start(changed)  # while the last jobs are read and written
 
     def _save_alone(self, fetched: Fetched[AnyListing]) -> bool:

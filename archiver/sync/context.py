@@ -43,7 +43,10 @@ class Context:
     # Jobs whose rows of the steady facts tables were rewritten in the transaction that wrote them.
     facts_fresh: set[str] = field(default_factory=set)
     # The large tables' statistics, gathered while the last jobs are written (PostgreSQL).
-    ahead: upkeep.AnalysisAhead | None = None
+    ahead: upkeep.AnalysisAhead = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ahead = upkeep.AnalysisAhead(self.engine)
 
     def changed_checkpoints(self) -> int:
         """The checkpoint rows the run inserted, updated or marked deleted so far."""

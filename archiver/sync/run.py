@@ -69,7 +69,6 @@ class Sync:
             now=clock(),  # one timestamp for the whole run's sightings
             report=SyncReport(scoped=not options.scope.everything),
             guard=store.DeletionGuard(options.allow_mass_delete),
-            ahead=upkeep.AnalysisAhead(engine),
         )
 
     @property
@@ -235,7 +234,7 @@ class Sync:
         """Bring the facts tables up to what the run committed; a stopped run leaves it to the next."""
         try:
             with self.engine.begin() as connection:
-                analyzed = self.ctx.ahead.fresh(self.ctx.changed_checkpoints()) if self.ctx.ahead else ()
+                analyzed = self.ctx.ahead.fresh(self.ctx.changed_checkpoints())
                 facts.refresh(connection, keep_unchanged=True, current=self._facts_current, analyzed=analyzed)
         except sa.exc.DBAPIError as exc:
             log.error(
