@@ -73,6 +73,8 @@ def test_the_benchmark_runs_on_a_tiny_organisation_and_prints_its_figures(tmp_pa
         rf"sqlite: the profiled process took {NUMBER}s, {NUMBER}x the unprofiled one; the sync command {NUMBER}s",
         *(rf"{re.escape(phase)} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}" for phase in phases.PHASES),
         rf"writer \(main thread\) busy {NUMBER}s of {NUMBER}s wall: {NUMBER}%; [1-8] fetch workers busy",
+        rf"on a core: writer {NUMBER}s \({NUMBER}% of the wall; busy but not running {NUMBER}s\), "
+        rf"fetch workers {NUMBER}s, other threads {NUMBER}s; the whole process {NUMBER}s of CPU in {NUMBER}s",
         rf"History: appended this run's figures to {re.escape(str(history))}\.",
     ]
     for figure in figures:
@@ -137,7 +139,8 @@ def test_a_profiled_sync_says_where_its_time_went_by_phase_and_thread(kind: str,
     workers = breakdown.busy(phases.FETCHERS) + breakdown.of(phases.FETCHERS, phases.WAIT)
     assert 0 < workers <= breakdown.threads[phases.FETCHERS] * breakdown.wall_seconds * 1.05
     lines = phases.table(breakdown)
-    assert [line.split("  ")[0] for line in lines[1:-1]] == [*phases.PHASES, phases.WAIT]
+    assert [line.split("  ")[0] for line in lines[1:-2]] == [*phases.PHASES, phases.WAIT]
+    assert_ran_within_the_wall(breakdown)
 
 
 @pytest.mark.slow
@@ -155,6 +158,16 @@ def test_a_sampled_sync_says_where_its_time_went_by_phase_and_thread(kind: str, 
     # starved sampler missed at the end.
     main_thread = breakdown.busy(phases.WRITER) + breakdown.of(phases.WRITER, phases.WAIT)
     assert 0.5 * breakdown.wall_seconds <= main_thread <= breakdown.wall_seconds + 0.05
+    assert_ran_within_the_wall(breakdown)
+
+
+def assert_ran_within_the_wall(breakdown: phases.Breakdown) -> None:
+    """The threads' time on a core: the writer's within the profiled span, every role's within the process's."""
+    ran = breakdown.cpu_seconds
+    assert 0 < ran[phases.WRITER] <= breakdown.wall_seconds * 1.05
+    assert ran[phases.FETCHERS] > 0
+    # The process's own account also has the profiler and what threads ran before their last reading.
+    assert sum(ran.values()) <= breakdown.process_cpu_seconds * 1.05 + 0.2
 
 
 def test_phases_are_named_by_module_and_function_and_builtins_by_their_caller() -> None:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from archiver.bench.clocks import Measured
+
 HTTP = "HTTP (request to body read)"
 MASK = "key masking (bodies, headers)"
 PARSE = "parse (json)"
@@ -133,6 +135,10 @@ class Breakdown:
     process_seconds: float = 0.0  # of the whole process, start-up included, as `runs.run_sync` times it
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)  # role -> phase -> s
     threads: dict[str, int] = field(default_factory=dict)  # role -> how many threads
+    # The time on a core over the same span (`clocks`): each role's threads, and the whole process,
+    # the profiler's own thread included. Empty and 0 where threads' CPU time cannot be read.
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # role -> s
+    process_cpu_seconds: float = 0.0
 
     def of(self, role: str, phase: str) -> float:
         return self.seconds.get(role, {}).get(phase, 0.0)
@@ -148,7 +154,23 @@ class Breakdown:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Breakdown:
-        return cls(data["wall_seconds"], data["process_seconds"], data["seconds"], data["threads"])
+        return cls(
+            data["wall_seconds"],
+            data["process_seconds"],
+            data["seconds"],
+            data["threads"],
+            data.get("cpu_seconds", {}),
+            data.get("process_cpu_seconds", 0.0),
+        )
+
+    def measured(self, measured: Measured, profiler_thread: str | None = None) -> None:
+        """Take the CPU time `measured` read, by role, but for the profiler's own thread."""
+        cpu: dict[str, float] = defaultdict(float)
+        for name, seconds in measured.clocks.by_name().items():
+            if name != profiler_thread:
+                cpu[role_of(name)] += seconds
+        self.cpu_seconds = dict(cpu)
+        self.process_cpu_seconds = measured.process_cpu_seconds
 
 
 def enclosing_names() -> Callable[[Func], str | None]:
@@ -231,16 +253,18 @@ def profile_threads(work: Callable[[], object]) -> Breakdown:
         profiler.enable()  # replaces this hook in this thread
 
     main = cProfile.Profile()
-    threading.setprofile(start_in_thread)
-    started = time.perf_counter()
-    main.enable()
-    try:
-        work()
-    finally:
-        main.disable()
-        wall = time.perf_counter() - started
-        threading.setprofile(None)
+    with Measured() as measured:
+        threading.setprofile(start_in_thread)
+        started = time.perf_counter()
+        main.enable()
+        try:
+            work()
+        finally:
+            main.disable()
+            wall = time.perf_counter() - started
+            threading.setprofile(None)
     breakdown = Breakdown(wall_seconds=wall)
+    breakdown.measured(measured)
     seconds: dict[str, dict[str, float]] = {role: defaultdict(float) for role in ROLES}
     threads: dict[str, int] = dict.fromkeys(ROLES, 0)
     main.snapshot_stats()
@@ -278,4 +302,14 @@ def table(breakdown: Breakdown) -> list[str]:
         f"{fetchers} fetch workers busy {breakdown.busy(FETCHERS):.2f}s of {fetch_time:.2f}s: "
         f"{breakdown.busy(FETCHERS) / fetch_time if fetch_time else 0:.0%}"
     )
+    if breakdown.cpu_seconds:
+        writer_cpu = breakdown.cpu_seconds.get(WRITER, 0.0)
+        lines.append(
+            f"on a core: writer {writer_cpu:.2f}s ({writer_cpu / wall if wall else 0:.0%} of the wall; "
+            f"busy but not running {max(writer_busy - writer_cpu, 0.0):.2f}s), "
+            f"fetch workers {breakdown.cpu_seconds.get(FETCHERS, 0.0):.2f}s, "
+            f"other threads {breakdown.cpu_seconds.get(OTHERS, 0.0):.2f}s; the whole process "
+            f"{breakdown.process_cpu_seconds:.2f}s of CPU in {wall:.2f}s "
+            f"({breakdown.process_cpu_seconds / wall if wall else 0:.2f} cores)"
+        )
     return lines

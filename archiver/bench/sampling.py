@@ -18,9 +18,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from types import CodeType, FrameType
 
+from archiver.bench.clocks import Measured
 from archiver.bench.phases import OTHER, ROLES, Breakdown, Func, enclosing_names, phase_of, role_of
 
 INTERVAL_S = 0.004
+SAMPLER_THREAD = "phase sampler"
 
 
 class Sampler:
@@ -34,7 +36,7 @@ class Sampler:
         self._phases: dict[CodeType, str | None] = {}
         self._enclosing = enclosing_names()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="phase sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=SAMPLER_THREAD, daemon=True)
 
     def _phase(self, frame: FrameType | None) -> str:
         while frame is not None:
@@ -75,14 +77,18 @@ class Sampler:
 def sample_threads(work: Callable[[], object], interval: float = INTERVAL_S) -> Breakdown:
     """Run `work` while sampling every thread's stack; sum the time by role and phase."""
     sampler = Sampler(interval)
-    started = time.perf_counter()
-    sampler.start()
-    try:
-        work()
-    finally:
-        sampler.stop()
-    return Breakdown(
-        wall_seconds=time.perf_counter() - started,
+    with Measured() as measured:
+        started = time.perf_counter()
+        sampler.start()
+        try:
+            work()
+        finally:
+            sampler.stop()
+            wall = time.perf_counter() - started
+    breakdown = Breakdown(
+        wall_seconds=wall,
         seconds={role: dict(by_phase) for role, by_phase in sampler.seconds.items()},
         threads={role: len(idents) for role, idents in sampler.threads.items()},
     )
+    breakdown.measured(measured, profiler_thread=SAMPLER_THREAD)
+    return breakdown
