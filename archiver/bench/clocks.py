@@ -86,17 +86,20 @@ class ThreadClocks:
 
 
 class Measured:
-    """The process's CPU time over a span, and its threads' (see `ThreadClocks`)."""
+    """A span's wall time, the process's CPU time over it, and its threads' (see `ThreadClocks`)."""
 
     def __init__(self) -> None:
         self.clocks = ThreadClocks()
+        self.wall_seconds = 0.0
         self.process_cpu_seconds = 0.0
 
     def __enter__(self) -> Measured:
-        self._started = time.process_time()
+        self._cpu_started = time.process_time()
         self.clocks.start()
+        self._started = time.perf_counter()
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.wall_seconds = time.perf_counter() - self._started
         self.clocks.stop()
-        self.process_cpu_seconds = time.process_time() - self._started
+        self.process_cpu_seconds = time.process_time() - self._cpu_started

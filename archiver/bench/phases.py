@@ -20,7 +20,6 @@ from __future__ import annotations
 import cProfile
 import sys
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -164,11 +163,13 @@ class Breakdown:
         )
 
     def measured(self, measured: Measured, profiler_thread: str | None = None) -> None:
-        """Take the CPU time `measured` read, by role, but for the profiler's own thread."""
+        """Take the wall time of the span `measured` and the CPU time it read, by role, but for the
+        profiler's own thread."""
         cpu: dict[str, float] = defaultdict(float)
         for name, seconds in measured.clocks.by_name().items():
             if name != profiler_thread:
                 cpu[role_of(name)] += seconds
+        self.wall_seconds = measured.wall_seconds
         self.cpu_seconds = dict(cpu)
         self.process_cpu_seconds = measured.process_cpu_seconds
 
@@ -255,15 +256,13 @@ def profile_threads(work: Callable[[], object]) -> Breakdown:
     main = cProfile.Profile()
     with Measured() as measured:
         threading.setprofile(start_in_thread)
-        started = time.perf_counter()
         main.enable()
         try:
             work()
         finally:
             main.disable()
-            wall = time.perf_counter() - started
             threading.setprofile(None)
-    breakdown = Breakdown(wall_seconds=wall)
+    breakdown = Breakdown()
     breakdown.measured(measured)
     seconds: dict[str, dict[str, float]] = {role: defaultdict(float) for role in ROLES}
     threads: dict[str, int] = dict.fromkeys(ROLES, 0)

@@ -78,15 +78,12 @@ def sample_threads(work: Callable[[], object], interval: float = INTERVAL_S) -> 
     """Run `work` while sampling every thread's stack; sum the time by role and phase."""
     sampler = Sampler(interval)
     with Measured() as measured:
-        started = time.perf_counter()
         sampler.start()
         try:
             work()
         finally:
             sampler.stop()
-            wall = time.perf_counter() - started
     breakdown = Breakdown(
-        wall_seconds=wall,
         seconds={role: dict(by_phase) for role, by_phase in sampler.seconds.items()},
         threads={role: len(idents) for role, idents in sampler.threads.items()},
     )
