@@ -296,50 +296,37 @@ def _unread_object(value: Any, where: Where) -> Mapping[str, Any]:
 def _lora_config(value: Any, where: Where) -> Row:
     # A job's checkpoints share a few configs: each distinct one is serialized and hashed once.
     # The row is shared by the checkpoints that carry it; nothing downstream changes it.
-    key = _as_key(value, 0)
+    key = _as_key(value)
     if key is not None and (known := _LORA_ROWS.get(key)) is not None:
         return known
     config = obj(value, where)
     canonical = _stored_text(config, where, **_CANONICAL)  # may refuse it: then it is not remembered
     row = lora_config_row(config, canonical)
-    if key is not None and len(canonical) <= _LORA_TEXT_HELD:  # a large one is not held on to
+    if key is not None and max(len(key), len(canonical)) <= _LORA_TEXT_HELD:  # a large one is not held on to
         if len(_LORA_ROWS) >= _LORA_ROWS_HELD:
             _LORA_ROWS.clear()
         _LORA_ROWS[key] = row
     return row
 
 
-_LORA_ROWS: dict[tuple[Any, ...], Row] = {}  # LoRA config rows by `_as_key`, shared by the fetch threads
+_LORA_ROWS: dict[str, Row] = {}  # LoRA config rows by `_as_key`, shared by the fetch threads
 _LORA_ROWS_HELD = 1_024
-_LORA_TEXT_HELD = 4_096  # characters of a remembered config's canonical text, at most
-_KEY_DEPTH = 8  # a config nested deeper is not remembered (and `_stored_text` judges its depth)
-_KEY_ITEMS = 64  # nor one with a longer list or object anywhere
+_LORA_TEXT_HELD = 4_096  # characters of a remembered config's key and canonical text, at most
 
 
-def _as_key(value: Any, depth: int) -> tuple[Any, ...] | None:
+def _as_key(value: Any) -> str | None:
     """A key equal for two parsed JSON values exactly when they are the same document, keys in the same order.
 
-    Types are part of it (`1`, `1.0` and `true` are equal in Python, not in JSON), and floats are
-    compared by their text (`0.0` and `-0.0`). None for what is not plain JSON, nests too deep, or
-    holds a longer list or object than `_KEY_ITEMS`.
+    It is the value's `repr`: of what `json` parses (dicts, lists, strings, numbers, booleans and
+    null) a Python literal that reads back to an equal value of the same types, in the same order.
+    So `1`, `1.0` and `true`, or `0.0` and `-0.0`, equal in Python, differ in it as in JSON. Made in
+    one call into C, where a walk of the value in Python took a quarter of a listing's normalizing.
+    None for a value nested too deeply to write out.
     """
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return (kind, value)
-    if kind is float:
-        return (kind, repr(value))
-    if depth >= _KEY_DEPTH or (kind is not dict and kind is not list) or len(value) > _KEY_ITEMS:
+    try:
+        return repr(value)
+    except RecursionError:
         return None
-    items = value.items() if kind is dict else enumerate(value)
-    parts: list[Any] = [kind]
-    for name, item in items:
-        if type(name) is not str and kind is dict:
-            return None
-        part = _as_key(item, depth + 1)
-        if part is None:
-            return None
-        parts += (name, part)
-    return tuple(parts)
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,9 @@ def test_lora_configs_equal_in_python_but_not_in_json_stay_apart() -> None:
         {**LORA, "lora_dropout": -0.0},
         {**LORA, "target_modules": ["q_proj", 1]},
         {**LORA, "target_modules": ["q_proj", True]},
-        {**LORA, "target_modules": ["q_proj", 1]},  # the first of these again: the same config
+        {**LORA, "target_modules": ["q_proj, 1"]},  # one string that reads like the two values above
+        {**LORA, "task_type": "CAUSAL_LM', 'r': 16"},  # quotes in a value: still one value
+        {**LORA, "target_modules": ["q_proj", 1]},  # the sixth again: the same config
     ]
     body = payload()
     body["checkpoints"] = [
@@ -209,7 +211,7 @@ def test_lora_configs_equal_in_python_but_not_in_json_stay_apart() -> None:
     ]
     page = checkpoint_listing(copy.deepcopy(body), "n4q95w5", "p7qr9qv")
     shas = [row["lora_config_sha256"] for row in page.checkpoints]
-    assert len(set(shas)) == len(variants) - 1 and shas[-1] == shas[-3]
+    assert len(set(shas)) == len(variants) - 1 and shas[-1] == shas[5]
     for sha, variant in zip(shas, variants, strict=True):
         config = page.lora_configs[sha]["config"]
         assert json.dumps(config) == json.dumps(variant)
