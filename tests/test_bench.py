@@ -70,6 +70,7 @@ def test_the_benchmark_runs_on_a_tiny_organisation_and_prints_its_figures(tmp_pa
         r"5b\. Memory: the same with one listing of 7 checkpoints",
         rf"Benchmark took {NUMBER}s\.",
         r"2b\. Where the time went",
+        r"\(a thread is seen when the sampler gets the GIL",
         rf"sqlite: the profiled process took {NUMBER}s, {NUMBER}x the unprofiled one; the sync command {NUMBER}s",
         *(rf"{re.escape(phase)} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}" for phase in phases.PHASES),
         rf"writer \(main thread\) busy {NUMBER}s of {NUMBER}s wall: {NUMBER}%; [1-8] fetch workers busy",

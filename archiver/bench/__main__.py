@@ -407,6 +407,12 @@ def where_the_time_went(
         return found
     how = "every thread's stack sampled" if method == "sample" else "every thread profiled by cProfile"
     say(f"\n2b. Where the time went: the same full sync, {how}, by phase")
+    if method == "sample":
+        say(
+            "   (a thread is seen when the sampler gets the GIL, mostly as one lets go of it for I/O: Python that\n"
+            "   holds it from one release to the next, a fetcher's parsing and normalizing, counts in the phase it\n"
+            "   ends in; `--profile cprofile` counts it, in a slower run)"
+        )
     for kind in kinds:
         breakdown = profile_sync(server, new_database(kind), method, *LOOPBACK_OPTIONS)
         slower = breakdown.process_seconds / full[kind].seconds
