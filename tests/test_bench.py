@@ -9,14 +9,15 @@ import re
 import subprocess
 import sys
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from archiver.bench import phases
-from archiver.bench.__main__ import LOOPBACK_OPTIONS, spec_for
+from archiver.bench.__main__ import LOOPBACK_OPTIONS, due_for_reread, read_times, spec_for
 from archiver.bench.fake_server import fake_server
-from archiver.bench.runs import profile_sync
+from archiver.bench.runs import profile_sync, run_sync
 
 from .support.databases import KINDS, databases
 
@@ -119,6 +120,29 @@ def test_the_benchmarks_help_names_its_history_options() -> None:
 
     result = CliRunner().invoke(main, ["--help"])
     assert "--no-history" in result.output and "benchmarks/history.jsonl" in result.output
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_unchanged_night_may_read_again_only_the_jobs_due_for_their_weekly_re_read(
+    kind: str, tmp_path: Path
+) -> None:
+    """The benchmark's nights expect 1 + projects requests, and one more per job whose re-read came due."""
+    spec = spec_for(4, 3, 2, seed=1)
+    with databases(kind, tmp_path) as new_database, fake_server(spec) as server:
+        url = new_database()
+        run_sync(server, url, *LOOPBACK_OPTIONS)
+        read = read_times(url)
+        night = run_sync(server, url, *LOOPBACK_OPTIONS)
+        assert len(read) == 4 and all(read_at is not None for read_at in read.values())
+        # The projects and their job lists, and the checkpoints of a job only when its re-read came due
+        # between the two runs (read seconds apart: hardly ever).
+        assert night.requests == 1 + spec.projects + due_for_reread(url, read)
+        # Had one been read 8 days ago and another never, both were due, whatever their ids.
+        first, second, *_ = sorted(read)
+        read_first = read[first]
+        assert read_first is not None
+        earlier = read | {first: read_first - timedelta(days=8), second: None}
+        assert due_for_reread(url, earlier) == 2
 
 
 @pytest.mark.slow
