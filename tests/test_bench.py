@@ -222,3 +222,15 @@ def test_phases_are_named_by_module_and_function_and_builtins_by_their_caller() 
     into: dict[str, float] = defaultdict(float)
     phases.attribute(stats, into)
     assert into == pytest.approx({phases.NORMALIZE: 3.0, phases.ROWS: 1.5})
+
+
+def test_a_history_line_names_the_commit_the_run_began_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A benchmark takes minutes: a commit made meanwhile was not measured, and its line must not claim it."""
+    from archiver.bench import history
+
+    heads = iter(["a" * 40, "b" * 40])
+    monkeypatch.setattr(history, "_git", lambda *args: next(heads) if args[0] == "rev-parse" else "")
+    began = history.source()
+    entry = history.record({"jobs": 4}, {"full_sync": {}}, began)  # "b" landed as the run went on
+    assert entry["commit"] == "a" * 40 and entry["uncommitted_changes"] is False
+    assert entry["options"] == {"jobs": 4} and entry["figures"] == {"full_sync": {}}

@@ -239,6 +239,7 @@ def main(
     """
     options = {k: v for k, v in locals().items() if k not in ("postgres_url", "history_path", "no_history")}
     options["postgresql"] = bool(postgres_url)
+    measured = history.source()  # what is committed while it runs is not what it measured
     figures: dict[str, Any] = {}
     spec = spec_for(jobs, checkpoints, jobs_per_project, seed)
     kinds = ["sqlite", "postgresql"] if postgres_url else ["sqlite"]
@@ -426,7 +427,7 @@ def main(
     if path is None:
         say("History: not in a checkout of the repository; pass --history PATH to keep the figures.")
         return
-    history.append(path, history.record(options, figures))
+    history.append(path, history.record(options, figures, measured))
     say(f"History: appended this run's figures to {path}.")
 
 

@@ -1,7 +1,8 @@
 """The benchmark's history: each run's figures appended as one JSON line, so every change shows its before and after.
 
 A line holds what the run printed (under "figures"), how it was run ("options") and where: the git commit
-(and whether the work tree had changes), the date, the machine's cores and the Python version.
+(and whether the work tree had changes) as the run began, the date it ended, the machine's cores and the
+Python version.
 """
 
 from __future__ import annotations
@@ -28,13 +29,27 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def record(options: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
-    """One history entry: the run's figures and what they were measured on."""
+def source() -> dict[str, Any]:
+    """The commit the work tree is at, and whether it has changes: what a run measures, read as it starts.
+
+    A benchmark takes minutes; what is committed meanwhile was not measured.
+    """
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": _git("rev-parse", "HEAD"),
         "uncommitted_changes": bool(status) if status is not None else None,
+    }
+
+
+def record(
+    options: dict[str, Any], figures: dict[str, Any], measured: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One history entry: the run's figures and what they were measured on (`source()` as the run began)."""
+    measured = measured or source()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": measured["commit"],
+        "uncommitted_changes": measured["uncommitted_changes"],
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "options": options,
