@@ -49,7 +49,9 @@ def test_the_benchmark_runs_on_a_tiny_organisation_and_prints_its_figures(tmp_pa
         rf"sqlite +1: first load +{NUMBER} +{NUMBER} +{NUMBER}x  (met|NOT MET)",
         rf"sqlite +2: 10% rows changed +{NUMBER} +{NUMBER} +{NUMBER}x  (met|NOT MET)",
         r"2\. Full sync on loopback, no latency \(--max-rps 100000 --concurrency 8\), the median of 3 run\(s\)",
-        rf"sqlite +{NUMBER}s +{NUMBER} checkpoints/s +{NUMBER} requests/s  peak RSS +{NUMBER} MiB",
+        rf"sqlite +{NUMBER}s +{NUMBER} checkpoints/s +{NUMBER} requests/s  peak RSS +{NUMBER} MiB  "
+        r"target >= 15,000/s and >= 5% of the raw driver into SQLite: (met|NOT MET)",
+        rf"{NUMBER}% of the raw driver's {NUMBER} rows/s in 1",
         rf"runs: {NUMBER}s, {NUMBER}s, {NUMBER}s",
         rf"kept responses: {NUMBER} stored bytes per checkpoint  target <= 29: (met|NOT MET)",
         # 1 + 2 projects + 4 jobs; the floor at the sync's pace, then at the API's limit
@@ -92,6 +94,9 @@ def test_the_benchmark_runs_on_a_tiny_organisation_and_prints_its_figures(tmp_pa
     assert figures_of["organisation"] == {"projects": 2, "jobs": 4, "checkpoints": 12}
     assert set(figures_of["write_path"]["sqlite"]) == {"first load", "10% rows changed"}
     assert figures_of["full_sync"]["sqlite"]["checkpoints_per_s"] > 0
+    raw = figures_of["write_path"]["sqlite"]["first load"]["raw_rows_per_s"]
+    share = figures_of["full_sync"]["sqlite"]["share_of_raw_driver"]
+    assert share == pytest.approx(figures_of["full_sync"]["sqlite"]["checkpoints_per_s"] / raw, rel=0.01)
     runs = figures_of["full_sync"]["sqlite"]["runs_seconds"]
     assert len(runs) == 3 and runs == sorted(runs) and figures_of["full_sync"]["sqlite"]["seconds"] == runs[1]
     assert (
