@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from archiver import db, docs, drain, facts, migrate
+from archiver import db, docs, drain, facts, migrate, views
 from archiver.errors import SchemaOutOfDate
 from archiver.schema import SCHEMA_REVISION, checkpoints, metadata
 from archiver.sync import SyncOptions
@@ -300,6 +300,60 @@ def test_revision_0021_finds_the_same_latest_checkpoints_and_keeps_the_view_read
     assert rows(archive, query) == after == before
     assert any(latest is not None for _, latest, _ in before)
     if postgresql:
+        grants = "SELECT has_table_privilege('public', 'archiver_internal.job_facts_live', 'SELECT')"
+        assert scalar(archive, grants) is True
+
+
+def test_revision_0028_gives_the_same_job_facts_whether_asked_for_all_jobs_or_a_few(archive: Engine) -> None:
+    """0028 works out each job's checkpoint totals and latest checkpoint for the jobs a query keeps only:
+    `job_facts_live` gives every job the same row as 0027's view, read whole or for a few jobs, over a job
+    with deleted checkpoints, one without any, and undated and tied checkpoints; on PostgreSQL the view
+    is replaced where it is (its schema, its grants)."""
+    archive_org(archive)
+    with archive.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE checkpoints SET created_at = NULL WHERE id IN (SELECT MAX(id) FROM checkpoints)")
+        )
+        connection.execute(
+            sa.text(
+                "UPDATE checkpoints SET created_at = (SELECT MAX(created_at) FROM checkpoints) "
+                "WHERE id IN (SELECT MIN(id) FROM checkpoints GROUP BY training_job_id)"
+            )
+        )
+        live = (  # jobs not gone, with two live checkpoints or more
+            "SELECT c.training_job_id FROM checkpoints c JOIN training_jobs j ON j.id = c.training_job_id "
+            "JOIN training_projects p ON p.id = j.training_project_id WHERE c.deleted_at IS NULL "
+            "AND j.deleted_at IS NULL AND p.deleted_at IS NULL GROUP BY c.training_job_id HAVING COUNT(*) > 1"
+        )
+        jobs = sorted(job for (job,) in connection.execute(sa.text(live)))
+        deleted, emptied = jobs[:2]
+        connection.execute(
+            sa.text(
+                "UPDATE checkpoints SET deleted_at = last_seen_at WHERE training_job_id = :job "
+                "AND id > (SELECT MIN(id) FROM checkpoints WHERE training_job_id = :job)"
+            ),
+            {"job": deleted},
+        )
+        connection.execute(sa.text("DELETE FROM checkpoints WHERE training_job_id = :job"), {"job": emptied})
+        facts.refresh(connection)  # the totals are of `checkpoint_facts`, which a sync keeps
+    # Every column but the two counted up to the moment of the query.
+    columns = [
+        c.name for c in views.job_facts.columns if c.name not in ("hours_in_status", "hours_since_update")
+    ]
+    whole = f"SELECT {', '.join(columns)} FROM job_facts_live"
+    few = f"{whole} WHERE job_id IN ('{deleted}', '{emptied}')"
+    after, before, again = rows_down_and_up(archive, whole, "0027")
+    assert again == after == before and len(after) > 2
+    few_after, few_before, _ = rows_down_and_up(archive, few, "0027")
+    assert few_after == few_before == [row for row in after if row[0] in (deleted, emptied)]
+    by_job = {row[0]: dict(zip(columns, row, strict=True)) for row in after}
+    assert by_job[emptied]["checkpoint_count"] == 0 and by_job[emptied]["latest_checkpoint_id"] is None
+    assert 0 < by_job[deleted]["live_checkpoint_count"] < by_job[deleted]["checkpoint_count"]
+    if archive.dialect.name == "postgresql":
+        with archive.begin() as connection:
+            connection.execute(sa.text("GRANT SELECT ON job_facts_live TO PUBLIC"))
+        migrate.downgrade(archive, "0027")
+        migrate.upgrade(archive)
         grants = "SELECT has_table_privilege('public', 'archiver_internal.job_facts_live', 'SELECT')"
         assert scalar(archive, grants) is True
 
