@@ -273,21 +273,27 @@ def stopped_at(instant: datetime) -> Callable[[], datetime]:
     return lambda: instant
 
 
+def undate_and_tie(connection: sa.Connection) -> None:
+    """The edges of the latest checkpoint's order: an undated checkpoint, and jobs' first checkpoints
+    sharing one date with the latest of all."""
+    connection.execute(
+        sa.text("UPDATE checkpoints SET created_at = NULL WHERE id IN (SELECT MAX(id) FROM checkpoints)")
+    )
+    connection.execute(
+        sa.text(
+            "UPDATE checkpoints SET created_at = (SELECT MAX(created_at) FROM checkpoints) "
+            "WHERE id IN (SELECT MIN(id) FROM checkpoints GROUP BY training_job_id)"
+        )
+    )
+
+
 def test_revision_0021_finds_the_same_latest_checkpoints_and_keeps_the_view_readable(archive: Engine) -> None:
     """0021 looks up each job's latest checkpoint through an index instead of ranking every checkpoint:
     `job_facts_live` names the same checkpoint for every job as before, ties and undated ones included,
     and on PostgreSQL the view is replaced where it is (its schema, its grants)."""
     archive_org(archive)
-    with archive.begin() as connection:  # an undated checkpoint, and two sharing one date: the order's edges
-        connection.execute(
-            sa.text("UPDATE checkpoints SET created_at = NULL WHERE id IN (SELECT MAX(id) FROM checkpoints)")
-        )
-        connection.execute(
-            sa.text(
-                "UPDATE checkpoints SET created_at = (SELECT MAX(created_at) FROM checkpoints) "
-                "WHERE id IN (SELECT MIN(id) FROM checkpoints GROUP BY training_job_id)"
-            )
-        )
+    with archive.begin() as connection:
+        undate_and_tie(connection)
     query = "SELECT job_id, latest_checkpoint_id, latest_checkpoint_size_bytes FROM job_facts_live ORDER BY job_id"
     after = rows(archive, query)
     migrate.downgrade(archive, "0020")
@@ -311,15 +317,7 @@ def test_revision_0028_gives_the_same_job_facts_whether_asked_for_all_jobs_or_a_
     is replaced where it is (its schema, its grants)."""
     archive_org(archive)
     with archive.begin() as connection:
-        connection.execute(
-            sa.text("UPDATE checkpoints SET created_at = NULL WHERE id IN (SELECT MAX(id) FROM checkpoints)")
-        )
-        connection.execute(
-            sa.text(
-                "UPDATE checkpoints SET created_at = (SELECT MAX(created_at) FROM checkpoints) "
-                "WHERE id IN (SELECT MIN(id) FROM checkpoints GROUP BY training_job_id)"
-            )
-        )
+        undate_and_tie(connection)
         live = (  # jobs not gone, with two live checkpoints or more
             "SELECT c.training_job_id FROM checkpoints c JOIN training_jobs j ON j.id = c.training_job_id "
             "JOIN training_projects p ON p.id = j.training_project_id WHERE c.deleted_at IS NULL "

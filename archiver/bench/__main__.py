@@ -299,6 +299,7 @@ def main(
                 full[kind] = run
                 rate = rows / run.seconds
                 _, stored = kept_bodies(url)
+                share = rate / raw_first_load[kind]
                 figures.setdefault("full_sync", {})[kind] = {
                     "seconds": run.seconds,
                     "runs_seconds": [done.seconds for done, _ in runs],
@@ -306,9 +307,8 @@ def main(
                     "requests_per_s": round(run.requests / run.seconds),
                     "peak_rss_mib": round(run.peak_rss_mib, 1),
                     "kept_bytes_per_checkpoint": round(stored / rows, 2),
-                    "share_of_raw_driver": round(rate / raw_first_load[kind], 6),
+                    "share_of_raw_driver": round(share, 6),
                 }
-                share = rate / raw_first_load[kind]
                 target = (
                     f"  target >= {FULL_SYNC_TARGET_PER_S:,}/s and >= {RAW_SHARE_TARGET:.0%} of the raw driver "
                     f"into SQLite: {verdict(rate >= FULL_SYNC_TARGET_PER_S and share >= RAW_SHARE_TARGET)}"
