@@ -42,6 +42,9 @@ class _Lookup(NamedTuple):
     # _BLOCK (2 * _BLOCK - 1 <= MIN_LENGTH). A text is searched for those pieces, fewer than the runs
     # (10 against 36 for a key of 43 characters), and where one is, for the runs around it.
     blocks: frozenset[bytes]
+    # Whether no secret holds a character JSON's two-character escapes spell (`\\n`, `\\/`, ...) or
+    # the byte `_blanked` puts in their place: then those escapes need not be read (`_blanked`).
+    short_escapes_blank: bool = True
 
 
 _secrets: frozenset[str] = frozenset()
@@ -51,6 +54,9 @@ _registering = threading.Lock()
 # The spellings of one character other than itself: JSON escapes and percent-encoding.
 _ESCAPE = re.compile(rb'\\u[0-9A-Fa-f]{4}|\\["\\/bfnrt]|%[0-9A-Fa-f]{2}')
 _SIMPLE_ESCAPES = {b'"': 34, b"\\": 92, b"/": 47, b"b": 8, b"f": 12, b"n": 10, b"r": 13, b"t": 9}
+_SHORT_ESCAPE = re.compile(rb'\\["\\/bfnrt]')
+_BLANK = b"\x00\x00"  # what `_blanked` puts in place of a two-character escape
+_SPELLED_SHORT = (0, *_SIMPLE_ESCAPES.values())  # the characters those escapes spell, and NUL
 _NOT_ASCII = 0  # what an escape of a character a key cannot hold reads as
 
 
@@ -67,7 +73,8 @@ def register(secret: str) -> None:
             _secrets = _secrets | {secret}
             grams = {lowered[i : i + MIN_LENGTH] for i in range(len(lowered) - MIN_LENGTH + 1)}
             blocks = {lowered[i : i + _BLOCK] for i in range(0, len(lowered) - _BLOCK + 1, _BLOCK)}
-            _lookup = _Lookup(_lookup.grams | grams, _lookup.blocks | blocks)
+            blank = _lookup.short_escapes_blank and not any(chr(c) in secret for c in _SPELLED_SHORT)
+            _lookup = _Lookup(_lookup.grams | grams, _lookup.blocks | blocks, blank)
 
 
 def redact(text: str) -> str:
@@ -138,11 +145,17 @@ def _encoding(body: bytes) -> tuple[bytes, str]:
 
 def _mask(raw: bytes) -> bytes:
     """`raw` (ASCII-compatible) with every run of a secret's characters masked; `raw` itself when none."""
-    grams, blocks = _lookup
+    grams, blocks, short_escapes_blank = _lookup
     if not grams:
         return raw
-    escapes = list(_ESCAPE.finditer(raw)) if (b"\\" in raw or b"%" in raw) else []
-    view = _unescaped(raw, escapes).lower() if escapes else raw.lower()
+    escapes: list[re.Match[bytes]] = []
+    if b"\\" not in raw and b"%" not in raw:
+        view = raw.lower()
+    elif short_escapes_blank and (blanked := _blanked(raw)) is not None:
+        view = blanked.lower()  # the same places as `raw`: no escape is read
+    else:
+        escapes = list(_ESCAPE.finditer(raw))
+        view = _unescaped(raw, escapes).lower()
     spans: list[tuple[int, int]] = []
     for block in blocks:
         at = view.find(block)
@@ -161,6 +174,22 @@ def _mask(raw: bytes) -> bytes:
         done = last
     pieces.append(raw[done:])
     return b"".join(pieces)
+
+
+def _blanked(raw: bytes) -> bytes | None:
+    """`raw` with each two-character escape (`\\\\`, `\\"`, `\\/`, `\\n`, ...) made two NUL bytes; None
+    when it holds an escape that may spell a secret's character (`\\u0041`, `%41`).
+
+    When no secret holds a character those escapes spell (`short_escapes_blank`), no run of a secret's
+    characters goes through one, in the text as JSON reads it or in the blanked bytes, and every other
+    byte is where it was: the runs found in them are the runs `_unescaped` would show, at the places
+    of `raw`. A listing whose LoRA configs name their modules by a regular expression (`.*\\\\.`) is
+    masked in about half the time it took to read every escape (58 against 110 µs for 15 kB).
+    """
+    if b"%" in raw:
+        return None
+    blanked = _SHORT_ESCAPE.sub(_BLANK, raw)  # from the left, as JSON reads them: `\\\\n` is `\\` and `n`
+    return None if b"\\u" in blanked else blanked
 
 
 def _unescaped(raw: bytes, escapes: list[re.Match[bytes]]) -> bytes:
