@@ -42,7 +42,7 @@ class _Lookup(NamedTuple):
     # _BLOCK (2 * _BLOCK - 1 <= MIN_LENGTH). A text is searched for those pieces, fewer than the runs
     # (10 against 36 for a key of 43 characters), and where one is, for the runs around it.
     blocks: frozenset[bytes]
-    # Whether no secret holds a character JSON's two-character escapes spell (`\\n`, `\\/`, ...) or
+    # Whether no secret holds a character JSON's two-character escapes spell (`\n`, `\/`, ...) or
     # the byte `_blanked` puts in their place: then those escapes need not be read (`_blanked`).
     short_escapes_blank: bool = True
 
@@ -188,7 +188,7 @@ def _blanked(raw: bytes) -> bytes | None:
     """
     if b"%" in raw:
         return None
-    blanked = _SHORT_ESCAPE.sub(_BLANK, raw)  # from the left, as JSON reads them: `\\\\n` is `\\` and `n`
+    blanked = _SHORT_ESCAPE.sub(_BLANK, raw)  # from the left, as JSON reads them: `\\n` is `\\` and `n`
     return None if b"\\u" in blanked else blanked
 
 
