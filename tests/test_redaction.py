@@ -71,7 +71,7 @@ def test_the_key_is_masked_among_two_character_escapes(registered: None) -> None
     assert redaction.redact_body(body) == masked.encode()
     assert json.loads(redaction.redact_body(body))["target_modules"] == ".*\\.(self_attn|mlp)\\.(q|k|v)_proj"
     # A line feed, then 7 of the key's characters: no run of 8, though the escape's `n` and them would be one.
-    unmasked = '{"d": "\\never-pr"}'.encode()
+    unmasked = b'{"d": "\\never-pr"}'
     assert KEY.lower()[15:23] == "never-pr"
     assert redaction.redact_body(unmasked) == unmasked
 
