@@ -52,9 +52,9 @@ _lookup = _Lookup(frozenset(), frozenset())
 _registering = threading.Lock()
 
 # The spellings of one character other than itself: JSON escapes and percent-encoding.
-_ESCAPE = re.compile(rb'\\u[0-9A-Fa-f]{4}|\\["\\/bfnrt]|%[0-9A-Fa-f]{2}')
+_SHORT_ESCAPE = re.compile(rb'\\["\\/bfnrt]')  # JSON's two-character escapes
+_ESCAPE = re.compile(rb"\\u[0-9A-Fa-f]{4}|" + _SHORT_ESCAPE.pattern + rb"|%[0-9A-Fa-f]{2}")
 _SIMPLE_ESCAPES = {b'"': 34, b"\\": 92, b"/": 47, b"b": 8, b"f": 12, b"n": 10, b"r": 13, b"t": 9}
-_SHORT_ESCAPE = re.compile(rb'\\["\\/bfnrt]')
 _BLANK = b"\x00\x00"  # what `_blanked` puts in place of a two-character escape
 _SPELLED_SHORT = (0, *_SIMPLE_ESCAPES.values())  # the characters those escapes spell, and NUL
 _NOT_ASCII = 0  # what an escape of a character a key cannot hold reads as

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,41 +55,40 @@ def say(text: str = "") -> None:
     click.echo(text)
 
 
-def kept_bodies(database_url: str) -> tuple[int, int]:
-    """How many response bodies an archive keeps, and their stored (compressed) bytes."""
+@contextmanager
+def archive(database_url: str) -> Iterator[sa.Connection]:
+    """A connection to an archive the benchmark made, on an engine of its own, disposed of after."""
     engine = db.make_engine(database_url)
     try:
         with engine.connect() as connection:
-            count, stored = connection.execute(
-                sa.text("SELECT count(*), coalesce(sum(length(body)), 0) FROM api_response_bodies")
-            ).one()
+            yield connection
     finally:
         engine.dispose()
+
+
+def kept_bodies(database_url: str) -> tuple[int, int]:
+    """How many response bodies an archive keeps, and their stored (compressed) bytes."""
+    with archive(database_url) as connection:
+        count, stored = connection.execute(
+            sa.text("SELECT count(*), coalesce(sum(length(body)), 0) FROM api_response_bodies")
+        ).one()
     return int(count), int(stored)
 
 
 def read_times(database_url: str) -> dict[str, datetime | None]:
     """When each archived job's checkpoints were last read in full (None: never)."""
-    engine = db.make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            found = connection.execute(sa.select(training_jobs.c.id, training_jobs.c.checkpoints_fetched_at))
-            return {job_id: read_at for job_id, read_at in found}
-    finally:
-        engine.dispose()
+    with archive(database_url) as connection:
+        found = connection.execute(sa.select(training_jobs.c.id, training_jobs.c.checkpoints_fetched_at))
+        return {job_id: read_at for job_id, read_at in found}
 
 
 def due_for_reread(database_url: str, read_before: dict[str, datetime | None]) -> int:
     """How many jobs the archive's last run had to read again, unchanged or not: never read in full, or
     due for the re-read every job gets once per `--recheck-after` (at its default), by `store.due_for_recheck`."""
-    engine = db.make_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            started = connection.execute(
-                sa.select(sync_runs.c.started_at).order_by(sync_runs.c.id.desc()).limit(1)
-            ).scalar_one()
-    finally:
-        engine.dispose()
+    with archive(database_url) as connection:
+        started = connection.execute(
+            sa.select(sync_runs.c.started_at).order_by(sync_runs.c.id.desc()).limit(1)
+        ).scalar_one()
     return sum(
         read_at is None or store.due_for_recheck(job_id, read_at, started, DEFAULT_RECHECK_AFTER)
         for job_id, read_at in read_before.items()
