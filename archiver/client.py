@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 import urllib.parse
@@ -32,6 +33,7 @@ from archiver.errors import (
     JobError,
     MalformedResponse,
     NotFound,
+    UntrustedCertificate,
     UsageError,
 )
 from archiver.normalize import Where
@@ -327,6 +329,8 @@ class BasetenClient:
                 )
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 _log_attempt(method, path, type(exc).__name__, this.since, attempt)
+                if (untrusted := _untrusted(exc, method, path, where)) is not None:
+                    raise untrusted from None  # no retry changes a certificate
                 # Resets, refused connections, timeouts, bodies cut short or garbled in transit.
                 # Only the class name: httpx messages can quote request headers.
                 problem = f"{type(exc).__name__} on {method} {path}"
@@ -478,6 +482,25 @@ def _not_stopping(stopping: threading.Event, method: str, path: str, where: Wher
         raise Abandoned(message, project_id=where.project_id, job_id=where.job_id)
 
 
+def _untrusted(exc: BaseException, method: str, path: str, where: Where) -> UntrustedCertificate | None:
+    """The error to raise when `exc` comes from a certificate OpenSSL would not trust, saying why in
+    OpenSSL's words (the reason, perhaps the host name asked for), never a request's headers."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # httpx's error, httpcore's, then the ssl module's
+        if cause is None:
+            return None
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            said = str(cause.verify_message or cause.reason or "certificate verify failed").rstrip(".")
+            return UntrustedCertificate(
+                f"the API's TLS certificate was not trusted on {method} {path} ({said}); it is checked "
+                "against certifi's CA bundle, or the one SSL_CERT_FILE or SSL_CERT_DIR names",
+                project_id=where.project_id,
+                job_id=where.job_id,
+            )
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _log_attempt(method: str, path: str, answer: int | str, sent: float, attempt: int) -> None:
     """-vv: a line per attempt, with its status (or the transport error) and time; the key, a header,
     is never among what is logged."""
@@ -568,6 +591,8 @@ def unreachable(exc: JobError) -> ApiUnavailable | AuthError:
     """Turn a failed organisation-level request into the fatal error it is."""
     if isinstance(exc, Forbidden):  # a key that may not list the projects can read nothing
         return refused(403)
+    if isinstance(exc, UntrustedCertificate):  # the address and the network are fine
+        return ApiUnavailable(f"cannot list training projects: {exc.message}")
     return ApiUnavailable(
         f"cannot list training projects: {exc.message}; check BASETEN_API_URL and the network"
     )

@@ -169,6 +169,10 @@ class Deferred(ApiError):
     kind = "deferred"
 
 
+class UntrustedCertificate(ApiError):
+    """The API's TLS certificate was not trusted: retrying cannot change it."""
+
+
 class Forbidden(ApiError):
     """The API answered 403 for one project or job: the key may not read it."""
 

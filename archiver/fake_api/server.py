@@ -8,6 +8,7 @@ the connection with a TCP RST, a "truncate" fault promises the whole body and de
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -29,10 +30,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], fake: FakeBaseten) -> None:
+    def __init__(
+        self, address: tuple[str, int], fake: FakeBaseten, tls: ssl.SSLContext | None = None
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        self.scheme = "http" if tls is None else "https"
+        if tls is not None:  # each connection's handshake is made as it is accepted
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.fake = fake
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -42,7 +48,7 @@ class _Server(ThreadingHTTPServer):
         """Return the base URL clients should use."""
         host, port = self.server_address[:2]
         host = str(host)
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return f"{self.scheme}://[{host}]:{port}" if ":" in host else f"{self.scheme}://{host}:{port}"
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -160,9 +166,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(fake: FakeBaseten, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve `fake` from a background thread and yield its base URL; stop it on exit."""
-    server = _Server((host, port), fake)
+def serve(
+    fake: FakeBaseten, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """Serve `fake` from a background thread and yield its base URL; stop it on exit.
+
+    With `tls`, a server-side context holding a certificate, over HTTPS.
+    """
+    server = _Server((host, port), fake, tls)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
