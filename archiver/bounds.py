@@ -28,6 +28,8 @@ from typing import IO, Any
 import httpcore
 import httpx
 
+from archiver import tls
+
 # The encodings the client asks for and can decode within the limit (httpx would also offer br and
 # zstd when their packages happen to be installed; their decoders cannot be bounded here).
 ACCEPT_ENCODING = "gzip, deflate"
@@ -140,8 +142,9 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
 
 def transport(limits: httpx.Limits) -> httpx.HTTPTransport:
-    """httpx's transport with every socket operation under the try's deadline."""
-    made = httpx.HTTPTransport(limits=limits)
+    """httpx's transport with every socket operation under the try's deadline, verifying certificates
+    as httpx does (`tls.context`: made ahead, on a sync)."""
+    made = httpx.HTTPTransport(limits=limits, verify=tls.context())
     pool = getattr(made, "_pool", None)
     if not isinstance(getattr(pool, "_network_backend", None), httpcore.NetworkBackend):
         # Without it a server could hold a try open a byte at a time: refuse to run unbounded.

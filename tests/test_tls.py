@@ -1,16 +1,22 @@
-"""Over HTTPS, Baseten's certificate is verified: trusted as the environment says, or the sync stops at once, saying why."""
+"""Baseten's certificate is verified as httpx would verify it, with the context `archiver.tls` makes ahead."""
 
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import trustme
 from sqlalchemy.engine import Engine
 
-from archiver.fake_api import FakeBaseten, OrgSpec, serve
+from archiver import tls
+from archiver.client import BasetenClient
+from archiver.errors import UntrustedCertificate
+from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 
 from .support.commands import run_archiver, sync_env
 from .support.databases import scalar
@@ -48,6 +54,74 @@ def https_url(fake: FakeBaseten, ca: trustme.CA) -> Iterator[str]:
 def no_trust_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+
+
+def described(context: ssl.SSLContext) -> dict[str, Any]:
+    """What decides which certificates a context accepts, and how it connects."""
+    return {
+        "ca_certs": context.get_ca_certs(),
+        "verify_mode": context.verify_mode,
+        "verify_flags": context.verify_flags,
+        "check_hostname": context.check_hostname,
+        "options": context.options,
+        "minimum_version": context.minimum_version,
+        "maximum_version": context.maximum_version,
+    }
+
+
+@pytest.mark.parametrize("trust", ["certifi", "SSL_CERT_FILE", "SSL_CERT_DIR"])
+def test_the_context_made_ahead_is_the_one_httpx_makes(
+    trust: str, ca_file: Path, monkeypatch: pytest.MonkeyPatch, no_trust_settings: None
+) -> None:
+    if trust == "SSL_CERT_FILE":
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    elif trust == "SSL_CERT_DIR":
+        monkeypatch.setenv("SSL_CERT_DIR", str(ca_file.parent))
+    tls.start()
+    ahead = tls.context()
+    expected = described(httpx.create_ssl_context())
+    assert described(ahead) == expected
+    if trust == "SSL_CERT_FILE":
+        assert len(expected["ca_certs"]) == 1
+    elif trust == "certifi":
+        assert len(expected["ca_certs"]) > 100
+
+
+def test_a_bundle_that_cannot_be_read_fails_where_the_client_is_made_not_on_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_trust_settings: None
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    on_thread: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", on_thread.append)
+    with pytest.raises(FileNotFoundError) as httpx_raised:
+        httpx.create_ssl_context()
+    tls.start()
+    with pytest.raises(FileNotFoundError) as raised:
+        tls.context()
+    assert str(raised.value) == str(httpx_raised.value)
+    assert on_thread == []
+
+
+def test_the_client_verifies_with_the_context_made_ahead(
+    https_url: str, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch, no_trust_settings: None
+) -> None:
+    """Made ahead trusting `ca` (as SSL_CERT_FILE would say): the client's requests are verified by it."""
+
+    def trusting_ca() -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        return context
+
+    monkeypatch.setattr(tls, "verifying_context", trusting_ca)
+    tls.start()
+    monkeypatch.undo()  # from here on a context would be certifi's, which does not trust `ca`
+    with BasetenClient(DEFAULT_API_KEY, https_url, max_rps=1000, concurrency=2) as client:
+        assert client.list_projects().status == 200
+    with (
+        BasetenClient(DEFAULT_API_KEY, https_url, max_rps=1000, concurrency=2) as client,
+        pytest.raises(UntrustedCertificate, match="unable to get local issuer certificate"),
+    ):
+        client.list_projects()
 
 
 def test_a_sync_over_https_archives_when_the_environment_trusts_the_certificate(
