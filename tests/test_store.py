@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from archiver import store, versioning, views
@@ -216,3 +218,39 @@ def test_an_instance_type_seen_this_run_as_it_is_is_not_written_again(archive: E
     assert len(writes) == 3
     seen = rows(archive, "SELECT gpu_count, first_seen_at, last_seen_at FROM instance_types")
     assert [(gpus, utc(first), utc(last)) for gpus, first, last in seen] == [(4, NIGHT_1, NIGHT_2)]
+
+
+_INSTANTS = st.datetimes(
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.one_of(st.none(), st.timezones()),
+)
+
+
+@given(
+    moment=_INSTANTS,
+    sep=st.sampled_from([" ", "T"]),
+    spec=st.sampled_from(["auto", "seconds", "microseconds"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_sqlite_timestamp_reads_back_as_the_utc_instant_its_text_names(
+    moment: datetime, sep: str, spec: str
+) -> None:
+    """The archiver's own text (naive UTC, `2026-01-05 21:17:36.000000`) and any other ISO text a hand or a
+    view may leave in a timestamp column (a `T`, an offset of its own, a `Z`, a date alone) read back as an
+    aware UTC datetime, the instant the text names."""
+    texts = [moment.isoformat(sep, spec)]
+    if moment.tzinfo is not None and moment.utcoffset() == timedelta(0):
+        texts.append(moment.replace(tzinfo=None).isoformat(sep, spec) + "Z")
+    texts.append(moment.date().isoformat())
+    engine = sa.create_engine("sqlite://")
+    table = sa.Table("t", sa.MetaData(), sa.Column("at", UTCDateTime()))
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (at DATETIME)")
+        for text in texts:
+            connection.exec_driver_sql("INSERT INTO t (at) VALUES (?)", (text,))
+        read = connection.execute(sa.select(table.c.at)).scalars().all()
+    for text, value in zip(texts, read, strict=True):
+        named = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        expected = named.replace(tzinfo=UTC) if named.tzinfo is None else named.astimezone(UTC)
+        assert value == expected and value.tzinfo is UTC, (text, value)
