@@ -17,6 +17,7 @@
     │   └── Interrupted           SIGINT/SIGTERM stopped the run (130)
     ├── JobError                  one project or job could not be archived; the run goes on (3)
     │   ├── ApiError              an HTTP error that retries did not cure
+    │   │   ├── UntrustedCertificate  the API's TLS certificate was not trusted (never retried)
     │   │   ├── Forbidden         403 for one project or job: the key may not read it
     │   │   └── Abandoned         a request a stopping run left unsent or unfinished (not a failure)
     │   ├── MalformedResponse     a response that is not JSON or breaks the schema

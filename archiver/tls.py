@@ -13,9 +13,12 @@ httpx: the thread must not race the command line for httpx's modules. A test com
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import threading
 from contextlib import suppress
+
+from archiver.errors import UsageError
 
 
 class _Ahead(threading.Thread):
@@ -54,11 +57,21 @@ def context() -> ssl.SSLContext:
 
 
 def verifying_context() -> ssl.SSLContext:
-    """A new context as httpx makes it for `verify=True`, trusting the environment's certificates."""
+    """A new context as httpx makes it for `verify=True`, trusting the environment's certificates.
+
+    Raise UsageError when SSL_CERT_FILE names what is not a bundle that can be read.
+    """
     import certifi  # httpx's dependency: its bundle is the default
 
     if cafile := os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=cafile)
+        try:
+            return ssl.create_default_context(cafile=cafile)
+        except OSError as exc:  # missing, a directory, unreadable, or no certificate in it (ssl.SSLError)
+            said = re.sub(r" \(_ssl\.c:\d+\)$", "", exc.strerror or type(exc).__name__)  # not where in C
+            raise UsageError(
+                f"SSL_CERT_FILE names {cafile!r}, which is not a bundle of CA certificates the archiver can "
+                f"read ({said}); name a PEM file, or unset it to trust certifi's bundle"
+            ) from None
     if capath := os.environ.get("SSL_CERT_DIR"):
         return ssl.create_default_context(capath=capath)
     return ssl.create_default_context(cafile=certifi.where())

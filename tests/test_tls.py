@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import trustme
 from sqlalchemy.engine import Engine
 
 from archiver import tls
 from archiver.client import BasetenClient
-from archiver.errors import UntrustedCertificate
+from archiver.errors import UntrustedCertificate, UsageError
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 
 from .support.commands import run_archiver, sync_env
@@ -93,13 +94,33 @@ def test_a_bundle_that_cannot_be_read_fails_where_the_client_is_made_not_on_the_
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     on_thread: list[threading.ExceptHookArgs] = []
     monkeypatch.setattr(threading, "excepthook", on_thread.append)
-    with pytest.raises(FileNotFoundError) as httpx_raised:
-        httpx.create_ssl_context()
     tls.start()
-    with pytest.raises(FileNotFoundError) as raised:
+    with pytest.raises(UsageError, match=r"SSL_CERT_FILE names .*missing\.pem.*No such file or directory"):
         tls.context()
-    assert str(raised.value) == str(httpx_raised.value)
     assert on_thread == []
+
+
+@pytest.mark.parametrize(
+    ("bundle", "said"),
+    [
+        ("missing.pem", "No such file or directory"),
+        (".", "Is a directory"),
+        ("notes.txt", "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found"),
+    ],
+)
+def test_a_sync_names_an_unreadable_ssl_cert_file_and_writes_nothing(
+    bundle: str, said: str, tmp_path: Path, database_url: str, engine: Engine
+) -> None:
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    path = (tmp_path / bundle).resolve()
+    env = sync_env("https://127.0.0.1:9", database_url) | {"SSL_CERT_FILE": str(path)}
+    result = run_archiver("sync", "--migrate", env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: SSL_CERT_FILE names {str(path)!r}, which is not a bundle of CA certificates the archiver can "
+        f"read ({said}); name a PEM file, or unset it to trust certifi's bundle\n"
+    )
+    assert sa.inspect(engine).get_table_names() == []
 
 
 def test_the_client_verifies_with_the_context_made_ahead(
