@@ -245,7 +245,7 @@ class BasetenClient:
             },
             timeout=httpx.Timeout(self.retry.timeout_s, connect=min(10.0, self.retry.timeout_s)),
             limits=limits,
-            transport=transport or bounds.transport(limits),
+            transport=transport or bounds.transport(limits, base_url),
             follow_redirects=False,
         )
         # Requests name whole URLs: httpx parses a path, then the URL it makes of it and the base URL

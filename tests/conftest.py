@@ -12,6 +12,17 @@ from archiver import db, migrate
 
 from .support.databases import KINDS, databases
 
+PROXY_VARIABLES = [f"{name}_proxy" for name in ("http", "https", "all", "no")]
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake API is on loopback: a proxy set on the machine running the tests is not asked for it
+    (the `archiver` commands they run inherit this environment). Tests of proxies set their own."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
 
 @pytest.fixture(params=KINDS)
 def database_kind(request: pytest.FixtureRequest) -> str:
