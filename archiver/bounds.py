@@ -18,12 +18,9 @@ inflates each piece whole), and the try stops the moment the decoded size passes
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -31,8 +28,7 @@ from typing import IO, Any
 import httpcore
 import httpx
 
-from archiver import tls
-from archiver.errors import UsageError
+from archiver import network
 
 # The encodings the client asks for and can decode within the limit (httpx would also offer br and
 # zstd when their packages happen to be installed; their decoders cannot be bounded here).
@@ -147,49 +143,19 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
 def transport(limits: httpx.Limits, url: str) -> httpx.HTTPTransport:
     """httpx's transport to `url` with every socket operation under the try's deadline, verifying
-    certificates as httpx does (`tls.context`: made ahead, on a sync), through the proxy the
-    environment names for it (`proxy_for`)."""
-    proxy = proxy_for(url)
+    certificates as httpx does (`network.tls_context`: made ahead, on a sync), through the proxy the
+    environment names for it (`network.proxy_for`)."""
+    proxy = network.proxy_for(url)
     try:
-        made = httpx.HTTPTransport(limits=limits, verify=tls.context(), proxy=proxy)
+        made = httpx.HTTPTransport(limits=limits, verify=network.tls_context(), proxy=proxy)
     except (ValueError, ImportError):  # httpx's message quotes the proxy's URL, and its password
-        scheme = httpx.URL(url).scheme.upper()
-        raise UsageError(
-            f"{scheme}_PROXY (or ALL_PROXY) names a proxy the archiver cannot use: it must be an http:// or "
-            "https:// URL (socks5:// needs httpx's socks extra); set NO_PROXY to reach the API directly"
-        ) from None
+        raise network.unusable_proxy(url) from None
     pool = getattr(made, "_pool", None)
     if not isinstance(getattr(pool, "_network_backend", None), httpcore.NetworkBackend):
         # Without it a server could hold a try open a byte at a time: refuse to run unbounded.
         raise RuntimeError("this httpx/httpcore version does not let the archiver bound a request's time")
     pool._network_backend = DeadlineBackend(pool._network_backend)  # type: ignore[union-attr]
     return made
-
-
-def proxy_for(url: str) -> str | None:
-    """The proxy to reach `url` through: the one HTTPS_PROXY, HTTP_PROXY (as `url`'s scheme) or ALL_PROXY
-    names, any case, unless NO_PROXY covers its host (read as urllib and requests read them) or the host is
-    this machine's loopback, which no proxy elsewhere can reach (as Go's net/http has it): the fake API."""
-    parts = urllib.parse.urlsplit(url)
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    host = parts.hostname or ""
-    if (
-        not proxy
-        or _loopback(host)
-        or urllib.request.proxy_bypass(f"{host}:{parts.port}" if parts.port else host)
-    ):
-        return None
-    return proxy if "://" in proxy else f"http://{proxy}"
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name
-        return False
 
 
 # Where `send` leaves a successful body larger than its `spill`: in `response.extensions`.

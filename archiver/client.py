@@ -8,7 +8,6 @@ import functools
 import json
 import logging
 import random
-import ssl
 import threading
 import time
 import urllib.parse
@@ -21,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from archiver import __version__, answer, bounds, clock, durations, redaction
+from archiver import __version__, answer, bounds, clock, durations, network, redaction
 from archiver.answer import ApiResponse
 from archiver.errors import (
     Abandoned,
@@ -33,6 +32,7 @@ from archiver.errors import (
     JobError,
     MalformedResponse,
     NotFound,
+    ProxyRefused,
     UntrustedCertificate,
     UsageError,
 )
@@ -329,8 +329,8 @@ class BasetenClient:
                 )
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 _log_attempt(method, path, type(exc).__name__, this.since, attempt)
-                if (untrusted := _untrusted(exc, method, path, where)) is not None:
-                    raise untrusted from None  # no retry changes a certificate
+                if (unretried := network.refusal(exc, f"{method} {path}", where)) is not None:
+                    raise unretried from None  # no retry changes a certificate, or a proxy's refusal
                 # Resets, refused connections, timeouts, bodies cut short or garbled in transit.
                 # Only the class name: httpx messages can quote request headers.
                 problem = f"{type(exc).__name__} on {method} {path}"
@@ -458,6 +458,10 @@ def _final(response: httpx.Response, method: str, path: str, where: Where) -> Ap
     if status == 401:
         return refused(status)
     project_id, job_id = where.project_id, where.job_id
+    if status == 407:  # from a proxy carrying plain HTTP
+        return network.proxy_refused(
+            f"{method} {path}", f"407 {response.reason_phrase}", status=407, where=where
+        )
     if status < 400:
         location = redaction.shorten(redaction.redact(response.headers.get("Location", "nowhere")), 200)
         said = f"answered HTTP {status}, a redirect to {location}; check --api-url / BASETEN_API_URL"
@@ -480,25 +484,6 @@ def _not_stopping(stopping: threading.Event, method: str, path: str, where: Wher
     if stopping.is_set():
         message = f"{method} {path} not sent: the run is stopping"
         raise Abandoned(message, project_id=where.project_id, job_id=where.job_id)
-
-
-def _untrusted(exc: BaseException, method: str, path: str, where: Where) -> UntrustedCertificate | None:
-    """The error to raise when `exc` comes from a certificate OpenSSL would not trust, saying why in
-    OpenSSL's words (the reason, perhaps the host name asked for), never a request's headers."""
-    cause: BaseException | None = exc
-    for _ in range(8):  # httpx's error, httpcore's, then the ssl module's
-        if cause is None:
-            return None
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            said = str(cause.verify_message or cause.reason or "certificate verify failed").rstrip(".")
-            return UntrustedCertificate(
-                f"the API's TLS certificate was not trusted on {method} {path} ({said}); it is checked "
-                "against certifi's CA bundle, or the one SSL_CERT_FILE or SSL_CERT_DIR names",
-                project_id=where.project_id,
-                job_id=where.job_id,
-            )
-        cause = cause.__cause__ or cause.__context__
-    return None
 
 
 def _log_attempt(method: str, path: str, answer: int | str, sent: float, attempt: int) -> None:
@@ -591,7 +576,7 @@ def unreachable(exc: JobError) -> ApiUnavailable | AuthError:
     """Turn a failed organisation-level request into the fatal error it is."""
     if isinstance(exc, Forbidden):  # a key that may not list the projects can read nothing
         return refused(403)
-    if isinstance(exc, UntrustedCertificate):  # the address and the network are fine
+    if isinstance(exc, UntrustedCertificate | ProxyRefused):  # it says what to check
         return ApiUnavailable(f"cannot list training projects: {exc.message}")
     return ApiUnavailable(
         f"cannot list training projects: {exc.message}; check BASETEN_API_URL and the network"

@@ -22,7 +22,7 @@ import threading  # noqa: E402
 import types  # noqa: E402
 from contextlib import suppress  # noqa: E402
 
-from archiver import stopping, tls  # noqa: E402
+from archiver import network, stopping  # noqa: E402
 
 
 def main() -> int:
@@ -32,7 +32,7 @@ def main() -> int:
     try:
         _without_httpx_command_line()
         if sys.argv[1:2] == ["sync"]:  # the TLS context its client needs, made beside the imports
-            tls.start()
+            network.start_tls()
         # What the imports make lives as long as the process: the collector would only go over it again
         # and again as it is made (some 150 passes, 40 ms of a start on 2 cores). Then out of its
         # reach: its passes during the command and the last one at exit skip it (that one took 80 ms).

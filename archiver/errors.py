@@ -18,6 +18,7 @@
     ├── JobError                  one project or job could not be archived; the run goes on (3)
     │   ├── ApiError              an HTTP error that retries did not cure
     │   │   ├── UntrustedCertificate  the API's TLS certificate was not trusted (never retried)
+    │   │   ├── ProxyRefused      the proxy would not carry a request: a login it wants (never retried)
     │   │   ├── Forbidden         403 for one project or job: the key may not read it
     │   │   └── Abandoned         a request a stopping run left unsent or unfinished (not a failure)
     │   ├── MalformedResponse     a response that is not JSON or breaks the schema
@@ -172,6 +173,10 @@ class Deferred(ApiError):
 
 class UntrustedCertificate(ApiError):
     """The API's TLS certificate was not trusted: retrying cannot change it."""
+
+
+class ProxyRefused(ApiError):
+    """The proxy would not carry a request (407, or another 4xx for a tunnel): retrying cannot change it."""
 
 
 class Forbidden(ApiError):

@@ -18,7 +18,7 @@ import pytest
 import trustme
 from sqlalchemy.engine import Engine
 
-from archiver import bounds
+from archiver import bounds, network
 from archiver.errors import UsageError
 from archiver.fake_api import FakeBaseten, OrgSpec, serve
 
@@ -111,6 +111,35 @@ def test_the_proxy_password_goes_to_the_proxy_and_nowhere_else(
     assert "pr0xy-s3cret-pw" not in result.output
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_that_wants_a_login_stops_the_sync_at_once_saying_so(
+    scheme: str, fake: FakeBaseten, database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """407 to a plain request (an answer) or to a tunnel (no answer from the API at all): never retried."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(NAME).configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    login = "Basic " + base64.b64encode(b"archiver:right").decode()
+    with (
+        forwarding_proxy({NAME: "127.0.0.1"}, login=login) as (proxy_url, seen),
+        serve(fake, tls=context if scheme == "https" else None) as loopback_url,
+    ):
+        url = loopback_url.replace("127.0.0.1", NAME)
+        wrong = proxy_url.replace("://", "://archiver:wr0ng-pr0xy-pw@")
+        env = sync_env(url, database_url) | {"ALL_PROXY": wrong, "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
+        result = run_archiver("sync", "--migrate", "-vv", env=env)
+    assert result.exit_code == 1, result.output
+    assert (
+        "error: cannot list training projects: the proxy refused GET /v1/training_projects (407 Proxy "
+        "Authentication Required); check the proxy that HTTPS_PROXY, HTTP_PROXY or ALL_PROXY names, and the "
+        "login in it\n"
+    ) in result.output
+    assert "(attempt 1)" in result.output and "(attempt 2)" not in result.output
+    assert len(seen.requests) == 1 and "wr0ng-pr0xy-pw" not in result.output
+    assert scalar(engine, "SELECT count(*) FROM checkpoints") == 0
+
+
 def test_the_api_on_loopback_is_reached_directly_whatever_the_proxy(
     fake: FakeBaseten, loopback_url: str, proxy: tuple[str, Seen], database_url: str, engine: Engine
 ) -> None:
@@ -189,4 +218,4 @@ def test_the_proxy_for_a_url_is_read_as_urllib_reads_the_environment(
 ) -> None:
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    assert bounds.proxy_for(url) == expected
+    assert network.proxy_for(url) == expected

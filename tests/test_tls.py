@@ -1,4 +1,4 @@
-"""Baseten's certificate is verified as httpx would verify it, with the context `archiver.tls` makes ahead."""
+"""Baseten's certificate is verified as httpx would verify it, with the context `archiver.network` makes ahead."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import trustme
 from sqlalchemy.engine import Engine
 
-from archiver import tls
+from archiver import network
 from archiver.client import BasetenClient
 from archiver.errors import UntrustedCertificate, UsageError
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
@@ -78,8 +78,8 @@ def test_the_context_made_ahead_is_the_one_httpx_makes(
         monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
     elif trust == "SSL_CERT_DIR":
         monkeypatch.setenv("SSL_CERT_DIR", str(ca_file.parent))
-    tls.start()
-    ahead = tls.context()
+    network.start_tls()
+    ahead = network.tls_context()
     expected = described(httpx.create_ssl_context())
     assert described(ahead) == expected
     if trust == "SSL_CERT_FILE":
@@ -94,9 +94,9 @@ def test_a_bundle_that_cannot_be_read_fails_where_the_client_is_made_not_on_the_
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     on_thread: list[threading.ExceptHookArgs] = []
     monkeypatch.setattr(threading, "excepthook", on_thread.append)
-    tls.start()
+    network.start_tls()
     with pytest.raises(UsageError, match=r"SSL_CERT_FILE names .*missing\.pem.*No such file or directory"):
-        tls.context()
+        network.tls_context()
     assert on_thread == []
 
 
@@ -133,8 +133,8 @@ def test_the_client_verifies_with_the_context_made_ahead(
         ca.configure_trust(context)
         return context
 
-    monkeypatch.setattr(tls, "verifying_context", trusting_ca)
-    tls.start()
+    monkeypatch.setattr(network, "verifying_context", trusting_ca)
+    network.start_tls()
     monkeypatch.undo()  # from here on a context would be certifi's, which does not trust `ca`
     with BasetenClient(DEFAULT_API_KEY, https_url, max_rps=1000, concurrency=2) as client:
         assert client.list_projects().status == 200

@@ -40,7 +40,8 @@ class _Forward(BaseHTTPRequestHandler):
 
     def do_CONNECT(self) -> None:
         """A tunnel to host:port (HTTPS through the proxy): bytes both ways until either side hangs up."""
-        self._record()
+        if not self._admitted():
+            return
         host, _, port = self.path.rpartition(":")
         with socket.create_connection((self.server.address_of(host), int(port)), timeout=30) as upstream:
             self.send_response(200, "Connection established")
@@ -57,13 +58,24 @@ class _Forward(BaseHTTPRequestHandler):
                     (upstream if each is self.connection else self.connection).sendall(data)
         self.close_connection = True
 
-    def _record(self) -> None:
+    def _admitted(self) -> bool:
+        """Record the request; answer 407 and say False when it lacks the login the proxy wants."""
+        given = self.headers.get("Proxy-Authorization")
         with self.server.lock:
             self.server.seen.requests.append((self.command, self.path))
-            self.server.seen.authorizations.append(self.headers.get("Proxy-Authorization"))
+            self.server.seen.authorizations.append(given)
+        if self.server.login is None or given == self.server.login:
+            return True
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(407, "Proxy Authentication Required")
+        self.send_header("Proxy-Authenticate", 'Basic realm="corp"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
 
     def _forward(self) -> None:
-        self._record()
+        if not self._admitted():
+            return
         target = urllib.parse.urlsplit(self.path)  # absolute-form, as clients ask a proxy
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         upstream = http.client.HTTPConnection(
@@ -89,21 +101,25 @@ class _Forward(BaseHTTPRequestHandler):
 class _Proxy(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, hosts: dict[str, str]) -> None:
+    def __init__(self, hosts: dict[str, str], login: str | None) -> None:
         super().__init__(("127.0.0.1", 0), _Forward)
         self.seen = Seen()
         self.lock = threading.Lock()
         self._hosts = hosts
+        self.login = login
 
     def address_of(self, host: str) -> str:
         return self._hosts.get(host, host)
 
 
 @contextmanager
-def forwarding_proxy(hosts: dict[str, str] | None = None) -> Iterator[tuple[str, Seen]]:
+def forwarding_proxy(
+    hosts: dict[str, str] | None = None, login: str | None = None
+) -> Iterator[tuple[str, Seen]]:
     """Run a proxy; yield its URL and what it is asked. `hosts` are names only it knows (host to address):
-    a client that asked for one without the proxy would not find it."""
-    proxy = _Proxy(hosts or {})
+    a client that asked for one without the proxy would not find it. With `login` (a Proxy-Authorization
+    value), a request without it is answered 407."""
+    proxy = _Proxy(hosts or {}, login)
     thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
