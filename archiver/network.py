@@ -74,11 +74,11 @@ def verifying_context() -> ssl.SSLContext:
     import certifi  # httpx's dependency: its bundle is the default
 
     if cafile := os.environ.get("SSL_CERT_FILE"):
-        import re
-
         try:
             return ssl.create_default_context(cafile=cafile)
         except OSError as exc:  # missing, a directory, unreadable, or no certificate in it (ssl.SSLError)
+            import re
+
             said = re.sub(r" \(_ssl\.c:\d+\)$", "", exc.strerror or type(exc).__name__)  # not where in C
             raise UsageError(
                 f"SSL_CERT_FILE names {cafile!r}, which is not a bundle of CA certificates the archiver can "
