@@ -192,6 +192,7 @@ class CheckpointStep:
             )
         self.ctx.report.counts.jobs_fetched += len(listings)
         self.ctx.record_progress(connection)
+        upkeep.count_now(connection)  # before a later `ANALYZE` ahead of the run's end, not after it
         # Here, on the writer, while the fetches go on, rather than all at the run's end.
         jobs = [listing.job.row["id"] for listing in listings]
         return self.ctx.options.refresh_facts and facts.rewrite_written(connection, jobs)
