@@ -98,6 +98,24 @@ def test_a_sync_over_https_goes_through_the_proxy_in_a_tunnel(
     assert seen.requests and set(seen.requests) == {tunnel}, seen.requests
 
 
+def test_an_https_proxy_is_verified_against_the_certificates_the_environment_trusts(
+    fake: FakeBaseten, api_url: str, database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """The proxy's own certificate, signed by a CA certifi does not hold, is trusted through SSL_CERT_FILE;
+    the API behind it is reached in plain HTTP, inside the TLS to the proxy."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    with forwarding_proxy({NAME: "127.0.0.1"}, tls=context) as (proxy_url, seen):
+        assert proxy_url.startswith("https://")
+        trust = {"HTTP_PROXY": proxy_url, "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
+        result = run_archiver("sync", "--migrate", env=sync_env(api_url, database_url) | trust)
+    assert result.exit_code == 0, result.output
+    assert scalar(engine, "SELECT count(*) FROM checkpoints") == served(fake) > 0
+    assert len(seen.requests) == requests_made(result.output)
+
+
 def test_the_proxy_password_goes_to_the_proxy_and_nowhere_else(
     fake: FakeBaseten, api_url: str, proxy: tuple[str, Seen], database_url: str, engine: Engine
 ) -> None:
@@ -201,6 +219,7 @@ def test_a_socks_proxy_without_httpx_socks_extra_is_refused_as_unusable(
         ({"ALL_PROXY": "http://p:1"}, "https://api.baseten.co", "http://p:1"),
         ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".baseten.co"}, "https://api.baseten.co", None),
         ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example.com"}, "https://api.baseten.co", "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "no_proxy": "*"}, "https://api.baseten.co", None),
         (
             {"https_proxy": "http://p:1", "NO_PROXY": "api.baseten.co:8443"},
             "https://api.baseten.co:8443",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import select
 import socket
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -101,8 +102,10 @@ class _Forward(BaseHTTPRequestHandler):
 class _Proxy(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, hosts: dict[str, str], login: str | None) -> None:
+    def __init__(self, hosts: dict[str, str], login: str | None, tls: ssl.SSLContext | None) -> None:
         super().__init__(("127.0.0.1", 0), _Forward)
+        if tls is not None:  # an https:// proxy: the client speaks TLS to the proxy itself
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.seen = Seen()
         self.lock = threading.Lock()
         self._hosts = hosts
@@ -114,16 +117,17 @@ class _Proxy(ThreadingHTTPServer):
 
 @contextmanager
 def forwarding_proxy(
-    hosts: dict[str, str] | None = None, login: str | None = None
+    hosts: dict[str, str] | None = None, login: str | None = None, tls: ssl.SSLContext | None = None
 ) -> Iterator[tuple[str, Seen]]:
     """Run a proxy; yield its URL and what it is asked. `hosts` are names only it knows (host to address):
     a client that asked for one without the proxy would not find it. With `login` (a Proxy-Authorization
-    value), a request without it is answered 407."""
-    proxy = _Proxy(hosts or {}, login)
+    value), a request without it is answered 407. With `tls` (a server context), an https:// proxy."""
+    proxy = _Proxy(hosts or {}, login, tls)
     thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{proxy.server_address[1]}", proxy.seen
+        scheme = "http" if tls is None else "https"
+        yield f"{scheme}://127.0.0.1:{proxy.server_address[1]}", proxy.seen
     finally:
         proxy.shutdown()
         proxy.server_close()
