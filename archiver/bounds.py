@@ -149,8 +149,10 @@ def transport(limits: httpx.Limits, url: str) -> httpx.HTTPTransport:
     try:
         # An https:// proxy's own certificate is verified with the API's context: httpcore would make one
         # of its own for each connection to the proxy, reading certifi's bundle again (25-55 ms each).
-        through = proxy and httpx.Proxy(proxy, ssl_context=context if proxy.startswith("https://") else None)
-        made = httpx.HTTPTransport(limits=limits, verify=context, proxy=through or None)
+        through = None
+        if proxy is not None:
+            through = httpx.Proxy(proxy, ssl_context=context if proxy.startswith("https://") else None)
+        made = httpx.HTTPTransport(limits=limits, verify=context, proxy=through)
     except (ValueError, ImportError):  # httpx's message quotes the proxy's URL, and its password
         raise network.unusable_proxy(url) from None
     pool = getattr(made, "_pool", None)

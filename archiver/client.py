@@ -576,8 +576,7 @@ def unreachable(exc: JobError) -> ApiUnavailable | AuthError:
     """Turn a failed organisation-level request into the fatal error it is."""
     if isinstance(exc, Forbidden):  # a key that may not list the projects can read nothing
         return refused(403)
-    if isinstance(exc, UntrustedCertificate | ProxyRefused):  # it says what to check
-        return ApiUnavailable(f"cannot list training projects: {exc.message}")
-    return ApiUnavailable(
-        f"cannot list training projects: {exc.message}; check BASETEN_API_URL and the network"
-    )
+    # A certificate's or a proxy's refusal says what to check itself.
+    says = isinstance(exc, UntrustedCertificate | ProxyRefused)
+    advice = "" if says else "; check BASETEN_API_URL and the network"
+    return ApiUnavailable(f"cannot list training projects: {exc.message}{advice}")

@@ -60,12 +60,17 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return sqlite_instant
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):  # raw SQLite text, e.g. from a view
-            value = datetime.fromisoformat(value)
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return _as_utc(value)
+
+
+def _as_utc(value: Any) -> datetime | None:
+    """A value read from a timestamp column as an aware UTC datetime; naive means UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # raw SQLite text, e.g. from a view
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def sqlite_instant(value: str | None) -> datetime | None:
@@ -76,17 +81,17 @@ def sqlite_instant(value: str | None) -> datetime | None:
     two to seven of them a row. Any other text (a date alone, an offset of its own: written by hand, or
     by a view) is read as `process_result_value` reads it.
     """
-    if value is None:
+    if value is None:  # most deletion stamps: answered before any call
         return None
-    try:
-        parsed = datetime.fromisoformat(value + "+00:00")
-    except (ValueError, TypeError):
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if parsed.tzinfo is UTC:
-        return parsed
-    # A date alone reads "+00:00" as its time: that, as text with an offset of its own, is read again.
-    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if isinstance(value, str):
+        try:  # not `suppress`: a context manager would cost as much as the parse saves
+            parsed = datetime.fromisoformat(value + "+00:00")
+        except ValueError:  # text with an offset of its own
+            pass
+        else:
+            if parsed.tzinfo is UTC:  # not so for a date alone, which reads "+00:00" as its time
+                return parsed
+    return _as_utc(value)
 
 
 def sqlite_text(value: datetime | None) -> str | None:

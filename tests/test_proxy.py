@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import base64
 import re
-import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 from sqlalchemy.engine import Engine
 
 from archiver import bounds, network
 from archiver.errors import UsageError
 from archiver.fake_api import FakeBaseten, OrgSpec, serve
 
+from .support.certificates import issued
 from .support.commands import run_archiver, sync_env
 from .support.databases import scalar
 from .support.proxy import Seen, forwarding_proxy
@@ -83,14 +82,11 @@ def test_a_sync_reaches_the_api_through_the_proxy_the_environment_names(
 def test_a_sync_over_https_goes_through_the_proxy_in_a_tunnel(
     fake: FakeBaseten, proxy: tuple[str, Seen], database_url: str, engine: Engine, tmp_path: Path
 ) -> None:
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(NAME).configure_cert(context)
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    context, trusted = issued(NAME, tmp_path)
     proxy_url, seen = proxy
     with serve(fake, tls=context) as loopback_url:
         https_url = loopback_url.replace("127.0.0.1", NAME)
-        trust = {"HTTPS_PROXY": proxy_url, "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
+        trust = {"HTTPS_PROXY": proxy_url, "SSL_CERT_FILE": str(trusted)}
         result = run_archiver("sync", "--migrate", env=sync_env(https_url, database_url) | trust)
     assert result.exit_code == 0, result.output
     assert scalar(engine, "SELECT count(*) FROM checkpoints") == served(fake) > 0
@@ -103,13 +99,10 @@ def test_an_https_proxy_is_verified_against_the_certificates_the_environment_tru
 ) -> None:
     """The proxy's own certificate, signed by a CA certifi does not hold, is trusted through SSL_CERT_FILE;
     the API behind it is reached in plain HTTP, inside the TLS to the proxy."""
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    context, trusted = issued("127.0.0.1", tmp_path)
     with forwarding_proxy({NAME: "127.0.0.1"}, tls=context) as (proxy_url, seen):
         assert proxy_url.startswith("https://")
-        trust = {"HTTP_PROXY": proxy_url, "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
+        trust = {"HTTP_PROXY": proxy_url, "SSL_CERT_FILE": str(trusted)}
         result = run_archiver("sync", "--migrate", env=sync_env(api_url, database_url) | trust)
     assert result.exit_code == 0, result.output
     assert scalar(engine, "SELECT count(*) FROM checkpoints") == served(fake) > 0
@@ -134,10 +127,7 @@ def test_a_proxy_that_wants_a_login_stops_the_sync_at_once_saying_so(
     scheme: str, fake: FakeBaseten, database_url: str, engine: Engine, tmp_path: Path
 ) -> None:
     """407 to a plain request (an answer) or to a tunnel (no answer from the API at all): never retried."""
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(NAME).configure_cert(context)
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    context, trusted = issued(NAME, tmp_path)
     login = "Basic " + base64.b64encode(b"archiver:right").decode()
     with (
         forwarding_proxy({NAME: "127.0.0.1"}, login=login) as (proxy_url, seen),
@@ -145,7 +135,7 @@ def test_a_proxy_that_wants_a_login_stops_the_sync_at_once_saying_so(
     ):
         url = loopback_url.replace("127.0.0.1", NAME)
         wrong = proxy_url.replace("://", "://archiver:wr0ng-pr0xy-pw@")
-        env = sync_env(url, database_url) | {"ALL_PROXY": wrong, "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
+        env = sync_env(url, database_url) | {"ALL_PROXY": wrong, "SSL_CERT_FILE": str(trusted)}
         result = run_archiver("sync", "--migrate", "-vv", env=env)
     assert result.exit_code == 1, result.output
     assert (

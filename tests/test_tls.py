@@ -19,6 +19,7 @@ from archiver.client import BasetenClient
 from archiver.errors import UntrustedCertificate, UsageError
 from archiver.fake_api import DEFAULT_API_KEY, FakeBaseten, OrgSpec, serve
 
+from .support import certificates
 from .support.commands import run_archiver, sync_env
 from .support.databases import scalar
 
@@ -32,9 +33,7 @@ def ca() -> trustme.CA:
 
 @pytest.fixture
 def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
+    return certificates.ca_file(ca, tmp_path)
 
 
 @pytest.fixture
@@ -45,9 +44,7 @@ def fake() -> FakeBaseten:
 @pytest.fixture
 def https_url(fake: FakeBaseten, ca: trustme.CA) -> Iterator[str]:
     """The fake API over HTTPS, its certificate (for 127.0.0.1) signed by `ca` alone."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    with serve(fake, tls=context) as url:
+    with serve(fake, tls=certificates.server_context(ca, "127.0.0.1")) as url:
         yield url
 
 
