@@ -168,7 +168,7 @@ SPILLED = "archiver.spilled"
 
 
 def send(
-    http: httpx.Client,
+    transport: httpx.BaseTransport,
     request: httpx.Request,
     at: float,
     limit: int,
@@ -187,7 +187,7 @@ def send(
     Raise TooLarge (saying how it was found), TooSlow, or what httpx raises.
     """
     with deadline(at), _turn(turn):
-        response = http.send(request, stream=True)
+        response = transport.handle_request(request)
         try:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:

@@ -294,6 +294,30 @@ def test_a_redirect_is_an_error_naming_where_it_points() -> None:
     assert calls == [1] and "BASETEN_API_URL" in str(raised.value)
 
 
+def test_a_redirect_to_a_location_that_is_no_url_is_an_error_quoting_it() -> None:
+    client = client_for(lambda r: httpx.Response(302, headers={"Location": "http://[::1/v1"}))
+    with pytest.raises(ApiError, match=r"HTTP 302, a redirect to http://\[::1/v1; check --api-url"):
+        client.list_projects()
+
+
+def test_sends_the_same_headers_every_time_and_never_a_cookie_the_api_set() -> None:
+    """The API is read with its key alone: a cookie it sets (here one echoing the key) is not sent back."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=PROJECTS, headers={"Set-Cookie": f"session={KEY}; Path=/"})
+
+    client = client_for(handler)
+    client.list_projects()
+    client.list_projects()
+    first, second = (dict(request.headers) for request in seen)
+    assert first == second
+    assert "cookie" not in second
+    assert set(first) == {"host", "accept", "accept-encoding", "connection", "user-agent", "authorization"}
+    assert first["accept-encoding"] == "gzip, deflate"
+
+
 def test_an_error_body_echoing_the_key_is_redacted() -> None:
     client = client_for(lambda r: httpx.Response(400, json={"message": f"bad header Api-Key {KEY}"}))
     with pytest.raises(ApiError) as raised:
