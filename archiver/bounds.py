@@ -178,8 +178,8 @@ def send(
     """Send `request` and read its whole body by time `at` (time.monotonic), within `limit` bytes as decoded.
 
     With `turn`, the request calls it once connected, right before its first byte is written: it may
-    wait (`at` then moves by as long) or raise, and the request is not sent. Only the archiver's own
-    transport (`transport`) writes through here; with another one, `turn` is never called.
+    wait (`at` then moves by as long) or raise, and the request is not sent. Only a transport made by
+    `transport()` writes through here; with another one (a test's), `turn` is never called.
 
     The response returned holds the decoded body; its headers no longer name an encoding or a
     length on the wire. With `spill`, a successful body of more than `spill` bytes is not held

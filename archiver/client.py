@@ -241,15 +241,7 @@ class BasetenClient:
         # archiver asks for and took 0.1-0.2 ms of CPU a request, under the GIL the writer needs.
         # What the client added is here: its headers and timeouts. No cookie is kept or sent back.
         self._transport = transport or bounds.transport(limits, base_url)
-        self._headers = httpx.Headers(
-            {
-                "Accept": "*/*",
-                "Accept-Encoding": bounds.ACCEPT_ENCODING,
-                "Connection": "keep-alive",
-                "User-Agent": f"archiver/{__version__}",
-                "Authorization": f"Api-Key {api_key}",
-            }
-        )
+        self._headers = _headers(api_key)
         timeout = httpx.Timeout(self.retry.timeout_s, connect=min(10.0, self.retry.timeout_s))
         self._extensions = {"timeout": timeout.as_dict()}
         # Requests name whole URLs, each parsed once.
@@ -449,6 +441,19 @@ class BasetenClient:
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.max_backoff_s, self.retry.backoff_s * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
+
+
+def _headers(api_key: str) -> httpx.Headers:
+    """What every request carries: the key, and the headers httpx.Client would have sent."""
+    return httpx.Headers(
+        {
+            "Accept": "*/*",
+            "Accept-Encoding": bounds.ACCEPT_ENCODING,
+            "Connection": "keep-alive",
+            "User-Agent": f"archiver/{__version__}",
+            "Authorization": f"Api-Key {api_key}",
+        }
+    )
 
 
 def _final(response: httpx.Response, method: str, path: str, where: Where) -> ApiError | AuthError | None:
