@@ -71,8 +71,6 @@ def verifying_context() -> ssl.SSLContext:
 
     Raise UsageError when SSL_CERT_FILE names what is not a bundle that can be read.
     """
-    import certifi  # httpx's dependency: its bundle is the default
-
     if cafile := os.environ.get("SSL_CERT_FILE"):
         try:
             return ssl.create_default_context(cafile=cafile)
@@ -86,6 +84,8 @@ def verifying_context() -> ssl.SSLContext:
             ) from None
     if capath := os.environ.get("SSL_CERT_DIR"):
         return ssl.create_default_context(capath=capath)
+    import certifi  # httpx's dependency: its bundle is the default, and only then read
+
     return ssl.create_default_context(cafile=certifi.where())
 
 
