@@ -485,6 +485,48 @@ def test_revision_0023_computes_the_same_checkpoint_facts_from_labels_and_module
     assert rows(archive, "SELECT 1 FROM checkpoint_facts_live WHERE lora_target_modules_text <> '' LIMIT 1")
 
 
+def query_plan(archive: Engine, statement: str, parameters: dict[str, Any]) -> str:
+    """How the database answers `statement`, as its EXPLAIN prints it; on PostgreSQL with sequential
+    scans priced out, as on an archive too large to read whole."""
+    with archive.connect() as connection:
+        if archive.dialect.name == "sqlite":
+            plan = connection.execute(sa.text(f"EXPLAIN QUERY PLAN {statement}"), parameters).all()
+            return "\n".join(str(row[-1]) for row in plan)
+        connection.exec_driver_sql("SET enable_seqscan = off")
+        return "\n".join(
+            str(row[0]) for row in connection.execute(sa.text(f"EXPLAIN {statement}"), parameters)
+        )
+
+
+def test_revision_0029_indexes_the_lora_modules_by_checkpoint_in_one_index(archive: Engine) -> None:
+    """0029 replaces the indexes on `checkpoint_id` alone and on `job_id` with one on both: it finds one
+    checkpoint's modules, and a job's rows as a sync replaces them; the rows are unchanged."""
+    org = archive_org(archive)
+    job = org.fake.job_ids(org.fake.project_ids()[0])[0]
+    one = "SELECT module FROM checkpoint_lora_modules WHERE job_id = :job AND checkpoint_id = :checkpoint"
+    of_job = "SELECT count(*) FROM checkpoint_lora_modules WHERE job_id = :job"
+    asked = {"job": job, "checkpoint": "checkpoint-1"}
+    composite = "ix_checkpoint_lora_modules_job_id_checkpoint_id"
+    assert composite in query_plan(archive, one, asked)
+    assert composite in query_plan(archive, of_job, asked)
+    indexes = {
+        i["name"]: i["column_names"] for i in sa.inspect(archive).get_indexes("checkpoint_lora_modules")
+    }
+    assert indexes == {
+        composite: ["job_id", "checkpoint_id"],
+        "ix_checkpoint_lora_modules_module": ["module"],
+    }
+    assert scalar(archive, "SELECT count(*) FROM checkpoint_lora_modules")
+
+    after, before, again = rows_down_and_up(archive, "SELECT * FROM checkpoint_lora_modules", "0028")
+    assert again == after == before
+    migrate.downgrade(archive, "0028")
+    assert "ix_checkpoint_lora_modules_job_id" in query_plan(archive, of_job, asked)
+    assert composite not in query_plan(archive, one, asked)
+    migrate.upgrade(archive)
+    assert composite in query_plan(archive, one, asked)
+
+
 def test_an_upgrade_from_nothing_loads_each_revision_file_once(tmp_path: Path) -> None:
     """Revisions that build on earlier ones' SQL load their files, which load theirs: an upgrade from
     nothing loaded 23 files 353 times (0.44 s without cached bytecode). Each is loaded once now."""
