@@ -396,9 +396,22 @@ def test_revision_0025_charges_each_day_to_the_same_team_as_before(archive: Engi
     assert len({team for project_id, _, team, _, _ in after if project_id == moved}) == 3
 
 
+def plan_of(connection: sa.Connection, statement: str, parameters: Any, *, driver: bool = False) -> str:
+    """How the database answers `statement` (SQLAlchemy text, or the driver's own with `driver`), as its
+    EXPLAIN prints it; on PostgreSQL with sequential scans priced out, as on an archive too large to read whole."""
+    sqlite = connection.dialect.name == "sqlite"
+    if not sqlite:
+        connection.exec_driver_sql("SET enable_seqscan = off")
+    explain = f"{'EXPLAIN QUERY PLAN' if sqlite else 'EXPLAIN'} {statement}"
+    if driver:
+        plan = connection.exec_driver_sql(explain, parameters).all()
+    else:
+        plan = connection.execute(sa.text(explain), parameters).all()
+    return "\n".join(str(row[-1]) for row in plan)
+
+
 def drain_check_plan(archive: Engine) -> str:
-    """How the database answers the nightly drain check (`drain._lost_enough`), as its EXPLAIN prints it;
-    on PostgreSQL with sequential scans priced out, as on an archive too large to read whole."""
+    """How the database answers the nightly drain check (`drain._lost_enough`), as `plan_of` says."""
     asked: list[tuple[str, Any]] = []
 
     def keep(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
@@ -409,12 +422,7 @@ def drain_check_plan(archive: Engine) -> str:
         drain._lost_enough(connection, datetime.now(UTC) - timedelta(days=7))
         sa.event.remove(connection, "before_cursor_execute", keep)
         ((statement, parameters),) = [(text, values) for text, values in asked if text.startswith("SELECT")]
-        if archive.dialect.name == "sqlite":
-            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
-            return "\n".join(str(row[-1]) for row in plan)
-        connection.exec_driver_sql("SET enable_seqscan = off")
-        plan = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters).all()
-        return "\n".join(str(row[0]) for row in plan)
+        return plan_of(connection, statement, parameters, driver=True)
 
 
 def test_revision_0027_answers_the_drain_check_from_the_deleted_checkpoints_alone(archive: Engine) -> None:
@@ -486,16 +494,9 @@ def test_revision_0023_computes_the_same_checkpoint_facts_from_labels_and_module
 
 
 def query_plan(archive: Engine, statement: str, parameters: dict[str, Any]) -> str:
-    """How the database answers `statement`, as its EXPLAIN prints it; on PostgreSQL with sequential
-    scans priced out, as on an archive too large to read whole."""
+    """`plan_of` a query in SQLAlchemy's text, on a connection of its own."""
     with archive.connect() as connection:
-        if archive.dialect.name == "sqlite":
-            plan = connection.execute(sa.text(f"EXPLAIN QUERY PLAN {statement}"), parameters).all()
-            return "\n".join(str(row[-1]) for row in plan)
-        connection.exec_driver_sql("SET enable_seqscan = off")
-        return "\n".join(
-            str(row[0]) for row in connection.execute(sa.text(f"EXPLAIN {statement}"), parameters)
-        )
+        return plan_of(connection, statement, parameters)
 
 
 def test_revision_0029_indexes_the_lora_modules_by_checkpoint_in_one_index(archive: Engine) -> None:
