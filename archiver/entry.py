@@ -33,7 +33,7 @@ def main() -> int:
     stopping.install()  # before the command line's imports, which take a good part of a second
     sys.unraisablehook = _unraisable
     try:
-        _without_httpx_command_line()
+        _without_unused_extras()
         if sys.argv[1:2] == ["sync"]:  # the TLS context its client needs, made beside the imports
             network.start_tls()
         # What the imports make lives as long as the process: the collector would only go over it again
@@ -75,16 +75,29 @@ def main() -> int:
     return status
 
 
-def _without_httpx_command_line() -> None:
-    """Keep `import httpx` from loading httpx's own command line client, which the archiver never runs.
+# Optional parts of the libraries the archiver uses, which the libraries load whenever what those parts
+# need is installed, and which the command never runs. It always is: the progress display needs rich,
+# and rich needs pygments.
+UNUSED_EXTRAS = (
+    # httpx's own `httpx` command, imported by `import httpx`: rich and pygments, 50-60 ms of every start.
+    "httpx._main",
+    # Mako's syntax highlighting of its HTML error pages (Mako renders Alembic's templates for new
+    # revision files), imported with Alembic: pygments' formatters and lexers, about 50 ms of a start
+    # that migrates a database (every first load).
+    "mako.ext.pygmentplugin",
+)
 
-    httpx imports `httpx._main`, the `httpx` command, as it loads, and with it rich and pygments when
-    they are installed (many tools bring them): 50-60 ms of every start on a 2-core machine. With a
-    stand-in module in its place that import fails, as it does where they are not installed, and
-    httpx carries on without its command. Only in this process: the archiver as a library is left alone.
+
+def _without_unused_extras() -> None:
+    """Keep the libraries from loading `UNUSED_EXTRAS`, which the archiver never runs.
+
+    With a stand-in module in each one's place, the library's import of it fails as it does where
+    what it needs is not installed, and the library carries on without it (httpx without its command,
+    Mako with plain error pages). Only in this process: the archiver as a library is left alone.
     """
-    if "httpx" not in sys.modules:
-        sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
+    for name in UNUSED_EXTRAS:
+        if name.partition(".")[0] not in sys.modules:
+            sys.modules.setdefault(name, types.ModuleType(name))
 
 
 def _requests_left() -> bool:
