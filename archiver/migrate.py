@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from archiver import db, docs, facts
+from archiver import db, docs, facts, snapshot
 from archiver.db import describe_db_error, redact
 from archiver.errors import DatabaseUnavailable, SchemaOutOfDate, SchemaTooNew, UsageError
 from archiver.schema import SCHEMA_REVISION, facts_inputs
@@ -274,7 +274,9 @@ def ensure_current(engine: Engine, *, migrate: bool = False) -> None:
     if current is None:
         tables = set(sa.inspect(engine).get_table_names())
         if not tables:
-            upgrade(engine)
+            # A new SQLite archive from the snapshot of what the revisions leave (`archiver.snapshot`).
+            if not snapshot.create(engine, script_location()):
+                upgrade(engine)
             return
         raise SchemaOutOfDate(
             f"the database {redact(engine.url)} has tables but no archiver schema version "

@@ -18,8 +18,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from archiver import db, docs, drain, facts, migrate, views
+from archiver import db, docs, drain, facts, migrate, snapshot, views
 from archiver.errors import SchemaOutOfDate
+from archiver.fake_api import FakeBaseten, OrgSpec
 from archiver.schema import SCHEMA_REVISION, checkpoints, metadata
 from archiver.sync import SyncOptions
 
@@ -173,6 +174,77 @@ def test_released_revisions_are_frozen() -> None:
 def test_empty_database_gets_the_schema(engine: Engine) -> None:
     migrate.ensure_current(engine)
     assert migrate.current_revision(engine) == SCHEMA_REVISION
+
+
+def sqlite_shape(engine: Engine) -> dict[tuple[str, str], object]:
+    """A SQLite database's schema and rows, object by object, as the revisions decide it: each table's
+    columns in order, its foreign keys, the lines of its definition in any order (Alembic's batch mode
+    writes a rebuilt table's constraints in an order of its own), its rows (`facts_inputs`' without the
+    moment of their refresh); each index's, view's and trigger's definition."""
+    shape: dict[tuple[str, str], object] = {}
+    with engine.connect() as connection:
+        run = connection.exec_driver_sql
+        for kind, name, table, sql in run(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'"
+        ):
+            if kind != "table":
+                shape[kind, name] = (table, sql)
+                continue
+            columns = "name, inputs" if name == "facts_inputs" else "*"
+            shape[kind, name] = (
+                run(f'PRAGMA table_xinfo("{name}")').all(),
+                sorted(tuple(row)[1:] for row in run(f'PRAGMA foreign_key_list("{name}")')),
+                sorted(line.strip().removesuffix(",").strip() for line in sql.splitlines()),
+                sorted(tuple(row) for row in run(f'SELECT {columns} FROM "{name}"')),
+            )
+    return shape
+
+
+def test_a_new_sqlite_archive_is_made_from_the_snapshot_as_the_revisions_make_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """`archiver.snapshot`: a new SQLite archive is made from migrations/sqlite-head.sql, which must be
+    the newest revision's and make what the revisions make; a PostgreSQL one is left to the revisions."""
+    made = snapshot.create(engine, migrate.script_location())
+    if engine.dialect.name != "sqlite":
+        assert not made and archive_tables(engine) == set()
+        return
+    text = (Path(migrate.script_location()) / snapshot.FILENAME).read_text()
+    assert snapshot.revision_of(text) == SCHEMA_REVISION, (
+        "migrations/sqlite-head.sql is of another revision: run `python -m archiver.snapshot`"
+    )
+    assert made and migrate.current_revision(engine) == SCHEMA_REVISION
+    by_revisions = db.make_engine(f"sqlite:///{tmp_path / 'by-revisions.db'}")
+    try:
+        migrate.upgrade(by_revisions)
+        assert sqlite_shape(engine) == sqlite_shape(by_revisions), (
+            "migrations/sqlite-head.sql makes another schema than the revisions: run `python -m archiver.snapshot`"
+        )
+    finally:
+        by_revisions.dispose()
+    assert schema_differences(engine, metadata) == []
+    # An archive made so takes its first sync, and the revisions to come.
+    assert (
+        sync(engine, FakeBaseten(OrgSpec(projects=1, jobs_per_project=2, checkpoints_per_job=3))).exit_code
+        == 0
+    )
+    written = scalar(engine, "SELECT count(*) FROM checkpoints")
+    assert written and scalar(engine, "SELECT count(*) FROM checkpoint_facts") == written
+
+
+def test_a_snapshot_of_another_revision_or_none_is_not_used(tmp_path: Path) -> None:
+    """A snapshot left behind by a new revision, or none at all: the revisions make the archive."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'archive.db'}")
+    try:
+        assert not snapshot.create(engine, tmp_path)  # no snapshot there
+        text = (Path(migrate.script_location()) / snapshot.FILENAME).read_text()
+        older = text.replace(f"revision {SCHEMA_REVISION}\n", "revision 0028\n", 1)
+        assert snapshot.revision_of(older) == "0028"
+        (tmp_path / snapshot.FILENAME).write_text(older)
+        assert not snapshot.create(engine, tmp_path)
+        assert archive_tables(engine) == set()
+    finally:
+        engine.dispose()
 
 
 def test_older_schema_is_refused_with_the_fix(engine: Engine) -> None:
