@@ -124,7 +124,8 @@ def rebuild(
                 f"{db.redact(target.url)} is not empty: rebuild writes into an empty database only "
                 "(create a new one, or point --database-url elsewhere)"
             )
-        migrate.upgrade(target)
+        # A new archive, made as a first sync makes one: on SQLite from the schema snapshot (`archiver.snapshot`).
+        migrate.ensure_current(target)
         report = _replay(source, target, stop or threading.Event(), progress, skip_corrupt)
         with target.begin() as connection:
             facts.refresh(connection)
