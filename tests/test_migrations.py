@@ -223,7 +223,11 @@ def test_a_new_sqlite_archive_is_made_from_the_snapshot_as_the_revisions_make_it
     finally:
         by_revisions.dispose()
     assert schema_differences(engine, metadata) == []
-    # An archive made so takes its first sync, and the revisions to come.
+    # The revisions step an archive made so down and up as one they made (as the next revision will).
+    migrate.downgrade(engine, "-1")
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == SCHEMA_REVISION and schema_differences(engine, metadata) == []
+    # And it takes a first sync.
     assert (
         sync(engine, FakeBaseten(OrgSpec(projects=1, jobs_per_project=2, checkpoints_per_job=3))).exit_code
         == 0
